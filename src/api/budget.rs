@@ -1,0 +1,256 @@
+//! `TokenBudget`: a spend or token limit for a scope of teams, cost centres, models and regions
+//! over a calendar period, with thresholds that act.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{SecretKeyReference, currency_rule, decimal_rule};
+
+/// A token or money budget over calendar periods, with thresholds that notify, throttle,
+/// block or downgrade.
+#[derive(CustomResource, KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "sovereign.ai",
+    version = "v1alpha1",
+    kind = "TokenBudget",
+    plural = "tokenbudgets",
+    shortname = "tb",
+    category = "sovereign",
+    namespaced,
+    status = "TokenBudgetStatus",
+    printcolumn = r#"{"name":"Period","type":"string","jsonPath":".spec.period"}"#,
+    printcolumn = r#"{"name":"Spent","type":"string","jsonPath":".status.spent.amount"}"#,
+    printcolumn = r#"{"name":"Limit","type":"string","jsonPath":".spec.limit.amount"}"#,
+    printcolumn = r#"{"name":"Used%","type":"number","jsonPath":".status.percentUsed"}"#,
+    printcolumn = r#"{"name":"Forecast","type":"string","jsonPath":".status.forecast.amount"}"#,
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.status==\"True\")].type"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenBudgetSpec {
+    /// Which usage counts against the budget; an empty list matches everything.
+    #[serde(default)]
+    pub scope: BudgetScope,
+    /// Calendar period the budget resets on.
+    #[serde(default)]
+    pub period: BudgetPeriod,
+    /// IANA time zone the periods are counted in, e.g. Europe/Paris or Asia/Kolkata. UTC when
+    /// unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z_]+(/[A-Za-z0-9_+-]+)*$')").message("timeZone must be an IANA time zone name such as Europe/Paris"))]
+    #[schemars(length(max = 64))]
+    pub time_zone: Option<String>,
+    /// The limit per period: an amount of money, a number of tokens, or both.
+    pub limit: BudgetLimit,
+    /// Spend levels, in percent of the limit, that trigger actions; unique and ascending.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(t, self.exists_one(u, u.percent == t.percent))").message("thresholds must not repeat a percent"))]
+    #[x_kube(validation = Rule::new("self.map(t, t.percent).isSorted()").message("thresholds must be in ascending order of percent"))]
+    #[schemars(length(max = 16))]
+    pub thresholds: Vec<Threshold>,
+    /// Where Notify actions are sent besides a Kubernetes Event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<NotifySpec>,
+}
+
+/// Usage a budget covers, matched against the gateway's usage labels.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetScope {
+    /// Gateway teams (LiteLLM team alias).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub teams: Vec<String>,
+    /// Cost centres (the `cost_center` request metadata).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cost_centers: Vec<String>,
+    /// Model names as clients request them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
+    /// SovereignRegion names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
+}
+
+/// Calendar period of a budget.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum BudgetPeriod {
+    /// From midnight to midnight.
+    Daily,
+    /// Monday to Sunday (ISO weeks).
+    Weekly,
+    /// Calendar month.
+    #[default]
+    Monthly,
+    /// Calendar quarter (Jan–Mar, Apr–Jun, Jul–Sep, Oct–Dec).
+    Quarterly,
+}
+
+/// The limit of a budget per period.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.amount) || has(self.tokens)").message("limit must set amount (with currency) or tokens, or both"))]
+#[x_kube(validation = Rule::new("has(self.amount) == has(self.currency)").message("limit.amount and limit.currency must be set together"))]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetLimit {
+    /// Money per period, a non-negative decimal in `currency`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = decimal_rule("limit.amount"))]
+    #[schemars(length(max = 32))]
+    pub amount: Option<String>,
+    /// ISO 4217 currency of `amount`; spend in other currencies is refused, not converted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = currency_rule("limit.currency"))]
+    #[schemars(length(max = 3))]
+    pub currency: Option<String>,
+    /// Tokens (input + output) per period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("limit.tokens must not be negative"))]
+    pub tokens: Option<i64>,
+}
+
+/// What happens when spend crosses a threshold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ThresholdAction {
+    /// An Event on the budget, and the webhook if configured.
+    #[default]
+    Notify,
+    /// The scope's teams are rate-limited at the gateway.
+    Throttle,
+    /// The scope's teams are cut off at the gateway until the period ends.
+    Block,
+    /// The scope's requests go to `downgradeTo`, a cheaper model in the same jurisdiction.
+    Downgrade,
+}
+
+/// A spend level and its action; fires once per period.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new("self.action != 'Downgrade' || has(self.downgradeTo)").message("thresholds[].downgradeTo is required when action is Downgrade"))]
+#[serde(rename_all = "camelCase")]
+pub struct Threshold {
+    /// Percent of the limit, 1 to 1000.
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 1000").message("thresholds[].percent must be between 1 and 1000"))]
+    pub percent: i32,
+    /// Notify, Throttle, Block or Downgrade.
+    #[serde(default)]
+    pub action: ThresholdAction,
+    /// Model name to route the scope to when action is Downgrade; it must be served in the
+    /// same jurisdiction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub downgrade_to: Option<String>,
+}
+
+/// Where notifications go.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotifySpec {
+    /// Secret key holding a webhook URL that receives a JSON message per crossed threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<SecretKeyReference>,
+}
+
+/// Spend of a period.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Spend {
+    /// Money spent, a decimal in `currency`.
+    pub amount: String,
+    /// ISO 4217 currency.
+    pub currency: String,
+    /// Input (prompt) tokens.
+    pub input_tokens: i64,
+    /// Output (completion) tokens.
+    pub output_tokens: i64,
+    /// Requests.
+    pub requests: i64,
+}
+
+/// Where spend is heading.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Forecast {
+    /// Projected spend at the end of the period at the current burn rate.
+    pub amount: String,
+    /// When the limit is reached at the current burn rate, if within the period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exhausts_at: Option<Time>,
+}
+
+/// One line of the spend breakdown.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BreakdownEntry {
+    /// team, costCenter, model or region.
+    pub dimension: String,
+    /// The team, cost centre, model or region.
+    pub value: String,
+    /// Money spent.
+    pub amount: String,
+    /// Tokens (input + output).
+    pub tokens: i64,
+}
+
+/// A threshold crossed in the current period.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CrossedThreshold {
+    /// The threshold's percent.
+    pub percent: i32,
+    /// The action taken.
+    pub action: ThresholdAction,
+    /// When it was crossed.
+    pub crossed_at: Time,
+}
+
+/// A closed period.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClosedPeriod {
+    /// First instant of the period.
+    pub period_start: Time,
+    /// First instant after the period.
+    pub period_end: Time,
+    /// What was spent.
+    pub spent: Spend,
+    /// Percent of the limit used.
+    pub percent_used: f64,
+}
+
+/// Observed state of a TokenBudget.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenBudgetStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// First instant of the current period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_start: Option<Time>,
+    /// First instant after the current period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_end: Option<Time>,
+    /// Spend and tokens period-to-date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spent: Option<Spend>,
+    /// Percent of the limit used (the larger of money and tokens when both are set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent_used: Option<f64>,
+    /// Projection to the end of the period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<Forecast>,
+    /// Top spenders by team, cost centre, model and region.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub breakdown: Vec<BreakdownEntry>,
+    /// Thresholds crossed in the current period.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thresholds_crossed: Vec<CrossedThreshold>,
+    /// Closed periods, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<ClosedPeriod>,
+    /// WithinBudget, AtRisk and Exceeded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
