@@ -123,7 +123,7 @@ pub struct GpuSpec {
     /// Extended resource name of the GPU.
     #[serde(default = "default_gpu_resource")]
     pub resource_name: String,
-    /// Required value of the node label `typeLabel` (e.g. H100); any GPU node when unset.
+    /// Required value of the node label `typeLabel`, e.g. NVIDIA-H100-80GB-HBM3 (what NVIDIA GPU feature discovery writes); any GPU node when unset.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub gpu_type: Option<String>,
     /// Node label that carries the GPU type.
@@ -263,7 +263,7 @@ pub struct ExternalSpec {
     /// Jurisdiction where the provider processes the data (EU or an ISO 3166-1 alpha-2 code),
     /// as stated by its contract / data residency commitment.
     #[x_kube(validation = jurisdiction_rule("external.hostingJurisdiction"))]
-    #[schemars(length(max = 2))]
+    #[schemars(length(max = 16))]
     pub hosting_jurisdiction: String,
     /// Provider region or data centre, e.g. francecentral or fr-par.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -285,7 +285,7 @@ pub struct ExternalSpec {
 pub struct TokenPricing {
     /// ISO 4217 currency of the prices.
     #[x_kube(validation = currency_rule("pricing.currency"))]
-    #[schemars(length(max = 3))]
+    #[schemars(length(max = 16))]
     pub currency: String,
     /// Price of one million input (prompt) tokens, a non-negative decimal.
     #[serde(rename = "inputPer1MTokens")]

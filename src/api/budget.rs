@@ -102,7 +102,7 @@ pub struct BudgetLimit {
     /// ISO 4217 currency of `amount`; spend in other currencies is refused, not converted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = currency_rule("limit.currency"))]
-    #[schemars(length(max = 3))]
+    #[schemars(length(max = 16))]
     pub currency: Option<String>,
     /// Tokens (input + output) per period.
     #[serde(default, skip_serializing_if = "Option::is_none")]

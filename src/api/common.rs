@@ -28,7 +28,7 @@ pub struct Money {
     pub amount: String,
     /// ISO 4217 currency code: three capital letters, e.g. EUR, INR, USD.
     #[x_kube(validation = currency_rule("currency"))]
-    #[schemars(length(max = 3))]
+    #[schemars(length(max = 16))]
     pub currency: String,
 }
 

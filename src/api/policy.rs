@@ -88,7 +88,7 @@ pub struct ResidencyScope {
     /// Jurisdictions (EU or ISO 3166-1 alpha-2) allowed when `kind` is AllowedJurisdictions.
     #[serde(default)]
     #[x_kube(validation = Rule::new("self.all(j, j.matches('^(EU|[A-Z]{2})$'))").message("residency.allowedJurisdictions entries must be EU or ISO 3166-1 alpha-2 codes"))]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 16)))]
     pub allowed_jurisdictions: Vec<String>,
 }
 

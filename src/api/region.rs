@@ -42,7 +42,7 @@ pub struct SovereignRegionSpec {
     /// country code (IN, SA, AE, ID, US, …). Immutable.
     #[x_kube(validation = jurisdiction_rule("jurisdiction"))]
     #[x_kube(validation = immutable_rule("jurisdiction"))]
-    #[schemars(length(max = 2))]
+    #[schemars(length(max = 16))]
     pub jurisdiction: String,
 
     /// Compliance frameworks that apply (GDPR, EU-AI-Act, DPDP, RBI, …). Informational: they
@@ -56,7 +56,7 @@ pub struct SovereignRegionSpec {
     /// At least one; no duplicates.
     #[x_kube(validation = Rule::new("self.size() >= 1").message("locations must list at least one topology.kubernetes.io/region value"))]
     #[x_kube(validation = Rule::new("self.all(l, self.exists_one(m, m == l))").message("locations must not contain duplicates"))]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = 32), inner(length(max = 63)))]
     pub locations: Vec<String>,
 
     /// Namespace that holds the region's stack and its InferenceBackends. Defaults to

@@ -1,0 +1,201 @@
+//! Shared e2e plumbing: the client, server-side apply of YAML files, one-time installation of
+//! the CRDs and the example, and waiting with a deadline.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{ApiCapabilities, ApiResource, Scope};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, Client, ResourceExt};
+use serde::Deserialize;
+use tokio::sync::OnceCell;
+
+/// Field manager of everything the tests apply.
+pub const MANAGER: &str = "sovereign-e2e";
+
+/// Generous upper bound for the plane to do something; a bound, not an assertion on speed.
+pub const PATIENCE: Duration = Duration::from_secs(120);
+
+/// A client from `KUBECONFIG`; panics with a clear message when the plane is not there.
+pub async fn client() -> Client {
+    let client = Client::try_default().await.unwrap_or_else(|e| {
+        panic!(
+            "no Kubernetes client (is `e2e/controlplane.sh up` running and KUBECONFIG set?): {e}"
+        )
+    });
+    client
+        .apiserver_version()
+        .await
+        .unwrap_or_else(|e| panic!("the e2e control plane is unreachable: {e}"));
+    client
+}
+
+/// Path inside the repository.
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// Every YAML document of every `.yaml` file in `dir`, in file-name order, with its file.
+pub fn yaml_documents(dir: &Path) -> Vec<(PathBuf, serde_json::Value)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .map(|entry| entry.expect("readable entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let mut documents = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("readable file");
+        for document in serde_yaml_ng::Deserializer::from_str(&text) {
+            let value = serde_json::Value::deserialize(document)
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            if !value.is_null() {
+                documents.push((file.clone(), value));
+            }
+        }
+    }
+    documents
+}
+
+/// The API resource and scope of a document's apiVersion/kind, through discovery.
+pub async fn resolve(
+    client: &Client,
+    document: &serde_json::Value,
+) -> (ApiResource, ApiCapabilities) {
+    let api_version = document["apiVersion"].as_str().expect("apiVersion");
+    let kind = document["kind"].as_str().expect("kind");
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    kube::discovery::pinned_kind(client, &gvk)
+        .await
+        .unwrap_or_else(|e| panic!("{api_version} {kind} is not served: {e}"))
+}
+
+/// The dynamic API for a document (namespaced or cluster-wide).
+pub async fn dynamic_api(client: &Client, document: &serde_json::Value) -> Api<DynamicObject> {
+    let (resource, capabilities) = resolve(client, document).await;
+    match capabilities.scope {
+        Scope::Namespaced => {
+            let namespace = document["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default");
+            Api::namespaced_with(client.clone(), namespace, &resource)
+        }
+        Scope::Cluster => Api::all_with(client.clone(), &resource),
+    }
+}
+
+/// Server-side applies one document.
+pub async fn apply(
+    client: &Client,
+    document: &serde_json::Value,
+) -> Result<DynamicObject, kube::Error> {
+    let api = dynamic_api(client, document).await;
+    let name = document["metadata"]["name"]
+        .as_str()
+        .expect("metadata.name");
+    api.patch(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(document),
+    )
+    .await
+}
+
+/// Creates `name` if it does not exist.
+pub async fn ensure_namespace(client: &Client, name: &str) {
+    let namespace: Namespace = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
+    }))
+    .expect("namespace");
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            name,
+            &PatchParams::apply(MANAGER),
+            &Patch::Apply(&namespace),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("cannot create namespace {name}: {e}"));
+}
+
+static CRDS: OnceCell<Vec<String>> = OnceCell::const_new();
+
+/// Installs the CRDs from `crds/` (the files users apply) once per test run and waits until
+/// each is Established. Returns their names.
+pub async fn install_crds() -> &'static [String] {
+    CRDS.get_or_init(|| async {
+        let client = client().await;
+        let api = Api::<CustomResourceDefinition>::all(client.clone());
+        let mut names = Vec::new();
+        for (file, document) in yaml_documents(&repo_path("crds")) {
+            let crd: CustomResourceDefinition = serde_json::from_value(document)
+                .unwrap_or_else(|e| panic!("{}: not a CRD: {e}", file.display()));
+            let name = crd.name_any();
+            api.patch(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("the API server refused {}: {e}", file.display()));
+            names.push(name);
+        }
+        for name in &names {
+            let established = await_condition(api.clone(), name, conditions::is_crd_established());
+            tokio::time::timeout(PATIENCE, established)
+                .await
+                .unwrap_or_else(|_| panic!("CRD {name} never became Established"))
+                .unwrap_or_else(|e| panic!("watching CRD {name}: {e}"));
+        }
+        names
+    })
+    .await
+}
+
+static EXAMPLE: OnceCell<usize> = OnceCell::const_new();
+
+/// Applies every document of `deploy/examples/eu-india/` once per test run (namespaces first)
+/// and returns how many there were. Panics naming the file of any refused document.
+pub async fn install_example() -> usize {
+    install_crds().await;
+    *EXAMPLE
+        .get_or_init(|| async {
+            let client = client().await;
+            let mut documents = yaml_documents(&repo_path("deploy/examples/eu-india"));
+            documents.sort_by_key(|(_, d)| d["kind"] != "Namespace");
+            for (file, document) in &documents {
+                apply(&client, document).await.unwrap_or_else(|e| {
+                    panic!(
+                        "the API server refused a document of {}: {e}",
+                        file.display()
+                    )
+                });
+            }
+            documents.len()
+        })
+        .await
+}
+
+/// Runs `kubectl` (from PATH, as `controlplane.sh env` sets it) and returns its stdout.
+pub fn kubectl(args: &[&str]) -> String {
+    // A private discovery cache: kubectl's shared one may predate the CRDs and then not know
+    // the `sovereign` category.
+    let cache = std::env::temp_dir().join(format!("sovereign-e2e-kubectl-{}", std::process::id()));
+    let output = std::process::Command::new("kubectl")
+        .arg("--cache-dir")
+        .arg(&cache)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run kubectl (is it on PATH?): {e}"));
+    assert!(
+        output.status.success(),
+        "kubectl {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}

@@ -1,0 +1,180 @@
+//! The CRDs on a real API server: they install, the example is accepted, every invalid object of
+//! the corpus is refused with a message naming the field, and kubectl shows the columns and
+//! the field documentation.
+
+use kube::api::{DeleteParams, DynamicObject, PostParams};
+use kube::{Api, Client};
+use serde_json::Value;
+
+use crate::corpus::{Case, cases};
+use crate::harness::{
+    client, dynamic_api, ensure_namespace, install_crds, install_example, kubectl,
+};
+
+const CORPUS_NAMESPACE: &str = "e2e-corpus";
+
+#[tokio::test]
+async fn crds_install_and_become_established() {
+    let names = install_crds().await;
+    assert_eq!(
+        names,
+        [
+            "inferencebackends.sovereign.ai",
+            "residencypolicies.sovereign.ai",
+            "sovereignregions.sovereign.ai",
+            "tokenbudgets.sovereign.ai",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn every_example_document_is_accepted() {
+    let applied = install_example().await;
+    assert_eq!(
+        applied, 15,
+        "2 namespaces, 2 regions, 7 backends, 2 policies, 2 budgets"
+    );
+    let client = client().await;
+    let regions: Api<DynamicObject> = dynamic_api(
+        &client,
+        &serde_json::json!({"apiVersion": "sovereign.ai/v1alpha1", "kind": "SovereignRegion"}),
+    )
+    .await;
+    let eu = regions.get("eu").await.expect("region eu stored");
+    assert_eq!(eu.data["spec"]["jurisdiction"], "EU");
+    // Schema defaults were applied by the API server.
+    assert_eq!(
+        eu.data["spec"]["gateway"]["image"],
+        "ghcr.io/berriai/litellm:v1.80.0-stable"
+    );
+}
+
+/// What the API server says to `case`: Ok on acceptance, the error text on refusal.
+async fn submit(client: &Client, index: usize, case: &Case) -> Result<(), String> {
+    let name = format!("case-{index}");
+    let prepare = |object: &Value| {
+        let mut object = object.clone();
+        object["metadata"]["name"] = Value::from(name.clone());
+        if object["metadata"].get("namespace").is_some() {
+            object["metadata"]["namespace"] = Value::from(CORPUS_NAMESPACE);
+        }
+        object
+    };
+    let object = prepare(&case.object);
+    let api = dynamic_api(client, &object).await;
+    let parse = |v: Value| serde_json::from_value::<DynamicObject>(v).expect("object");
+    let result = match &case.old {
+        None => {
+            // Dry run: the API server validates fully but stores nothing.
+            let params = PostParams {
+                dry_run: true,
+                ..PostParams::default()
+            };
+            api.create(&params, &parse(object)).await.map(|_| ())
+        }
+        Some(old) => {
+            let stored = api
+                .create(&PostParams::default(), &parse(prepare(old)))
+                .await
+                .unwrap_or_else(|e| panic!("{}: the original object was refused: {e}", case.name));
+            let mut update = parse(object);
+            update.metadata.resource_version = stored.metadata.resource_version;
+            let result = api
+                .replace(&name, &PostParams::default(), &update)
+                .await
+                .map(|_| ());
+            api.delete(&name, &DeleteParams::default())
+                .await
+                .unwrap_or_else(|e| panic!("{}: clean-up failed: {e}", case.name));
+            result
+        }
+    };
+    result.map_err(|e| match e {
+        kube::Error::Api(status) => status.message,
+        other => panic!("{}: not an API refusal: {other}", case.name),
+    })
+}
+
+#[tokio::test]
+async fn the_api_server_accepts_and_refuses_exactly_as_the_corpus_says() {
+    install_crds().await;
+    let client = client().await;
+    ensure_namespace(&client, CORPUS_NAMESPACE).await;
+    let mut failures = Vec::new();
+    let cases = cases();
+    for (index, case) in cases.iter().enumerate() {
+        let outcome = submit(&client, index, case).await;
+        match (case.expect, outcome) {
+            (None, Err(message)) => {
+                failures.push(format!(
+                    "{}: expected acceptance, refused: {message}",
+                    case.name
+                ));
+            }
+            (Some(expected), Ok(())) => {
+                failures.push(format!(
+                    "{}: expected refusal ({expected}), accepted",
+                    case.name
+                ));
+            }
+            (Some(expected), Err(message)) => {
+                // The API server writes `<field>: Invalid value: "<type>": <message>`; the corpus
+                // writes `<field>: <message>`. Both parts must be there.
+                let (field, text) = match expected.split_once(": ") {
+                    Some((field, text)) if field.starts_with("spec") => (Some(field), text),
+                    _ => (None, expected),
+                };
+                let names_field = field.is_none_or(|f| message.contains(&format!("{f}: ")));
+                if !names_field || !message.contains(text) {
+                    failures.push(format!(
+                        "{}: expected {expected:?} in the refusal, got {message:?}",
+                        case.name
+                    ));
+                }
+            }
+            (None, Ok(())) => {}
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(cases.iter().filter(|c| c.expect.is_some()).count() >= 40);
+}
+
+#[tokio::test]
+async fn kubectl_shows_the_printer_columns_and_explains_nested_fields() {
+    install_example().await;
+    let table = kubectl(&["get", "sovereign", "-A"]);
+    for column in [
+        "JURISDICTION",
+        "LOCATIONS",
+        "BACKENDS",
+        "COMPLIANT",
+        "MODEL",
+        "KIND",
+        "MODE",
+        "PERIOD",
+        "LIMIT",
+        "USED%",
+        "FORECAST",
+    ] {
+        assert!(table.contains(column), "no {column} column in:\n{table}");
+    }
+    assert!(
+        table.contains("[\"europe-west9\",\"eu-central-1\",\"fr-par\"]"),
+        "{table}"
+    );
+    assert!(table.contains("ovh-llama-3.3-70b"), "{table}");
+
+    let short = kubectl(&["get", "sreg"]);
+    assert!(short.contains("eu") && short.contains("IN"), "{short}");
+
+    let explained = kubectl(&["explain", "inferencebackends.spec.vllm.gpus.count"]);
+    assert!(
+        explained.contains("GPUs per replica; at least 1."),
+        "{explained}"
+    );
+    let explained = kubectl(&["explain", "tokenbudgets.spec.thresholds.action"]);
+    assert!(
+        explained.contains("Notify, Throttle, Block or Downgrade."),
+        "{explained}"
+    );
+}
