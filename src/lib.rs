@@ -1,1 +1,7 @@
+//! sovereign-operator: a Kubernetes operator for multi-region sovereign AI stacks.
+//!
+//! `api` holds the custom resources, `render` the pure builders of the objects the operator
+//! wants. Neither touches the cluster.
+
 pub mod api;
+pub mod render;
