@@ -50,12 +50,11 @@ pub struct Owner {
     pub reference: Option<OwnerReference>,
 }
 
-/// Metadata of a child: name, namespace, the managed labels and the owner reference.
-pub struct ChildMeta;
-
-impl ChildMeta {
-    /// Metadata for child `name` of `component` in `namespace` (None for cluster-scoped).
-    pub fn new(owner: &Owner, component: &str, name: &str, namespace: Option<&str>) -> ObjectMeta {
+impl Owner {
+    /// Metadata for child `name` of `component` in `namespace` (None for cluster-scoped): the
+    /// managed labels and the owner reference.
+    pub fn meta(&self, component: &str, name: &str, namespace: Option<&str>) -> ObjectMeta {
+        let owner = self;
         ObjectMeta {
             name: Some(name.to_owned()),
             namespace: namespace.map(str::to_owned),
@@ -71,7 +70,8 @@ impl ChildMeta {
 
     /// Labels that select the pods of `component` of `owner` (a stable subset of the managed
     /// labels, since selectors of Deployments and StatefulSets are immutable).
-    pub fn selector(owner: &Owner, component: &str) -> BTreeMap<String, String> {
+    pub fn selector(&self, component: &str) -> BTreeMap<String, String> {
+        let owner = self;
         BTreeMap::from([
             (labels::COMPONENT.to_owned(), component.to_owned()),
             (labels::INSTANCE.to_owned(), owner.instance.clone()),
@@ -183,7 +183,7 @@ mod tests {
 
     #[test]
     fn child_meta_carries_the_managed_labels() {
-        let meta = ChildMeta::new(&owner(), "gateway", "gateway", Some("sovereign-eu"));
+        let meta = owner().meta("gateway", "gateway", Some("sovereign-eu"));
         let labels = meta.labels.expect("labels");
         assert_eq!(labels["app.kubernetes.io/managed-by"], "sovereign-operator");
         assert_eq!(labels["app.kubernetes.io/component"], "gateway");
@@ -197,7 +197,7 @@ mod tests {
     #[test]
     fn children_serialise_with_api_version_and_kind() {
         let ns = Namespace {
-            metadata: ChildMeta::new(&owner(), "namespace", "sovereign-eu", None),
+            metadata: owner().meta("namespace", "sovereign-eu", None),
             ..Namespace::default()
         };
         let json = Child::from(ns).to_json().expect("json");
