@@ -12,6 +12,9 @@
 # download release binaries; only the Go module proxy is reachable.  Everything (Go
 # module cache, build cache, binaries, runtime state) lives outside the repository.
 #
+# Needs: Go >= 1.26 for `build` only; openssl, curl, setsid (util-linux), base64/awk/sed
+# and, optionally, ss (iproute2) for `up`.  No root, no containers, loopback only.
+#
 # Environment knobs (all optional):
 #   SOVEREIGN_CACHE          cache root            (default ~/.cache/sovereign-operator)
 #   SOVEREIGN_E2E_STATE      runtime state dir     (default $SOVEREIGN_CACHE/e2e-state)
@@ -200,8 +203,8 @@ build_kwok() {
   start=${SECONDS}
   log "kwok: building ${KWOK_VERSION} ..."
   # kwok has no replace directives, so `go install pkg@version` works without a
-  # wrapper.  -mod=mod is not allowed together with @version, hence GOFLAGS override.
-  GOBIN="${tmp}" GOFLAGS="-buildvcs=false -p=2" "${GO_BIN}" install -trimpath \
+  # wrapper module (GOBIN points at a temporary dir, then install_bin moves it).
+  GOBIN="${tmp}" "${GO_BIN}" install -trimpath \
     -ldflags="-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION}" \
     "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}"
   install_bin kwok "${tmp}/kwok"
@@ -304,7 +307,7 @@ pid_of() {
   { mapfile -d '' -t argv <"/proc/${pid}/cmdline"; } 2>/dev/null || return 1
   ((${#argv[@]} > 0)) || return 1 # zombie or kernel thread
   [[ "${argv[0]}" == "$(bin_path "${component}")" ]] || return 1
-  [[ "${argv[*]}" == *"${STATE}"* ]] || return 1
+  [[ "${argv[*]}" == *"${STATE}/"* ]] || return 1
   printf '%s\n' "${pid}"
 }
 is_running() { pid_of "$1" >/dev/null; }
@@ -462,7 +465,9 @@ wait_for() {
   done
 }
 
-port_free() { ! ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
+# Output captured rather than piped to `grep -q` (see the health probes below).  Without
+# `ss` (iproute2) the check is skipped and a clash shows up as a component failing.
+port_free() { [[ -z "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]]; }
 
 check_ports() {
   local p
@@ -506,8 +511,10 @@ default_sa_exists() { kc get serviceaccount default -n default; }
 vap_served() {
   [[ "$(curl_admin /apis/admissionregistration.k8s.io/v1)" == *'"validatingadmissionpolicies"'* ]]
 }
-# All nodes Ready and without the not-ready / unreachable taints the node-lifecycle
-# controller puts on new nodes; until those are gone the scheduler will not use them.
+# All nodes Ready and without the not-ready / unreachable taints.  The apiserver's
+# TaintNodesByCondition admission plugin puts node.kubernetes.io/not-ready:NoSchedule on
+# every new node; the node-lifecycle controller removes it a few seconds after KWOK
+# reports Ready.  Until then the scheduler will not use the node.
 nodes_ready() {
   local expected=$1 out
   out="$(kc get nodes --no-headers -o \
@@ -622,6 +629,7 @@ cmd_up() {
   local c start_time=${SECONDS} expected
   command -v openssl >/dev/null || die "openssl is required (apt-get install openssl)"
   command -v curl >/dev/null || die "curl is required (apt-get install curl)"
+  command -v setsid >/dev/null || die "setsid is required (apt-get install util-linux)"
   for c in "${COMPONENTS[@]}" kubectl; do
     [[ -x "$(bin_path "${c}")" ]] || die "$(bin_path "${c}") missing: run '$0 build' first"
   done

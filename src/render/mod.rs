@@ -4,7 +4,11 @@
 //! server-side apply; `sovereign-operator render` prints it. Every child gets its labels and
 //! owner reference from [`Owner::meta`], so selectors and orphan clean-up can rely on them.
 
+pub mod gateway;
 pub mod pod;
+#[cfg(test)]
+pub(crate) mod test_support;
+pub mod vllm;
 
 use std::collections::BTreeMap;
 

@@ -1,0 +1,251 @@
+//! The region's LiteLLM gateway workload: the ConfigMap holding `config.yaml`, a Deployment that
+//! rolls when the config changes, a Service and a PodDisruptionBudget. The config itself comes
+//! from `gateway_config`.
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    HTTPGetAction, PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::BTreeMap;
+
+use super::pod::{
+    region_affinity, region_node_selector, region_tolerations, restricted_container_security,
+    restricted_pod_security,
+};
+use super::{Child, Owner, content_hash};
+use crate::api::region::SovereignRegion;
+
+/// `app.kubernetes.io/component` of the gateway's objects.
+pub const COMPONENT: &str = "gateway";
+/// Name of the gateway's Deployment, Service, ConfigMap and PDB.
+pub const NAME: &str = "gateway";
+/// Port LiteLLM listens on.
+pub const PORT: i32 = 4000;
+/// Pod-template annotation carrying the hash of the config: a new config, a new rollout.
+pub const CONFIG_HASH_ANNOTATION: &str = "sovereign.ai/config-hash";
+const CONFIG_DIR: &str = "/etc/litellm";
+const GATEWAY_UID: i64 = 1000;
+
+/// In-cluster URL of a region's gateway.
+pub fn endpoint(namespace: &str) -> String {
+    format!("http://{NAME}.{namespace}.svc:{PORT}")
+}
+
+/// The gateway's children for a rendered `config_yaml` and the environment it needs (API keys
+/// from Secrets, master key, Langfuse keys, collector endpoint).
+pub fn gateway_children(
+    region: &SovereignRegion,
+    owner: &Owner,
+    config_yaml: &str,
+    mut env: Vec<EnvVar>,
+) -> Vec<Child> {
+    let namespace = region.stack_namespace();
+    let gateway = &region.spec.gateway;
+    let selector = owner.selector(COMPONENT);
+    let meta = || owner.meta(COMPONENT, NAME, Some(&namespace));
+
+    let config_map = ConfigMap {
+        metadata: meta(),
+        data: Some(BTreeMap::from([(
+            "config.yaml".to_owned(),
+            config_yaml.to_owned(),
+        )])),
+        ..ConfigMap::default()
+    };
+
+    // Never fetch LiteLLM's model cost map from GitHub: that is a call abroad at every start,
+    // and our prices come from the InferenceBackends anyway.
+    env.push(EnvVar {
+        name: "LITELLM_LOCAL_MODEL_COST_MAP".into(),
+        value: Some("True".into()),
+        ..EnvVar::default()
+    });
+    env.sort_by(|a, b| a.name.cmp(&b.name));
+    env.dedup_by(|a, b| a.name == b.name);
+
+    let probe = |path: &str| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(PORT),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(10),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    };
+    let pod = PodSpec {
+        affinity: Some(region_affinity(region, Vec::new())),
+        node_selector: region_node_selector(region),
+        tolerations: region_tolerations(region, Vec::new()),
+        security_context: Some(restricted_pod_security(GATEWAY_UID)),
+        automount_service_account_token: Some(false),
+        containers: vec![Container {
+            name: "litellm".into(),
+            image: Some(gateway.image.clone()),
+            args: Some(vec![
+                "--config".into(),
+                format!("{CONFIG_DIR}/config.yaml"),
+                "--port".into(),
+                PORT.to_string(),
+            ]),
+            ports: Some(vec![ContainerPort {
+                name: Some("http".into()),
+                container_port: PORT,
+                ..ContainerPort::default()
+            }]),
+            env: Some(env),
+            resources: gateway.resources.clone(),
+            volume_mounts: Some(vec![
+                VolumeMount {
+                    name: "config".into(),
+                    mount_path: CONFIG_DIR.into(),
+                    read_only: Some(true),
+                    ..VolumeMount::default()
+                },
+                VolumeMount {
+                    name: "tmp".into(),
+                    mount_path: "/tmp".into(),
+                    ..VolumeMount::default()
+                },
+            ]),
+            readiness_probe: Some(probe("/health/readiness")),
+            liveness_probe: Some(probe("/health/liveliness")),
+            security_context: Some(restricted_container_security(false)),
+            ..Container::default()
+        }],
+        volumes: Some(vec![
+            Volume {
+                name: "config".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: NAME.into(),
+                    ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            Volume {
+                name: "tmp".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            },
+        ]),
+        ..PodSpec::default()
+    };
+
+    let deployment = Deployment {
+        metadata: meta(),
+        spec: Some(DeploymentSpec {
+            replicas: Some(gateway.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector.clone()),
+                match_expressions: None,
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(selector.clone()),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_owned(),
+                        content_hash(config_yaml),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    };
+
+    let service = Service {
+        metadata: meta(),
+        spec: Some(ServiceSpec {
+            selector: Some(selector.clone()),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: PORT,
+                target_port: Some(IntOrString::Int(PORT)),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    };
+
+    let mut children = vec![
+        Child::from(config_map),
+        Child::from(deployment),
+        Child::from(service),
+    ];
+    if gateway.replicas > 1 {
+        children.push(Child::from(PodDisruptionBudget {
+            metadata: meta(),
+            spec: Some(PodDisruptionBudgetSpec {
+                min_available: Some(IntOrString::Int(1)),
+                selector: Some(LabelSelector {
+                    match_labels: Some(selector),
+                    match_expressions: None,
+                }),
+                ..PodDisruptionBudgetSpec::default()
+            }),
+            status: None,
+        }));
+    }
+    children
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::test_support::example_region;
+
+    fn owner() -> Owner {
+        Owner {
+            region: "eu".into(),
+            instance: "eu".into(),
+            reference: None,
+        }
+    }
+
+    fn template_hash(children: &[Child]) -> String {
+        children
+            .iter()
+            .find_map(|c| match c {
+                Child::Deployment(d) => d
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.template.metadata.as_ref())
+                    .and_then(|m| m.annotations.as_ref())
+                    .map(|a| a[CONFIG_HASH_ANNOTATION].clone()),
+                _ => None,
+            })
+            .expect("deployment with a config hash")
+    }
+
+    #[test]
+    fn the_deployment_rolls_exactly_when_the_config_changes() {
+        let region = example_region("eu");
+        let a = gateway_children(&region, &owner(), "model_list: []\n", Vec::new());
+        let same = gateway_children(&region, &owner(), "model_list: []\n", Vec::new());
+        let other = gateway_children(&region, &owner(), "model_list: [x]\n", Vec::new());
+        assert_eq!(template_hash(&a), template_hash(&same));
+        assert_ne!(template_hash(&a), template_hash(&other));
+    }
+
+    #[test]
+    fn two_replicas_get_a_disruption_budget_and_the_cost_map_stays_local() {
+        let region = example_region("eu");
+        let children = gateway_children(&region, &owner(), "model_list: []\n", Vec::new());
+        assert!(
+            children
+                .iter()
+                .any(|c| matches!(c, Child::PodDisruptionBudget(_)))
+        );
+        let json = serde_json::to_string(&children).expect("json");
+        assert!(json.contains("LITELLM_LOCAL_MODEL_COST_MAP"));
+        assert!(json.contains("europe-west9"), "pinned to the region");
+    }
+}

@@ -1,0 +1,549 @@
+//! Self-hosted inference: the vLLM Deployment, Service, PodDisruptionBudget and autoscaler of
+//! one `InferenceBackend`, pinned to GPU nodes inside its region.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
+    MetricIdentifier, MetricSpec, MetricTarget, PodsMetricSource,
+};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource,
+    HTTPGetAction, NodeSelectorRequirement, PersistentVolumeClaimVolumeSource, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SecretEnvSource, SecretKeySelector, Service,
+    ServicePort, ServiceSpec, Toleration, Volume, VolumeMount,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::pod::{
+    region_affinity, region_node_selector, region_tolerations, restricted_container_security,
+    restricted_pod_security,
+};
+use super::{Child, Owner, RenderError};
+use crate::api::backend::{InferenceBackend, VllmSpec};
+use crate::api::region::SovereignRegion;
+
+/// `app.kubernetes.io/component` of everything rendered here.
+pub const COMPONENT: &str = "inference";
+/// Port of the vLLM OpenAI-compatible server.
+pub const PORT: i32 = 8000;
+/// Where model weights are cached inside the pod.
+const CACHE_DIR: &str = "/models-cache";
+/// Where a PVC model source is mounted.
+const PVC_DIR: &str = "/models";
+/// Pods need a non-root user for Pod Security `restricted`; vLLM runs fine as any uid when its
+/// caches point at writable volumes.
+const VLLM_UID: i64 = 1000;
+
+/// Name of the Deployment and Service of a vLLM backend. The gateway config points at
+/// `http://vllm-<backend>.<namespace>.svc:8000/v1`.
+pub fn workload_name(backend_name: &str) -> String {
+    format!("vllm-{backend_name}")
+}
+
+/// In-cluster URL of a vLLM backend's OpenAI-compatible API.
+pub fn endpoint(backend_name: &str, namespace: &str) -> String {
+    format!(
+        "http://{}.{namespace}.svc:{PORT}/v1",
+        workload_name(backend_name)
+    )
+}
+
+/// The children of a self-hosted backend; empty for an external one.
+pub fn vllm_children(
+    backend: &InferenceBackend,
+    region: &SovereignRegion,
+    owner: &Owner,
+) -> Result<Vec<Child>, RenderError> {
+    let Some(vllm) = &backend.spec.vllm else {
+        return Ok(Vec::new());
+    };
+    let backend_name = backend
+        .metadata
+        .name
+        .as_deref()
+        .ok_or(RenderError::MissingName {
+            kind: "InferenceBackend",
+        })?;
+    let namespace = region.stack_namespace();
+    let name = workload_name(backend_name);
+    let selector = owner.selector(COMPONENT);
+    let meta = |n: &str| owner.meta(COMPONENT, n, Some(&namespace));
+
+    let replicas = &vllm.replicas;
+    // Parked (min 0) and fixed-size models get a replica count; a range gets an autoscaler, and
+    // then the Deployment must not carry replicas or every apply would undo its scaling.
+    let autoscaled = replicas.min >= 1 && replicas.min < replicas.max;
+    let deployment = Deployment {
+        metadata: meta(&name),
+        spec: Some(DeploymentSpec {
+            replicas: (!autoscaled).then_some(replicas.min),
+            selector: LabelSelector {
+                match_labels: Some(selector.clone()),
+                match_expressions: None,
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(selector.clone()),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec(backend, vllm, region)),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    };
+
+    let service = Service {
+        metadata: meta(&name),
+        spec: Some(ServiceSpec {
+            selector: Some(selector.clone()),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: PORT,
+                target_port: Some(IntOrString::Int(PORT)),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    };
+
+    let mut children = vec![Child::from(deployment), Child::from(service)];
+    if replicas.max > 1 {
+        children.push(Child::from(PodDisruptionBudget {
+            metadata: meta(&name),
+            spec: Some(PodDisruptionBudgetSpec {
+                max_unavailable: Some(IntOrString::Int(1)),
+                selector: Some(LabelSelector {
+                    match_labels: Some(selector),
+                    match_expressions: None,
+                }),
+                ..PodDisruptionBudgetSpec::default()
+            }),
+            status: None,
+        }));
+    }
+    if autoscaled {
+        children.push(Child::from(autoscaler(&name, meta(&name), vllm)));
+    }
+    Ok(children)
+}
+
+/// Scales on vLLM's queue length (`vllm:num_requests_waiting`, averaged over pods). GPU
+/// utilisation and CPU say little about an LLM server's load; the queue does. The metric
+/// reaches the HPA through a custom-metrics adapter (e.g. prometheus-adapter).
+fn autoscaler(name: &str, metadata: ObjectMeta, vllm: &VllmSpec) -> HorizontalPodAutoscaler {
+    HorizontalPodAutoscaler {
+        metadata,
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".into()),
+                kind: "Deployment".into(),
+                name: name.to_owned(),
+            },
+            min_replicas: Some(vllm.replicas.min),
+            max_replicas: vllm.replicas.max,
+            metrics: Some(vec![MetricSpec {
+                type_: "Pods".into(),
+                pods: Some(PodsMetricSource {
+                    metric: MetricIdentifier {
+                        name: "vllm:num_requests_waiting".into(),
+                        selector: None,
+                    },
+                    target: MetricTarget {
+                        type_: "AverageValue".into(),
+                        average_value: Some(Quantity("5".into())),
+                        ..MetricTarget::default()
+                    },
+                }),
+                ..MetricSpec::default()
+            }]),
+            behavior: None,
+        }),
+        status: None,
+    }
+}
+
+/// The vLLM server arguments: model, served name and the tuning fields, then `extraArgs`.
+pub fn server_args(backend: &InferenceBackend, vllm: &VllmSpec) -> Vec<String> {
+    let source = vllm.model_source.as_ref();
+    let model = match source {
+        Some(s) if s.pvc.is_some() => {
+            let path = s.pvc.as_ref().and_then(|p| p.path.as_deref()).unwrap_or("");
+            format!("{PVC_DIR}/{}", path.trim_start_matches('/'))
+                .trim_end_matches('/')
+                .to_owned()
+        }
+        Some(s) if s.object_store.is_some() => s
+            .object_store
+            .as_ref()
+            .map(|o| o.uri.clone())
+            .unwrap_or_default(),
+        Some(s) if s.hugging_face.is_some() => s
+            .hugging_face
+            .as_ref()
+            .map(|h| h.repo.clone())
+            .unwrap_or_default(),
+        _ => vllm.model.clone(),
+    };
+    let mut args = vec![
+        model,
+        "--served-model-name".into(),
+        backend.spec.model_name.clone(),
+        "--host".into(),
+        "0.0.0.0".into(),
+        "--port".into(),
+        PORT.to_string(),
+        "--download-dir".into(),
+        CACHE_DIR.into(),
+    ];
+    if let Some(revision) = source
+        .and_then(|s| s.hugging_face.as_ref())
+        .and_then(|h| h.revision.clone())
+    {
+        args.extend(["--revision".into(), revision]);
+    }
+    if source.is_some_and(|s| s.object_store.is_some()) {
+        // vLLM streams s3:// and gs:// weights with the Run:ai model streamer.
+        args.extend(["--load-format".into(), "runai_streamer".into()]);
+    }
+    if let Some(tp) = vllm.tensor_parallel_size {
+        args.extend(["--tensor-parallel-size".into(), tp.to_string()]);
+    }
+    if let Some(q) = &vllm.quantization {
+        args.extend(["--quantization".into(), q.clone()]);
+    }
+    if let Some(len) = vllm.max_model_len {
+        args.extend(["--max-model-len".into(), len.to_string()]);
+    }
+    args.extend(vllm.extra_args.iter().cloned());
+    args
+}
+
+fn pod_spec(backend: &InferenceBackend, vllm: &VllmSpec, region: &SovereignRegion) -> PodSpec {
+    let gpus = &vllm.gpus;
+    let mut extra_requirements = Vec::new();
+    if let Some(gpu_type) = &gpus.gpu_type {
+        extra_requirements.push(NodeSelectorRequirement {
+            key: gpus.type_label.clone(),
+            operator: "In".into(),
+            values: Some(vec![gpu_type.clone()]),
+        });
+    }
+    // GPU nodes are usually tainted with the GPU resource name; tolerate exactly that.
+    let gpu_toleration = Toleration {
+        key: Some(gpus.resource_name.clone()),
+        operator: Some("Exists".into()),
+        effect: Some("NoSchedule".into()),
+        ..Toleration::default()
+    };
+    let gpu_quantity = Quantity(gpus.count.to_string());
+    let resources = ResourceRequirements {
+        limits: Some(BTreeMap::from([(
+            gpus.resource_name.clone(),
+            gpu_quantity.clone(),
+        )])),
+        requests: Some(BTreeMap::from([(gpus.resource_name.clone(), gpu_quantity)])),
+        ..ResourceRequirements::default()
+    };
+
+    let mut env = vec![
+        EnvVar {
+            name: "HF_HOME".into(),
+            value: Some(CACHE_DIR.into()),
+            ..EnvVar::default()
+        },
+        // Writable home for vLLM's and Triton's caches under a read-only image user.
+        EnvVar {
+            name: "HOME".into(),
+            value: Some(CACHE_DIR.into()),
+            ..EnvVar::default()
+        },
+    ];
+    let mut env_from = Vec::new();
+    let mut volumes = vec![
+        empty_dir("model-cache", None),
+        // NCCL needs a large /dev/shm for tensor parallelism.
+        empty_dir("shm", Some("Memory")),
+    ];
+    let mut mounts = vec![
+        mount("model-cache", CACHE_DIR, false),
+        mount("shm", "/dev/shm", false),
+    ];
+    if let Some(source) = &vllm.model_source {
+        if let Some(hf) = &source.hugging_face
+            && let Some(token) = &hf.token_secret
+        {
+            env.push(secret_env("HF_TOKEN", &token.name, &token.key));
+        }
+        if let Some(store) = &source.object_store
+            && let Some(secret) = &store.credentials_secret
+        {
+            env_from.push(EnvFromSource {
+                secret_ref: Some(SecretEnvSource {
+                    name: secret.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvFromSource::default()
+            });
+        }
+        if let Some(pvc) = &source.pvc {
+            volumes.push(Volume {
+                name: "weights".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: pvc.claim_name.clone(),
+                    read_only: Some(true),
+                }),
+                ..Volume::default()
+            });
+            mounts.push(mount("weights", PVC_DIR, true));
+        }
+    }
+
+    let probe = |path: &str, period: i32, failures: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(PORT),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    };
+
+    PodSpec {
+        affinity: Some(region_affinity(region, extra_requirements)),
+        node_selector: region_node_selector(region),
+        tolerations: region_tolerations(region, vec![gpu_toleration]),
+        security_context: Some(restricted_pod_security(VLLM_UID)),
+        automount_service_account_token: Some(false),
+        containers: vec![Container {
+            name: "vllm".into(),
+            image: Some(vllm.image.clone()),
+            command: Some(vec!["vllm".into(), "serve".into()]),
+            args: Some(server_args(backend, vllm)),
+            ports: Some(vec![ContainerPort {
+                name: Some("http".into()),
+                container_port: PORT,
+                ..ContainerPort::default()
+            }]),
+            env: Some(env),
+            env_from: (!env_from.is_empty()).then_some(env_from),
+            resources: Some(resources),
+            volume_mounts: Some(mounts),
+            // Loading 70B weights takes minutes: a startup probe holds the others off.
+            startup_probe: Some(probe("/health", 10, 180)),
+            readiness_probe: Some(probe("/health", 10, 3)),
+            liveness_probe: Some(probe("/health", 20, 6)),
+            security_context: Some(restricted_container_security(false)),
+            ..Container::default()
+        }],
+        volumes: Some(volumes),
+        ..PodSpec::default()
+    }
+}
+
+fn empty_dir(name: &str, medium: Option<&str>) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: medium.map(str::to_owned),
+            size_limit: None,
+        }),
+        ..Volume::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
+}
+
+/// An environment variable read from a Secret key.
+pub fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_owned(),
+                key: key.to_owned(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::test_support::{example_backends, example_region};
+
+    fn render(region: &str, backend: &str) -> Vec<Child> {
+        let region = example_region(region);
+        let backend = example_backends(&region)
+            .into_iter()
+            .find(|b| b.metadata.name.as_deref() == Some(backend))
+            .expect("backend in example");
+        let owner = Owner {
+            region: backend.spec.region.clone(),
+            instance: backend.metadata.name.clone().unwrap_or_default(),
+            reference: None,
+        };
+        vllm_children(&backend, &region, &owner).expect("renders")
+    }
+
+    fn deployment(children: &[Child]) -> &Deployment {
+        children
+            .iter()
+            .find_map(|c| match c {
+                Child::Deployment(d) => Some(d.as_ref()),
+                _ => None,
+            })
+            .expect("a deployment")
+    }
+
+    #[test]
+    fn pinned_to_region_locations_and_gpu_type_with_a_required_affinity() {
+        let children = render("eu", "llama-3-70b");
+        let pod = deployment(&children)
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod spec");
+        let affinity = pod
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .expect("affinity");
+        assert!(
+            affinity
+                .preferred_during_scheduling_ignored_during_execution
+                .is_none()
+        );
+        let terms = &affinity
+            .required_during_scheduling_ignored_during_execution
+            .as_ref()
+            .expect("required")
+            .node_selector_terms;
+        assert_eq!(terms.len(), 1, "one term: requirements are ANDed");
+        let requirements = terms[0].match_expressions.as_ref().expect("expressions");
+        assert_eq!(requirements[0].key, "topology.kubernetes.io/region");
+        assert_eq!(
+            requirements[0].values.as_deref(),
+            Some(
+                &[
+                    "europe-west9".to_owned(),
+                    "eu-central-1".to_owned(),
+                    "fr-par".to_owned()
+                ][..]
+            )
+        );
+        assert_eq!(requirements[1].key, "nvidia.com/gpu.product");
+        assert_eq!(
+            requirements[1].values.as_deref(),
+            Some(&["NVIDIA-H100-80GB-HBM3".to_owned()][..])
+        );
+        let container = &pod.containers[0];
+        let limits = container
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .expect("limits");
+        assert_eq!(limits["nvidia.com/gpu"], Quantity("4".into()));
+        let security = container.security_context.as_ref().expect("security");
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert!(
+            pod.tolerations
+                .as_ref()
+                .is_some_and(|t| t.iter().any(|t| t.key.as_deref() == Some("nvidia.com/gpu")))
+        );
+    }
+
+    #[test]
+    fn server_arguments_follow_the_spec() {
+        let children = render("eu", "llama-3-70b");
+        let args = deployment(&children)
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| p.containers[0].args.clone())
+            .expect("args");
+        let joined = args.join(" ");
+        assert!(
+            joined.starts_with(
+                "meta-llama/Meta-Llama-3-70B-Instruct --served-model-name llama-3-70b"
+            ),
+            "{joined}"
+        );
+        assert!(joined.contains("--tensor-parallel-size 4"), "{joined}");
+        assert!(joined.contains("--max-model-len 8192"), "{joined}");
+        assert!(
+            joined.contains("--revision 7129260dd854a80eb10ace5f61c20324b472b31c"),
+            "{joined}"
+        );
+    }
+
+    #[test]
+    fn a_replica_range_gets_an_autoscaler_and_no_fixed_replicas() {
+        let children = render("in", "sarvam-2b");
+        assert!(
+            deployment(&children)
+                .spec
+                .as_ref()
+                .is_some_and(|s| s.replicas.is_none())
+        );
+        let hpa = children
+            .iter()
+            .find_map(|c| match c {
+                Child::HorizontalPodAutoscaler(h) => Some(h),
+                _ => None,
+            })
+            .expect("an autoscaler");
+        let spec = hpa.spec.as_ref().expect("spec");
+        assert_eq!((spec.min_replicas, spec.max_replicas), (Some(1), 4));
+        assert!(
+            children
+                .iter()
+                .any(|c| matches!(c, Child::PodDisruptionBudget(_)))
+        );
+        assert!(children.iter().any(|c| matches!(c, Child::Service(_))));
+    }
+
+    #[test]
+    fn external_backends_have_no_workload() {
+        let region = example_region("eu");
+        let backend = example_backends(&region)
+            .into_iter()
+            .find(|b| b.spec.external.is_some())
+            .expect("external");
+        let owner = Owner {
+            region: "eu".into(),
+            instance: "x".into(),
+            reference: None,
+        };
+        assert!(
+            vllm_children(&backend, &region, &owner)
+                .expect("renders")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn endpoint_matches_the_service() {
+        assert_eq!(
+            endpoint("llama-3-70b", "sovereign-eu"),
+            "http://vllm-llama-3-70b.sovereign-eu.svc:8000/v1"
+        );
+    }
+}

@@ -1,0 +1,158 @@
+//! Which backends may process which data: an external API must be hosted inside its region's
+//! jurisdiction, and every residency policy that governs one of the backend's data classes must
+//! allow its hosting (self-hosted only, or an allowed jurisdiction).
+
+use crate::api::backend::InferenceBackend;
+use crate::api::policy::{InferenceHosting, ResidencyKind, ResidencyPolicy};
+use crate::api::region::SovereignRegion;
+
+use super::jurisdiction::is_within;
+
+/// Why a backend may not serve its region.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostingViolation {
+    /// The policy that forbids it, or None for the region's own jurisdiction rule.
+    pub policy: Option<String>,
+    /// CamelCase reason for the Compliant condition.
+    pub reason: &'static str,
+    /// What is wrong and what to change.
+    pub message: String,
+}
+
+/// Every reason `backend` may not process its data for `region` under `policies`; empty when
+/// it is compliant. Self-hosted backends run on the region's own nodes (their pods are pinned
+/// to its locations), so only external backends can break these rules.
+pub fn hosting_violations(
+    backend: &InferenceBackend,
+    region: &SovereignRegion,
+    policies: &[ResidencyPolicy],
+) -> Vec<HostingViolation> {
+    let Some(external) = &backend.spec.external else {
+        return Vec::new();
+    };
+    let hosting = external.hosting_jurisdiction.as_str();
+    let mut violations = Vec::new();
+    if !is_within(hosting, &region.spec.jurisdiction) {
+        violations.push(HostingViolation {
+            policy: None,
+            reason: "HostedOutsideJurisdiction",
+            message: format!(
+                "external.hostingJurisdiction {hosting} is outside region {}'s jurisdiction {}; \
+                 the gateway never routes abroad",
+                region.metadata.name.as_deref().unwrap_or_default(),
+                region.spec.jurisdiction
+            ),
+        });
+    }
+    for policy in policies {
+        let governed: Vec<&str> = backend
+            .spec
+            .data_classes
+            .iter()
+            .filter(|class| policy.spec.data_classes.contains(class))
+            .map(String::as_str)
+            .collect();
+        if governed.is_empty() {
+            continue;
+        }
+        let name = policy.metadata.name.clone().unwrap_or_default();
+        match policy.spec.rules.inference_hosting {
+            InferenceHosting::Off => {}
+            InferenceHosting::SelfHostedOnly => violations.push(HostingViolation {
+                policy: Some(name.clone()),
+                reason: "SelfHostedOnly",
+                message: format!(
+                    "policy {name} allows only self-hosted backends for {}; remove {} from \
+                     dataClasses or serve the model with vllm",
+                    governed.join(", "),
+                    governed.join(", ")
+                ),
+            }),
+            InferenceHosting::InJurisdiction => {
+                let allowed = match policy.spec.residency.kind {
+                    ResidencyKind::HomeRegion => vec![region.spec.jurisdiction.clone()],
+                    ResidencyKind::AllowedJurisdictions => {
+                        policy.spec.residency.allowed_jurisdictions.clone()
+                    }
+                };
+                if !allowed.iter().any(|outer| is_within(hosting, outer)) {
+                    violations.push(HostingViolation {
+                        policy: Some(name.clone()),
+                        reason: "PolicyForbidsHosting",
+                        message: format!(
+                            "policy {name} keeps {} in {}; external.hostingJurisdiction is {hosting}",
+                            governed.join(", "),
+                            allowed.join(", ")
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    violations
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::test_support::{example_backends, example_documents, example_region};
+
+    fn policies() -> Vec<ResidencyPolicy> {
+        example_documents("ResidencyPolicy")
+            .into_iter()
+            .map(|v| serde_json::from_value(v).expect("policy"))
+            .collect()
+    }
+
+    #[test]
+    fn every_example_backend_is_compliant() {
+        for name in ["eu", "in"] {
+            let region = example_region(name);
+            for backend in example_backends(&region) {
+                let violations = hosting_violations(&backend, &region, &policies());
+                assert!(
+                    violations.is_empty(),
+                    "{:?}: {violations:?}",
+                    backend.metadata.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_api_hosted_abroad_is_refused() {
+        let region = example_region("eu");
+        let mut backend = example_backends(&region)
+            .into_iter()
+            .find(|b| b.spec.external.is_some())
+            .expect("external backend");
+        if let Some(external) = backend.spec.external.as_mut() {
+            external.hosting_jurisdiction = "US".into();
+        }
+        let violations = hosting_violations(&backend, &region, &policies());
+        assert_eq!(violations[0].reason, "HostedOutsideJurisdiction");
+        assert!(
+            violations
+                .iter()
+                .any(|v| v.reason == "PolicyForbidsHosting"),
+            "pii policy too"
+        );
+    }
+
+    #[test]
+    fn special_category_data_needs_a_self_hosted_backend() {
+        let region = example_region("eu");
+        let mut backend = example_backends(&region)
+            .into_iter()
+            .find(|b| b.spec.external.is_some())
+            .expect("external backend");
+        backend.spec.data_classes.push("special-category".into());
+        let violations = hosting_violations(&backend, &region, &policies());
+        assert_eq!(violations.len(), 1);
+        assert_eq!(violations[0].reason, "SelfHostedOnly");
+        assert_eq!(
+            violations[0].policy.as_deref(),
+            Some("special-category-self-hosted")
+        );
+    }
+}
