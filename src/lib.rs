@@ -4,5 +4,10 @@
 //! wants. Neither touches the cluster.
 
 pub mod api;
+pub mod controllers;
+pub mod manifest;
+pub mod metrics;
 pub mod render;
 pub mod residency;
+pub mod server;
+pub mod telemetry;

@@ -27,13 +27,40 @@ pub const EXCEEDED: &str = "Exceeded";
 /// (one-cluster-per-jurisdiction mode). Argo CD health checks treat it as healthy.
 pub const REASON_MANAGED_ELSEWHERE: &str = "ManagedElsewhere";
 
+/// The three states of a condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// The condition holds.
+    True,
+    /// It does not.
+    False,
+    /// This controller cannot tell (e.g. another operator instance owns the object).
+    Unknown,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::True => "True",
+            Status::False => "False",
+            Status::Unknown => "Unknown",
+        }
+    }
+}
+
+impl From<bool> for Status {
+    fn from(value: bool) -> Self {
+        if value { Status::True } else { Status::False }
+    }
+}
+
 /// What a reconcile wants a condition to say; `upsert` turns it into a `Condition`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DesiredCondition<'a> {
     /// Condition type, e.g. `Ready`.
     pub type_: &'a str,
     /// Whether the condition holds.
-    pub status: bool,
+    pub status: Status,
     /// One CamelCase word saying why.
     pub reason: &'a str,
     /// A sentence for humans.
@@ -49,7 +76,7 @@ pub fn upsert(
     generation: Option<i64>,
     now: Timestamp,
 ) -> bool {
-    let status = if desired.status { "True" } else { "False" };
+    let status = desired.status.as_str();
     match conditions.iter_mut().find(|c| c.type_ == desired.type_) {
         Some(existing) => {
             let flipped = existing.status != status;
@@ -97,7 +124,7 @@ mod tests {
     fn ready(status: bool, reason: &'static str) -> DesiredCondition<'static> {
         DesiredCondition {
             type_: READY,
-            status,
+            status: status.into(),
             reason,
             message: format!("because {reason}"),
         }

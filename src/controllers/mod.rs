@@ -1,0 +1,232 @@
+//! The controllers: one module per custom resource, each a short pipeline
+//! fetch → validate → build → apply → status. They share the context, the error policy and the
+//! applier defined here.
+
+pub mod apply;
+pub mod backend;
+pub mod region;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
+
+use crate::api::conditions::{self, DesiredCondition};
+use crate::metrics::SharedMetrics;
+use apply::{Applier, ApplyError};
+
+/// Which regions this operator instance acts on (`--region`, repeatable); all when empty.
+#[derive(Clone, Debug, Default)]
+pub struct RegionScope(BTreeSet<String>);
+
+impl RegionScope {
+    /// A scope of the given region names; empty means every region.
+    pub fn new(regions: impl IntoIterator<Item = String>) -> Self {
+        Self(regions.into_iter().collect())
+    }
+
+    /// Whether this instance manages `region`.
+    pub fn manages(&self, region: &str) -> bool {
+        self.0.is_empty() || self.0.contains(region)
+    }
+
+    /// Human list of the managed regions.
+    pub fn describe(&self) -> String {
+        if self.0.is_empty() {
+            "all regions".to_owned()
+        } else {
+            self.0.iter().cloned().collect::<Vec<_>>().join(", ")
+        }
+    }
+}
+
+/// What every reconcile gets.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// The regions this instance manages.
+    pub scope: RegionScope,
+    /// Metrics.
+    pub metrics: SharedMetrics,
+    /// Publishes Events on the custom resources.
+    pub recorder: Recorder,
+    /// Consecutive transient failures per object, for exponential back-off.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// A context for `client`.
+    pub fn new(client: Client, scope: RegionScope, metrics: SharedMetrics) -> Self {
+        let reporter = Reporter {
+            controller: "sovereign-operator".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            scope,
+            metrics,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// An applier writing as `manager`.
+    pub fn applier(&self, manager: &'static str) -> Applier {
+        Applier::new(self.client.clone(), manager, self.metrics.clone())
+    }
+
+    fn note_failure(&self, key: &str) -> u32 {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let count = failures.entry(key.to_owned()).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    }
+
+    fn note_success(&self, key: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.remove(key);
+    }
+
+    /// Publishes an Event on `object`; failures to publish are logged, never fatal.
+    pub async fn event<K>(&self, object: &K, type_: EventType, reason: &str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::warn!(%error, reason, "cannot publish event");
+        }
+    }
+}
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request to the API server failed: transient, retried with back-off.
+    #[error("{action}: {source}")]
+    Kube {
+        /// What was being done.
+        action: String,
+        /// The client error.
+        source: kube::Error,
+    },
+    /// Applying or pruning children failed.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+}
+
+impl Error {
+    /// Wraps a client error with what was being done.
+    pub fn kube(action: impl Into<String>, source: kube::Error) -> Self {
+        Self::Kube {
+            action: action.into(),
+            source,
+        }
+    }
+
+    /// Short label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube { .. } => "kube_error",
+            Error::Apply(ApplyError::Render(_)) => "invalid",
+            Error::Apply(ApplyError::Kube { .. }) => "apply_error",
+        }
+    }
+
+    /// Whether retrying can help. Invalid input cannot: the object must change first.
+    fn is_transient(&self) -> bool {
+        !matches!(self, Error::Apply(ApplyError::Render(_)))
+    }
+}
+
+/// Retry policy: invalid objects wait for a change; transient errors back off exponentially
+/// (5 s, 10 s, 20 s, … up to 5 minutes) so a broken dependency causes no hot loop.
+pub fn error_policy<K: Resource>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!(
+        "{}/{}",
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    );
+    tracing::warn!(object = %key, %error, "reconcile failed");
+    if !error.is_transient() {
+        return Action::await_change();
+    }
+    let failures = ctx.note_failure(&key);
+    let seconds = 5u64.saturating_mul(1u64 << failures.saturating_sub(1).min(6));
+    Action::requeue(Duration::from_secs(seconds.min(300)))
+}
+
+/// Clears the back-off of an object after a successful reconcile.
+pub fn reset_backoff<K: Resource>(ctx: &Context, object: &K) {
+    let key = format!(
+        "{}/{}",
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    );
+    ctx.note_success(&key);
+}
+
+/// Applies `desired` to a copy of `current` conditions; returns the new list.
+pub fn updated_conditions(
+    current: &[Condition],
+    desired: Vec<DesiredCondition<'_>>,
+    generation: Option<i64>,
+) -> Vec<Condition> {
+    let mut conditions = current.to_vec();
+    let now = Timestamp::now();
+    for condition in desired {
+        conditions::upsert(&mut conditions, condition, generation, now);
+    }
+    conditions
+}
+
+/// The conditions of an object another operator instance manages.
+pub fn managed_elsewhere<'a>(
+    types: &[&'a str],
+    scope: &RegionScope,
+    region: &str,
+) -> Vec<DesiredCondition<'a>> {
+    types
+        .iter()
+        .map(|t| DesiredCondition {
+            type_: t,
+            status: conditions::Status::Unknown,
+            reason: conditions::REASON_MANAGED_ELSEWHERE,
+            message: format!(
+                "region {region} is managed by another operator instance; this one manages {}",
+                scope.describe()
+            ),
+        })
+        .collect()
+}
+
+/// Resync period of healthy objects.
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// Re-check period while something is still converging (pods starting, rollouts).
+pub const PROGRESS_CHECK: Duration = Duration::from_secs(10);
+
+/// Runs the region and backend controllers until `shutdown` resolves, then returns once both
+/// have finished their in-flight reconciles.
+pub async fn run_all(
+    ctx: Arc<Context>,
+    shutdown: futures::future::Shared<
+        std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>,
+    >,
+) {
+    tracing::info!(regions = %ctx.scope.describe(), "starting controllers");
+    futures::join!(
+        region::run(ctx.clone(), shutdown.clone()),
+        backend::run(ctx, shutdown),
+    );
+}
