@@ -6,6 +6,7 @@
 
 pub mod network;
 pub mod pod;
+pub mod vectorstore;
 
 use std::collections::BTreeMap;
 
