@@ -5,6 +5,7 @@
 //! owner reference from [`Owner::meta`], so selectors and orphan clean-up can rely on them.
 
 pub mod network;
+pub mod observability;
 pub mod pod;
 pub mod vectorstore;
 
