@@ -5,9 +5,14 @@
 //! owner reference from [`Owner::meta`], so selectors and orphan clean-up can rely on them.
 
 pub mod gateway;
+pub mod gateway_config;
+pub mod network;
+pub mod observability;
 pub mod pod;
+pub mod region;
 #[cfg(test)]
 pub(crate) mod test_support;
+pub mod vectorstore;
 pub mod vllm;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,583 @@
+//! The region's observability pipeline: an OpenTelemetry collector inside the region namespace
+//! that receives the stack's traces, metrics and logs and exports them to the region's own OTLP
+//! endpoint, and nowhere else.
+//!
+//! The collector is the single exit for telemetry: the gateway and other components send to it
+//! ([`otlp_collector_endpoint`]), it stamps every resource with the region and jurisdiction, and
+//! its configuration has exactly one exporter — the in-region endpoint the SovereignRegion names
+//! (which the schema requires to be HTTPS and the residency rules require to be an in-region
+//! host). There is deliberately no `debug` / `logging` exporter: telemetry can carry prompts and
+//! user data, and a second exporter is a second place it could land.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::{Value, json};
+
+use super::{Child, Owner, RenderError, content_hash, pod};
+use crate::api::region::{LogLevel, SovereignRegion};
+
+/// `app.kubernetes.io/component` of the collector's objects.
+pub const COMPONENT: &str = "observability";
+/// Name of the collector's ConfigMap, Deployment and Service.
+pub const COLLECTOR: &str = "otel-collector";
+/// The collector image (the contrib distribution, which has the `resource` processor).
+pub const COLLECTOR_IMAGE: &str = "otel/opentelemetry-collector-contrib:0.120.0";
+/// OTLP over gRPC.
+pub const OTLP_GRPC_PORT: i32 = 4317;
+/// OTLP over HTTP.
+pub const OTLP_HTTP_PORT: i32 = 4318;
+/// Port of the collector's `health_check` extension.
+pub const HEALTH_PORT: i32 = 13133;
+/// Key of the configuration file in the ConfigMap.
+pub const CONFIG_KEY: &str = "config.yaml";
+/// Pod-template annotation carrying the hash of the configuration, so that the Deployment rolls
+/// exactly when the configuration changes (a mounted ConfigMap alone would not restart it).
+pub const CONFIG_HASH_ANNOTATION: &str = "sovereign.ai/config-hash";
+/// Resource attribute naming the SovereignRegion the telemetry came from.
+pub const REGION_ATTRIBUTE: &str = "sovereign.region";
+/// Resource attribute naming the jurisdiction the telemetry came from.
+pub const JURISDICTION_ATTRIBUTE: &str = "sovereign.jurisdiction";
+
+/// The collector's user: the non-root uid of the upstream collector images.
+const COLLECTOR_UID: i64 = 10001;
+/// Where the configuration is mounted (the image's default config directory).
+const CONFIG_DIR: &str = "/etc/otelcol-contrib";
+
+/// The region's OTLP endpoint, when observability is configured.
+fn otlp_endpoint(region: &SovereignRegion) -> Option<&str> {
+    region
+        .spec
+        .observability
+        .as_ref()
+        .and_then(|o| o.otlp_endpoint.as_deref())
+        .filter(|e| !e.is_empty())
+}
+
+/// The collector's ConfigMap, Deployment and Service, or nothing when the region names no OTLP
+/// endpoint (then there is nowhere in-region to send telemetry, and the stack sends none).
+///
+/// Fails only if the configuration cannot be serialised, which would be a bug; it is reported
+/// rather than panicking.
+pub fn observability(region: &SovereignRegion, owner: &Owner) -> Result<Vec<Child>, RenderError> {
+    let Some(endpoint) = otlp_endpoint(region) else {
+        return Ok(Vec::new());
+    };
+    let ns = region.stack_namespace();
+    let config = collector_config(region, owner, endpoint)?;
+    let hash = content_hash(&config);
+
+    let config_map = ConfigMap {
+        metadata: owner.meta(COMPONENT, COLLECTOR, Some(&ns)),
+        data: Some(BTreeMap::from([(CONFIG_KEY.to_owned(), config)])),
+        ..ConfigMap::default()
+    };
+    Ok(vec![
+        Child::from(config_map),
+        Child::from(deployment(region, owner, &ns, &hash)),
+        Child::from(service(owner, &ns)),
+    ])
+}
+
+/// In-cluster OTLP/gRPC URL of the region's collector, for the gateway's OTEL settings; None when
+/// the region has no collector. OTLP/HTTP is served on port 4318 of the same Service.
+pub fn otlp_collector_endpoint(region: &SovereignRegion) -> Option<String> {
+    otlp_endpoint(region)?;
+    Some(format!(
+        "http://{COLLECTOR}.{}.svc:{OTLP_GRPC_PORT}",
+        region.stack_namespace()
+    ))
+}
+
+/// The exporter for `endpoint`: `otlphttp` when it is the conventional OTLP/HTTP port 4318,
+/// `otlp` (gRPC) otherwise, which is the default transport of OTLP. Either way exactly one.
+fn exporter_kind(endpoint: &str) -> &'static str {
+    let authority = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    if authority.ends_with(&format!(":{OTLP_HTTP_PORT}")) {
+        "otlphttp"
+    } else {
+        "otlp"
+    }
+}
+
+/// The collector's own log level, from the region's.
+fn log_level(region: &SovereignRegion) -> &'static str {
+    match region
+        .spec
+        .observability
+        .as_ref()
+        .map(|o| o.log_level)
+        .unwrap_or_default()
+    {
+        LogLevel::Debug => "debug",
+        LogLevel::Info => "info",
+        LogLevel::Warn => "warn",
+        LogLevel::Error => "error",
+    }
+}
+
+/// The collector configuration as YAML. Keys are emitted in sorted order (serde_json's map is
+/// ordered), so the same region always gives the same bytes and the same hash.
+pub fn collector_config(
+    region: &SovereignRegion,
+    owner: &Owner,
+    endpoint: &str,
+) -> Result<String, RenderError> {
+    let exporter = exporter_kind(endpoint);
+    let home = region.metadata.name.as_deref().unwrap_or(&owner.region);
+    let pipeline = json!({
+        "receivers": ["otlp"],
+        // memory_limiter first so that back-pressure happens before anything is buffered;
+        // batch last, as the collector documentation recommends.
+        "processors": ["memory_limiter", "resource/sovereign", "batch"],
+        "exporters": [exporter],
+    });
+    let config: Value = json!({
+        "extensions": {
+            "health_check": { "endpoint": format!("0.0.0.0:{HEALTH_PORT}") },
+        },
+        "receivers": {
+            "otlp": {
+                "protocols": {
+                    "grpc": { "endpoint": format!("0.0.0.0:{OTLP_GRPC_PORT}") },
+                    "http": { "endpoint": format!("0.0.0.0:{OTLP_HTTP_PORT}") },
+                },
+            },
+        },
+        "processors": {
+            // Percentages of the container memory limit the Deployment sets.
+            "memory_limiter": {
+                "check_interval": "1s",
+                "limit_percentage": 80,
+                "spike_limit_percentage": 20,
+            },
+            "batch": {},
+            // `upsert`: the collector knows where it runs; a client claiming another region or
+            // jurisdiction is overwritten, not believed.
+            "resource/sovereign": {
+                "attributes": [
+                    { "key": REGION_ATTRIBUTE, "value": home, "action": "upsert" },
+                    { "key": JURISDICTION_ATTRIBUTE, "value": region.spec.jurisdiction, "action": "upsert" },
+                ],
+            },
+        },
+        "exporters": {
+            (exporter): { "endpoint": endpoint },
+        },
+        "service": {
+            "extensions": ["health_check"],
+            "pipelines": {
+                "traces": pipeline,
+                "metrics": pipeline,
+                "logs": pipeline,
+            },
+            "telemetry": {
+                "logs": { "level": log_level(region) },
+            },
+        },
+    });
+    serde_yaml_ng::to_string(&config).map_err(|e| RenderError::Serialize {
+        what: format!("{COLLECTOR} configuration"),
+        message: e.to_string(),
+    })
+}
+
+fn port(name: &str, number: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_owned()),
+        container_port: number,
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
+    }
+}
+
+fn health_probe(period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some("/".to_owned()),
+            port: IntOrString::Int(HEALTH_PORT),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(5),
+        ..Probe::default()
+    }
+}
+
+/// The collector Deployment: one replica (it is stateless and only buffers briefly), pinned to
+/// the region, restricted, read-only root, rolling when its configuration hash changes.
+fn deployment(region: &SovereignRegion, owner: &Owner, ns: &str, hash: &str) -> Deployment {
+    let selector = owner.selector(COMPONENT);
+    let container = Container {
+        name: COLLECTOR.to_owned(),
+        image: Some(COLLECTOR_IMAGE.to_owned()),
+        args: Some(vec![format!("--config={CONFIG_DIR}/{CONFIG_KEY}")]),
+        ports: Some(vec![
+            port("otlp-grpc", OTLP_GRPC_PORT),
+            port("otlp-http", OTLP_HTTP_PORT),
+            port("health", HEALTH_PORT),
+        ]),
+        readiness_probe: Some(health_probe(5, 3)),
+        liveness_probe: Some(health_probe(10, 6)),
+        // A memory limit, because memory_limiter works in percentages of it.
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_owned(), Quantity("100m".to_owned())),
+                ("memory".to_owned(), Quantity("256Mi".to_owned())),
+            ])),
+            limits: Some(BTreeMap::from([(
+                "memory".to_owned(),
+                Quantity("512Mi".to_owned()),
+            )])),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(pod::restricted_container_security(true)),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "config".to_owned(),
+            mount_path: CONFIG_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        }]),
+        ..Container::default()
+    };
+    Deployment {
+        metadata: owner.meta(COMPONENT, COLLECTOR, Some(ns)),
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            selector: LabelSelector {
+                match_labels: Some(selector.clone()),
+                match_expressions: None,
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(selector),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_owned(),
+                        hash.to_owned(),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    affinity: Some(pod::region_affinity(region, Vec::new())),
+                    node_selector: pod::region_node_selector(region),
+                    tolerations: pod::region_tolerations(region, Vec::new()),
+                    security_context: Some(pod::restricted_pod_security(COLLECTOR_UID)),
+                    // The collector needs no Kubernetes API access (no k8sattributes processor).
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    volumes: Some(vec![Volume {
+                        name: "config".to_owned(),
+                        config_map: Some(ConfigMapVolumeSource {
+                            name: COLLECTOR.to_owned(),
+                            ..ConfigMapVolumeSource::default()
+                        }),
+                        ..Volume::default()
+                    }]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The collector's Service: OTLP gRPC and HTTP, for the stack's components.
+fn service(owner: &Owner, ns: &str) -> Service {
+    let port = |name: &str, number: i32| ServicePort {
+        name: Some(name.to_owned()),
+        port: number,
+        target_port: Some(IntOrString::String(name.to_owned())),
+        protocol: Some("TCP".to_owned()),
+        ..ServicePort::default()
+    };
+    Service {
+        metadata: owner.meta(COMPONENT, COLLECTOR, Some(ns)),
+        spec: Some(ServiceSpec {
+            selector: Some(owner.selector(COMPONENT)),
+            ports: Some(vec![
+                port("otlp-grpc", OTLP_GRPC_PORT),
+                port("otlp-http", OTLP_HTTP_PORT),
+            ]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(yaml: &str) -> SovereignRegion {
+        serde_yaml_ng::from_str(yaml).expect("example region parses")
+    }
+
+    fn eu() -> SovereignRegion {
+        region(include_str!(
+            "../../deploy/examples/eu-india/10-region-eu.yaml"
+        ))
+    }
+
+    fn india() -> SovereignRegion {
+        region(include_str!(
+            "../../deploy/examples/eu-india/10-region-in.yaml"
+        ))
+    }
+
+    fn owner(name: &str) -> Owner {
+        Owner {
+            region: name.into(),
+            instance: name.into(),
+            reference: None,
+        }
+    }
+
+    fn config_of(children: &[Child]) -> (String, Value) {
+        let text = children
+            .iter()
+            .find_map(|c| match c {
+                Child::ConfigMap(m) => m.data.as_ref().map(|d| d[CONFIG_KEY].clone()),
+                _ => None,
+            })
+            .expect("collector config");
+        let value = serde_yaml_ng::from_str(&text).expect("config is YAML");
+        (text, value)
+    }
+
+    fn deployment_of(children: &[Child]) -> &Deployment {
+        children
+            .iter()
+            .find_map(|c| match c {
+                Child::Deployment(d) => Some(d.as_ref()),
+                _ => None,
+            })
+            .expect("deployment")
+    }
+
+    #[test]
+    fn collector_objects_for_the_eu_example() {
+        let children = observability(&eu(), &owner("eu")).expect("renders");
+        let names: Vec<String> = children.iter().map(Child::describe).collect();
+        assert_eq!(
+            names,
+            [
+                "ConfigMap/sovereign-eu/otel-collector",
+                "Deployment/sovereign-eu/otel-collector",
+                "Service/sovereign-eu/otel-collector",
+            ]
+        );
+        for child in &children {
+            let labels = child.kind_and_meta().1.labels.as_ref().expect("labels");
+            assert_eq!(labels["app.kubernetes.io/component"], "observability");
+        }
+    }
+
+    #[test]
+    fn the_only_exporter_is_the_region_endpoint() {
+        let children = observability(&eu(), &owner("eu")).expect("renders");
+        let (text, config) = config_of(&children);
+        let exporters = config["exporters"].as_object().expect("exporters");
+        assert_eq!(exporters.len(), 1, "exactly one exporter: {exporters:?}");
+        assert_eq!(
+            config["exporters"]["otlp"]["endpoint"],
+            "https://otel.eu.observability.example.com:4317"
+        );
+        assert!(!text.contains("debug") && !text.contains("logging:"));
+        for signal in ["traces", "metrics", "logs"] {
+            let pipeline = &config["service"]["pipelines"][signal];
+            assert_eq!(pipeline["receivers"], json!(["otlp"]));
+            assert_eq!(pipeline["exporters"], json!(["otlp"]));
+            assert_eq!(
+                pipeline["processors"],
+                json!(["memory_limiter", "resource/sovereign", "batch"])
+            );
+        }
+        assert_eq!(
+            config["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"],
+            "0.0.0.0:4317"
+        );
+        assert_eq!(
+            config["receivers"]["otlp"]["protocols"]["http"]["endpoint"],
+            "0.0.0.0:4318"
+        );
+        assert_eq!(
+            config["extensions"]["health_check"]["endpoint"],
+            "0.0.0.0:13133"
+        );
+    }
+
+    #[test]
+    fn resources_are_stamped_with_region_and_jurisdiction() {
+        let children = observability(&india(), &owner("in")).expect("renders");
+        let (_, config) = config_of(&children);
+        assert_eq!(
+            config["processors"]["resource/sovereign"]["attributes"],
+            json!([
+                { "key": "sovereign.region", "value": "in", "action": "upsert" },
+                { "key": "sovereign.jurisdiction", "value": "IN", "action": "upsert" },
+            ])
+        );
+        assert_eq!(
+            config["exporters"]["otlp"]["endpoint"],
+            "https://otel.in.observability.example.com:4317"
+        );
+    }
+
+    #[test]
+    fn an_http_endpoint_gets_the_http_exporter_still_alone() {
+        let mut r = eu();
+        if let Some(o) = r.spec.observability.as_mut() {
+            o.otlp_endpoint = Some("https://otel.eu.observability.example.com:4318".into());
+        }
+        let (_, config) = config_of(&observability(&r, &owner("eu")).expect("renders"));
+        let exporters = config["exporters"].as_object().expect("exporters");
+        assert_eq!(exporters.keys().collect::<Vec<_>>(), ["otlphttp"]);
+        assert_eq!(
+            config["service"]["pipelines"]["traces"]["exporters"],
+            json!(["otlphttp"])
+        );
+    }
+
+    #[test]
+    fn deployment_is_pinned_restricted_and_rolls_with_its_config() {
+        let r = eu();
+        let children = observability(&r, &owner("eu")).expect("renders");
+        let (text, _) = config_of(&children);
+        let deployment = deployment_of(&children);
+        let spec = deployment.spec.as_ref().expect("spec");
+        assert_eq!(
+            spec.selector.match_labels,
+            Some(owner("eu").selector("observability"))
+        );
+        let template_meta = spec.template.metadata.as_ref().expect("template metadata");
+        assert_eq!(
+            template_meta.labels,
+            Some(owner("eu").selector("observability"))
+        );
+        assert_eq!(
+            template_meta
+                .annotations
+                .as_ref()
+                .map(|a| a[CONFIG_HASH_ANNOTATION].clone()),
+            Some(content_hash(&text))
+        );
+        let pod = spec.template.spec.as_ref().expect("pod spec");
+        let affinity = pod
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .expect("node affinity");
+        assert!(
+            affinity
+                .preferred_during_scheduling_ignored_during_execution
+                .is_none()
+        );
+        let values = affinity
+            .required_during_scheduling_ignored_during_execution
+            .as_ref()
+            .and_then(|s| s.node_selector_terms[0].match_expressions.as_ref())
+            .and_then(|e| e[0].values.clone());
+        assert_eq!(values.as_ref(), Some(&r.spec.locations));
+        let container = &pod.containers[0];
+        assert_eq!(container.image.as_deref(), Some(COLLECTOR_IMAGE));
+        let security = container.security_context.as_ref().expect("security");
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            pod.security_context
+                .as_ref()
+                .and_then(|s| s.run_as_non_root),
+            Some(true)
+        );
+        let probe_port = container
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .map(|h| h.port.clone());
+        assert_eq!(probe_port, Some(IntOrString::Int(13133)));
+    }
+
+    #[test]
+    fn a_config_change_changes_the_hash() {
+        let hash = |r: &SovereignRegion| {
+            let children = observability(r, &owner("eu")).expect("renders");
+            deployment_of(&children)
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.metadata.as_ref())
+                .and_then(|m| m.annotations.as_ref())
+                .map(|a| a[CONFIG_HASH_ANNOTATION].clone())
+                .expect("hash")
+        };
+        let before = eu();
+        let mut after = eu();
+        if let Some(o) = after.spec.observability.as_mut() {
+            o.otlp_endpoint = Some("https://otel2.eu.observability.example.com:4317".into());
+        }
+        assert_ne!(hash(&before), hash(&after));
+        assert_eq!(hash(&before), hash(&eu()));
+    }
+
+    #[test]
+    fn service_serves_both_otlp_ports() {
+        let children = observability(&eu(), &owner("eu")).expect("renders");
+        let spec = children
+            .iter()
+            .find_map(|c| match c {
+                Child::Service(s) => s.spec.clone(),
+                _ => None,
+            })
+            .expect("service");
+        let ports: Vec<i32> = spec.ports.iter().flatten().map(|p| p.port).collect();
+        assert_eq!(ports, [4317, 4318]);
+        assert_eq!(spec.selector, Some(owner("eu").selector("observability")));
+    }
+
+    #[test]
+    fn no_endpoint_means_no_collector() {
+        let mut r = eu();
+        if let Some(o) = r.spec.observability.as_mut() {
+            o.otlp_endpoint = None;
+        }
+        assert_eq!(observability(&r, &owner("eu")), Ok(Vec::new()));
+        assert_eq!(otlp_collector_endpoint(&r), None);
+        r.spec.observability = None;
+        assert_eq!(observability(&r, &owner("eu")), Ok(Vec::new()));
+        assert_eq!(otlp_collector_endpoint(&r), None);
+    }
+
+    #[test]
+    fn collector_endpoint_is_in_the_region_namespace() {
+        assert_eq!(
+            otlp_collector_endpoint(&eu()).as_deref(),
+            Some("http://otel-collector.sovereign-eu.svc:4317")
+        );
+    }
+
+    #[test]
+    fn rendering_is_deterministic() {
+        let a = observability(&eu(), &owner("eu")).expect("renders");
+        let b = observability(&eu(), &owner("eu")).expect("renders");
+        assert_eq!(config_of(&a).0, config_of(&b).0);
+        assert_eq!(
+            serde_json::to_string(&a).expect("json"),
+            serde_json::to_string(&b).expect("json")
+        );
+    }
+}

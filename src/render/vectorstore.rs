@@ -1,0 +1,965 @@
+//! The region's vector store: Qdrant (a StatefulSet spread across the zones *of the region*) or
+//! PostgreSQL with pgvector, or nothing.
+//!
+//! Vectors are derived from the region's documents, so they are governed data: every pod is
+//! pinned to the region's locations with a required node affinity, and every volume is claimed
+//! from an in-region storage class. Volumes outlive the StatefulSet (claim retention `Retain`):
+//! deleting or shrinking the store never deletes the data with it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
+    HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec,
+    Probe, SecretKeySelector, Service, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume,
+    VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{Child, Owner, pod};
+use crate::api::labels::TOPOLOGY_ZONE;
+use crate::api::region::{SovereignRegion, VectorStoreEngine};
+
+/// `app.kubernetes.io/component` of everything the vector store consists of.
+pub const COMPONENT: &str = "vector-store";
+
+/// Name of the Qdrant StatefulSet and of its client Service.
+pub const QDRANT: &str = "qdrant";
+/// Name of the headless Service that gives each Qdrant pod its stable DNS name.
+pub const QDRANT_HEADLESS: &str = "qdrant-headless";
+/// Qdrant image when the spec names none.
+pub const QDRANT_IMAGE: &str = "qdrant/qdrant:v1.15.4";
+/// Qdrant REST API (also serves the health endpoints).
+pub const QDRANT_HTTP_PORT: i32 = 6333;
+/// Qdrant gRPC API.
+pub const QDRANT_GRPC_PORT: i32 = 6334;
+/// Qdrant peer-to-peer (Raft consensus and shard transfer) port.
+pub const QDRANT_P2P_PORT: i32 = 6335;
+/// The uid Qdrant runs as: the uid of Qdrant's unprivileged image and of its Helm chart's
+/// default security context; every path Qdrant writes is a volume, so the standard image works
+/// under it too.
+pub const QDRANT_UID: i64 = 1000;
+
+/// Name of the pgvector StatefulSet and of its Service.
+pub const PGVECTOR: &str = "pgvector";
+/// PostgreSQL + pgvector image when the spec names none.
+pub const PGVECTOR_IMAGE: &str = "pgvector/pgvector:pg17";
+/// PostgreSQL port.
+pub const PGVECTOR_PORT: i32 = 5432;
+/// The `postgres` user of the Debian-based PostgreSQL images.
+pub const PGVECTOR_UID: i64 = 999;
+/// Secret holding the PostgreSQL superuser password (key [`PGVECTOR_PASSWORD_KEY`]). The platform
+/// team creates it (from their secret store); the operator never invents credentials, so the
+/// pod waits in `CreateContainerConfigError` until it exists.
+pub const PGVECTOR_SECRET: &str = "pgvector-credentials";
+/// Key of the password in [`PGVECTOR_SECRET`].
+pub const PGVECTOR_PASSWORD_KEY: &str = "password";
+
+/// Name of the volume claim template (and so the prefix of the PVC names).
+const DATA_VOLUME: &str = "data";
+
+/// The vector store's objects: for Qdrant the StatefulSet, its headless and client Services and,
+/// with several replicas, a PodDisruptionBudget; for PgVector the StatefulSet and its Service;
+/// for `None` nothing (so orphan clean-up removes a store that was switched off, but never its
+/// volumes).
+pub fn vector_store(region: &SovereignRegion, owner: &Owner) -> Vec<Child> {
+    let ns = region.stack_namespace();
+    match region.spec.vector_store.engine {
+        VectorStoreEngine::Qdrant => qdrant(region, owner, &ns),
+        VectorStoreEngine::PgVector => pgvector(region, owner, &ns),
+        VectorStoreEngine::None => Vec::new(),
+    }
+}
+
+/// In-cluster URL of the vector store (for status and the gateway), or None without one.
+pub fn vector_store_endpoint(region: &SovereignRegion) -> Option<String> {
+    let ns = region.stack_namespace();
+    match region.spec.vector_store.engine {
+        VectorStoreEngine::Qdrant => Some(format!("http://{QDRANT}.{ns}.svc:{QDRANT_HTTP_PORT}")),
+        VectorStoreEngine::PgVector => {
+            Some(format!("postgresql://{PGVECTOR}.{ns}.svc:{PGVECTOR_PORT}"))
+        }
+        VectorStoreEngine::None => None,
+    }
+}
+
+/// The storage class of the store's volumes: the spec's, else the region's default (the first
+/// of `storageClasses`), else none, which leaves the choice to the cluster default class (and to
+/// the residency policy's `pinStorage` rule to refuse it if it is not in-region).
+fn storage_class(region: &SovereignRegion) -> Option<String> {
+    region
+        .spec
+        .vector_store
+        .storage
+        .storage_class
+        .clone()
+        .or_else(|| region.spec.storage_classes.first().cloned())
+}
+
+/// The one volume claim template of the store. The claims carry the managed labels (so residency
+/// audits see their home region) but no owner reference: they must outlive the StatefulSet.
+///
+/// Kubernetes forbids changing `volumeClaimTemplates` of an existing StatefulSet, so a later
+/// change of size or class is refused by the API server on apply (and reported by the
+/// controller); growing a volume means resizing the existing claims.
+fn data_claim(region: &SovereignRegion, owner: &Owner) -> PersistentVolumeClaim {
+    let managed = owner.meta(COMPONENT, DATA_VOLUME, None);
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: managed.name,
+            labels: managed.labels,
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+            storage_class_name: storage_class(region),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_owned(),
+                    Quantity(region.spec.vector_store.storage.size.clone()),
+                )])),
+                limits: None,
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// Keep the volumes when the StatefulSet is deleted or scaled down: they hold the region's data,
+/// and losing it must take a human decision.
+fn retain_claims() -> StatefulSetPersistentVolumeClaimRetentionPolicy {
+    StatefulSetPersistentVolumeClaimRetentionPolicy {
+        when_deleted: Some("Retain".to_owned()),
+        when_scaled: Some("Retain".to_owned()),
+    }
+}
+
+/// Spread replicas evenly over the zones. `nodeAffinityPolicy: Honor` counts only zones of nodes
+/// that pass the region affinity, so the spread is over the region's own zones and can never
+/// push a replica outside the locations; `DoNotSchedule` makes an uneven placement wait rather
+/// than stack replicas in one zone.
+fn zone_spread(selector: &BTreeMap<String, String>) -> TopologySpreadConstraint {
+    TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: TOPOLOGY_ZONE.to_owned(),
+        when_unsatisfiable: "DoNotSchedule".to_owned(),
+        node_affinity_policy: Some("Honor".to_owned()),
+        label_selector: Some(selector_of(selector)),
+        ..TopologySpreadConstraint::default()
+    }
+}
+
+fn selector_of(labels: &BTreeMap<String, String>) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(labels.clone()),
+        match_expressions: None,
+    }
+}
+
+/// A pod template for the store with the region's placement and the restricted pod security.
+fn pod_template(
+    region: &SovereignRegion,
+    selector: &BTreeMap<String, String>,
+    run_as_user: i64,
+    container: Container,
+    volumes: Vec<Volume>,
+    spread: Option<Vec<TopologySpreadConstraint>>,
+) -> PodTemplateSpec {
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(selector.clone()),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![container],
+            affinity: Some(pod::region_affinity(region, Vec::new())),
+            node_selector: pod::region_node_selector(region),
+            tolerations: pod::region_tolerations(region, Vec::new()),
+            topology_spread_constraints: spread,
+            security_context: Some(pod::restricted_pod_security(run_as_user)),
+            // Neither database talks to the Kubernetes API, and service-link variables only add
+            // noise to the environment both read their configuration from.
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            volumes: Some(volumes),
+            ..PodSpec::default()
+        }),
+    }
+}
+
+fn empty_dir(name: &str) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        ..VolumeMount::default()
+    }
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        value_from: None,
+    }
+}
+
+fn container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_owned()),
+        container_port: port,
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
+    }
+}
+
+fn service_port(name: &str, port: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.to_owned()),
+        port,
+        target_port: Some(IntOrString::String(name.to_owned())),
+        protocol: Some("TCP".to_owned()),
+        ..ServicePort::default()
+    }
+}
+
+fn http_probe(path: &str, port: i32, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::Int(port),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(5),
+        ..Probe::default()
+    }
+}
+
+fn service(
+    owner: &Owner,
+    ns: &str,
+    name: &str,
+    selector: &BTreeMap<String, String>,
+    ports: Vec<ServicePort>,
+) -> Service {
+    Service {
+        metadata: owner.meta(COMPONENT, name, Some(ns)),
+        spec: Some(ServiceSpec {
+            selector: Some(selector.clone()),
+            ports: Some(ports),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// Qdrant: StatefulSet, headless Service, client Service, and a PDB when clustered.
+fn qdrant(region: &SovereignRegion, owner: &Owner, ns: &str) -> Vec<Child> {
+    let spec = &region.spec.vector_store;
+    let selector = owner.selector(COMPONENT);
+    let clustered = spec.replicas > 1;
+    let image = spec.image.as_deref().unwrap_or(QDRANT_IMAGE);
+
+    let mut env_vars = vec![
+        // Qdrant writes this marker file in its working directory, which is on the read-only
+        // root filesystem; put it on a scratch volume instead.
+        env("QDRANT_INIT_FILE_PATH", "/qdrant/init/.qdrant-initialized"),
+    ];
+    let mut command = None;
+    let mut args = None;
+    if clustered {
+        env_vars.push(env("QDRANT__CLUSTER__ENABLED", "true"));
+        env_vars.push(env(
+            "QDRANT__CLUSTER__P2P__PORT",
+            &QDRANT_P2P_PORT.to_string(),
+        ));
+        // Peer identity comes from the pod's stable DNS name under the headless Service: pod 0
+        // founds the cluster, every other pod bootstraps from pod 0. The ordinal is the suffix
+        // of the pod's hostname (`qdrant-N`). The script holds no user input except the
+        // namespace, a DNS label the schema validates.
+        let peer =
+            |host: &str| format!("http://{host}.{QDRANT_HEADLESS}.{ns}.svc:{QDRANT_P2P_PORT}");
+        let script = format!(
+            "set -e\n\
+             ordinal=\"${{HOSTNAME##*-}}\"\n\
+             uri=\"{self_uri}\"\n\
+             if [ \"$ordinal\" = \"0\" ]; then\n\
+             \x20 exec ./entrypoint.sh --uri \"$uri\"\n\
+             fi\n\
+             exec ./entrypoint.sh --bootstrap \"{bootstrap}\" --uri \"$uri\"\n",
+            self_uri = peer("${HOSTNAME}"),
+            bootstrap = peer(&format!("{QDRANT}-0")),
+        );
+        command = Some(vec!["/bin/sh".to_owned(), "-c".to_owned()]);
+        args = Some(vec![script]);
+    }
+
+    let container = Container {
+        name: QDRANT.to_owned(),
+        image: Some(image.to_owned()),
+        command,
+        args,
+        env: Some(env_vars),
+        ports: Some(vec![
+            container_port("http", QDRANT_HTTP_PORT),
+            container_port("grpc", QDRANT_GRPC_PORT),
+            container_port("p2p", QDRANT_P2P_PORT),
+        ]),
+        // Loading large collections can take minutes; the startup probe holds liveness off until
+        // the process answers, so a slow start is not mistaken for a hang.
+        startup_probe: Some(http_probe("/livez", QDRANT_HTTP_PORT, 10, 60)),
+        liveness_probe: Some(http_probe("/livez", QDRANT_HTTP_PORT, 10, 6)),
+        readiness_probe: Some(http_probe("/readyz", QDRANT_HTTP_PORT, 5, 3)),
+        security_context: Some(pod::restricted_container_security(true)),
+        volume_mounts: Some(vec![
+            mount(DATA_VOLUME, "/qdrant/storage"),
+            mount("snapshots", "/qdrant/snapshots"),
+            mount("init", "/qdrant/init"),
+            mount("tmp", "/tmp"),
+        ]),
+        ..Container::default()
+    };
+
+    // A second, soft spread over nodes: two replicas on one node would fall together.
+    let spread = vec![
+        zone_spread(&selector),
+        TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: "kubernetes.io/hostname".to_owned(),
+            when_unsatisfiable: "ScheduleAnyway".to_owned(),
+            node_affinity_policy: Some("Honor".to_owned()),
+            label_selector: Some(selector_of(&selector)),
+            ..TopologySpreadConstraint::default()
+        },
+    ];
+
+    let statefulset = StatefulSet {
+        metadata: owner.meta(COMPONENT, QDRANT, Some(ns)),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(spec.replicas),
+            service_name: Some(QDRANT_HEADLESS.to_owned()),
+            selector: selector_of(&selector),
+            // Parallel, as Qdrant's own chart does: after a full restart peer 0 may not turn
+            // ready before a quorum of peers is back, and OrderedReady would never start them.
+            pod_management_policy: Some("Parallel".to_owned()),
+            persistent_volume_claim_retention_policy: Some(retain_claims()),
+            volume_claim_templates: Some(vec![data_claim(region, owner)]),
+            template: pod_template(
+                region,
+                &selector,
+                QDRANT_UID,
+                container,
+                vec![empty_dir("snapshots"), empty_dir("init"), empty_dir("tmp")],
+                Some(spread),
+            ),
+            ..StatefulSetSpec::default()
+        }),
+        status: None,
+    };
+
+    let mut headless = service(
+        owner,
+        ns,
+        QDRANT_HEADLESS,
+        &selector,
+        vec![
+            service_port("http", QDRANT_HTTP_PORT),
+            service_port("grpc", QDRANT_GRPC_PORT),
+            service_port("p2p", QDRANT_P2P_PORT),
+        ],
+    );
+    if let Some(s) = headless.spec.as_mut() {
+        s.cluster_ip = Some("None".to_owned());
+        // Peers must resolve each other before they are ready: readiness waits on consensus.
+        s.publish_not_ready_addresses = Some(true);
+    }
+    let client = service(
+        owner,
+        ns,
+        QDRANT,
+        &selector,
+        vec![
+            service_port("http", QDRANT_HTTP_PORT),
+            service_port("grpc", QDRANT_GRPC_PORT),
+        ],
+    );
+
+    let mut children = vec![
+        Child::from(statefulset),
+        Child::from(headless),
+        Child::from(client),
+    ];
+    if clustered {
+        children.push(Child::from(PodDisruptionBudget {
+            metadata: owner.meta(COMPONENT, QDRANT, Some(ns)),
+            spec: Some(PodDisruptionBudgetSpec {
+                max_unavailable: Some(IntOrString::Int(1)),
+                selector: Some(selector_of(&selector)),
+                ..PodDisruptionBudgetSpec::default()
+            }),
+            status: None,
+        }));
+    }
+    children
+}
+
+/// PostgreSQL + pgvector: one StatefulSet replica and its Service.
+///
+/// Always one replica, whatever `vectorStore.replicas` says: several plain PostgreSQL pods would
+/// be independent databases, not replicas. A replicated PostgreSQL belongs to a dedicated
+/// operator (e.g. CloudNativePG), which the residency rules already cover.
+fn pgvector(region: &SovereignRegion, owner: &Owner, ns: &str) -> Vec<Child> {
+    let spec = &region.spec.vector_store;
+    let selector = owner.selector(COMPONENT);
+    let image = spec.image.as_deref().unwrap_or(PGVECTOR_IMAGE);
+
+    let pg_isready = || Probe {
+        exec: Some(ExecAction {
+            command: Some(
+                [
+                    "pg_isready",
+                    "-U",
+                    "postgres",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    "5432",
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+            ),
+        }),
+        period_seconds: Some(10),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(6),
+        ..Probe::default()
+    };
+
+    let container = Container {
+        name: PGVECTOR.to_owned(),
+        image: Some(image.to_owned()),
+        env: Some(vec![
+            // A subdirectory, because the volume's root may hold `lost+found`, which initdb
+            // refuses.
+            env("PGDATA", "/var/lib/postgresql/data/pgdata"),
+            EnvVar {
+                name: "POSTGRES_PASSWORD".to_owned(),
+                value: None,
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: PGVECTOR_SECRET.to_owned(),
+                        key: PGVECTOR_PASSWORD_KEY.to_owned(),
+                        optional: Some(false),
+                    }),
+                    ..EnvVarSource::default()
+                }),
+            },
+        ]),
+        ports: Some(vec![container_port("postgres", PGVECTOR_PORT)]),
+        startup_probe: Some(Probe {
+            failure_threshold: Some(60),
+            ..pg_isready()
+        }),
+        liveness_probe: Some(pg_isready()),
+        readiness_probe: Some(pg_isready()),
+        security_context: Some(pod::restricted_container_security(true)),
+        volume_mounts: Some(vec![
+            mount(DATA_VOLUME, "/var/lib/postgresql/data"),
+            // The socket directory and temp files: the only places outside PGDATA PostgreSQL
+            // writes, so the root filesystem can stay read-only.
+            mount("run", "/var/run/postgresql"),
+            mount("tmp", "/tmp"),
+        ]),
+        ..Container::default()
+    };
+
+    let statefulset = StatefulSet {
+        metadata: owner.meta(COMPONENT, PGVECTOR, Some(ns)),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(1),
+            service_name: Some(PGVECTOR.to_owned()),
+            selector: selector_of(&selector),
+            persistent_volume_claim_retention_policy: Some(retain_claims()),
+            volume_claim_templates: Some(vec![data_claim(region, owner)]),
+            template: pod_template(
+                region,
+                &selector,
+                PGVECTOR_UID,
+                container,
+                vec![empty_dir("run"), empty_dir("tmp")],
+                None,
+            ),
+            ..StatefulSetSpec::default()
+        }),
+        status: None,
+    };
+    let service = service(
+        owner,
+        ns,
+        PGVECTOR,
+        &selector,
+        vec![service_port("postgres", PGVECTOR_PORT)],
+    );
+    vec![Child::from(statefulset), Child::from(service)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::region::Placement;
+    use k8s_openapi::api::core::v1::Toleration;
+
+    fn region(yaml: &str) -> SovereignRegion {
+        serde_yaml_ng::from_str(yaml).expect("example region parses")
+    }
+
+    fn eu() -> SovereignRegion {
+        region(include_str!(
+            "../../deploy/examples/eu-india/10-region-eu.yaml"
+        ))
+    }
+
+    fn india() -> SovereignRegion {
+        region(include_str!(
+            "../../deploy/examples/eu-india/10-region-in.yaml"
+        ))
+    }
+
+    fn owner(name: &str) -> Owner {
+        Owner {
+            region: name.into(),
+            instance: name.into(),
+            reference: None,
+        }
+    }
+
+    fn statefulset(children: &[Child]) -> &StatefulSet {
+        children
+            .iter()
+            .find_map(|c| match c {
+                Child::StatefulSet(s) => Some(s.as_ref()),
+                _ => None,
+            })
+            .expect("a StatefulSet")
+    }
+
+    fn pod_spec(set: &StatefulSet) -> &PodSpec {
+        set.spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod spec")
+    }
+
+    fn env_of(container: &Container) -> BTreeMap<String, EnvVar> {
+        container
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.clone()))
+            .collect()
+    }
+
+    fn claim_class(set: &StatefulSet) -> Option<String> {
+        set.spec
+            .as_ref()
+            .expect("spec")
+            .volume_claim_templates
+            .as_ref()
+            .expect("claims")[0]
+            .spec
+            .as_ref()
+            .expect("claim spec")
+            .storage_class_name
+            .clone()
+    }
+
+    #[test]
+    fn qdrant_objects_for_the_eu_example() {
+        let children = vector_store(&eu(), &owner("eu"));
+        let names: Vec<String> = children.iter().map(Child::describe).collect();
+        assert_eq!(
+            names,
+            [
+                "StatefulSet/sovereign-eu/qdrant",
+                "Service/sovereign-eu/qdrant-headless",
+                "Service/sovereign-eu/qdrant",
+                "PodDisruptionBudget/sovereign-eu/qdrant",
+            ]
+        );
+        for child in &children {
+            let labels = child.kind_and_meta().1.labels.as_ref().expect("labels");
+            assert_eq!(labels["app.kubernetes.io/component"], "vector-store");
+            assert_eq!(labels["sovereign.ai/region"], "eu");
+        }
+    }
+
+    #[test]
+    fn qdrant_is_pinned_to_the_region_locations_with_a_required_affinity() {
+        let r = eu();
+        let children = vector_store(&r, &owner("eu"));
+        let affinity = pod_spec(statefulset(&children))
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .expect("node affinity");
+        assert!(
+            affinity
+                .preferred_during_scheduling_ignored_during_execution
+                .is_none()
+        );
+        let terms = &affinity
+            .required_during_scheduling_ignored_during_execution
+            .as_ref()
+            .expect("required")
+            .node_selector_terms;
+        assert_eq!(terms.len(), 1);
+        let requirement = &terms[0].match_expressions.as_ref().expect("expressions")[0];
+        assert_eq!(requirement.key, "topology.kubernetes.io/region");
+        assert_eq!(requirement.operator, "In");
+        assert_eq!(
+            requirement.values.as_deref(),
+            Some(
+                &[
+                    "europe-west9".to_owned(),
+                    "eu-central-1".into(),
+                    "fr-par".into()
+                ][..]
+            )
+        );
+        assert_eq!(requirement.values.as_ref(), Some(&r.spec.locations));
+    }
+
+    #[test]
+    fn qdrant_spreads_over_zones_of_the_region_only() {
+        let children = vector_store(&eu(), &owner("eu"));
+        let spec = pod_spec(statefulset(&children));
+        let zone = spec
+            .topology_spread_constraints
+            .iter()
+            .flatten()
+            .find(|c| c.topology_key == "topology.kubernetes.io/zone")
+            .expect("zone spread");
+        assert_eq!(zone.max_skew, 1);
+        assert_eq!(zone.when_unsatisfiable, "DoNotSchedule");
+        assert_eq!(zone.node_affinity_policy.as_deref(), Some("Honor"));
+        assert_eq!(
+            zone.label_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.clone()),
+            Some(owner("eu").selector("vector-store"))
+        );
+    }
+
+    #[test]
+    fn qdrant_clusters_with_several_replicas() {
+        let children = vector_store(&eu(), &owner("eu"));
+        let set = statefulset(&children);
+        let spec = set.spec.as_ref().expect("spec");
+        assert_eq!(spec.replicas, Some(3));
+        assert_eq!(spec.service_name.as_deref(), Some("qdrant-headless"));
+        assert_eq!(
+            spec.selector.match_labels,
+            Some(owner("eu").selector("vector-store"))
+        );
+        assert_eq!(
+            spec.template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.clone()),
+            Some(owner("eu").selector("vector-store"))
+        );
+        let container = &pod_spec(set).containers[0];
+        assert_eq!(container.image.as_deref(), Some(QDRANT_IMAGE));
+        let env = env_of(container);
+        assert_eq!(
+            env["QDRANT__CLUSTER__ENABLED"].value.as_deref(),
+            Some("true")
+        );
+        let script = &container.args.as_ref().expect("bootstrap script")[0];
+        assert!(
+            script
+                .contains("--bootstrap \"http://qdrant-0.qdrant-headless.sovereign-eu.svc:6335\"")
+        );
+        let ports: Vec<i32> = container
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| p.container_port)
+            .collect();
+        assert_eq!(ports, [6333, 6334, 6335]);
+
+        let headless = children
+            .iter()
+            .find_map(|c| match c {
+                Child::Service(s) if s.metadata.name.as_deref() == Some(QDRANT_HEADLESS) => {
+                    s.spec.clone()
+                }
+                _ => None,
+            })
+            .expect("headless service");
+        assert_eq!(headless.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(headless.publish_not_ready_addresses, Some(true));
+
+        let pdb = children
+            .iter()
+            .find_map(|c| match c {
+                Child::PodDisruptionBudget(p) => p.spec.clone(),
+                _ => None,
+            })
+            .expect("pdb");
+        assert_eq!(pdb.max_unavailable, Some(IntOrString::Int(1)));
+        assert_eq!(
+            pdb.selector.and_then(|s| s.match_labels),
+            Some(owner("eu").selector("vector-store"))
+        );
+    }
+
+    #[test]
+    fn a_single_qdrant_is_not_clustered_and_has_no_pdb() {
+        let mut r = eu();
+        r.spec.vector_store.replicas = 1;
+        r.spec.vector_store.image = Some("registry.eu.example.com/qdrant:v1.15.4".into());
+        let children = vector_store(&r, &owner("eu"));
+        assert!(
+            !children
+                .iter()
+                .any(|c| matches!(c, Child::PodDisruptionBudget(_)))
+        );
+        let container = &pod_spec(statefulset(&children)).containers[0];
+        assert_eq!(
+            container.image.as_deref(),
+            Some("registry.eu.example.com/qdrant:v1.15.4")
+        );
+        assert!(!env_of(container).contains_key("QDRANT__CLUSTER__ENABLED"));
+        assert!(container.args.is_none() && container.command.is_none());
+    }
+
+    #[test]
+    fn qdrant_probes_and_security() {
+        let children = vector_store(&eu(), &owner("eu"));
+        let spec = pod_spec(statefulset(&children));
+        let container = &spec.containers[0];
+        let path = |p: &Option<Probe>| {
+            p.as_ref()
+                .and_then(|p| p.http_get.as_ref())
+                .map(|h| (h.path.clone().unwrap_or_default(), h.port.clone()))
+        };
+        assert_eq!(
+            path(&container.readiness_probe),
+            Some(("/readyz".into(), IntOrString::Int(6333)))
+        );
+        assert_eq!(
+            path(&container.liveness_probe),
+            Some(("/livez".into(), IntOrString::Int(6333)))
+        );
+        let pod_security = spec.security_context.as_ref().expect("pod security");
+        assert_eq!(pod_security.run_as_user, Some(1000));
+        assert_eq!(pod_security.run_as_non_root, Some(true));
+        let security = container.security_context.as_ref().expect("security");
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        let mounts: Vec<&str> = container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        assert!(mounts.contains(&"/qdrant/storage"));
+    }
+
+    #[test]
+    fn volumes_use_the_spec_class_then_the_region_default_then_none() {
+        let mut r = eu();
+        r.spec.vector_store.storage.storage_class = Some("eu-zonal-ssd".into());
+        let children = vector_store(&r, &owner("eu"));
+        assert_eq!(
+            claim_class(statefulset(&children)).as_deref(),
+            Some("eu-zonal-ssd")
+        );
+
+        r.spec.vector_store.storage.storage_class = None;
+        r.spec.storage_classes = vec!["eu-default".into(), "eu-other".into()];
+        let children = vector_store(&r, &owner("eu"));
+        let set = statefulset(&children);
+        assert_eq!(claim_class(set).as_deref(), Some("eu-default"));
+        let claim = &set
+            .spec
+            .as_ref()
+            .expect("spec")
+            .volume_claim_templates
+            .as_ref()
+            .expect("claims")[0];
+        assert_eq!(
+            claim
+                .spec
+                .as_ref()
+                .and_then(|s| s.resources.as_ref())
+                .and_then(|r| r.requests.as_ref())
+                .map(|r| r["storage"].clone()),
+            Some(Quantity("50Gi".into()))
+        );
+        assert_eq!(
+            set.spec
+                .as_ref()
+                .and_then(|s| s.persistent_volume_claim_retention_policy.clone()),
+            Some(retain_claims())
+        );
+
+        let claim_labels = claim.metadata.labels.as_ref().expect("claim labels");
+        assert_eq!(claim_labels["sovereign.ai/region"], "eu");
+        assert!(
+            claim.metadata.owner_references.is_none(),
+            "claims outlive the set"
+        );
+
+        r.spec.storage_classes.clear();
+        let children = vector_store(&r, &owner("eu"));
+        assert_eq!(claim_class(statefulset(&children)), None);
+    }
+
+    #[test]
+    fn region_placement_is_merged_into_the_pods() {
+        let mut r = eu();
+        r.spec.placement = Some(Placement {
+            node_selector: BTreeMap::from([("pool".into(), "sovereign".into())]),
+            tolerations: vec![Toleration {
+                key: Some("sovereign".into()),
+                operator: Some("Exists".into()),
+                ..Toleration::default()
+            }],
+        });
+        for engine in [VectorStoreEngine::Qdrant, VectorStoreEngine::PgVector] {
+            r.spec.vector_store.engine = engine;
+            let children = vector_store(&r, &owner("eu"));
+            let spec = pod_spec(statefulset(&children));
+            assert_eq!(
+                spec.node_selector.as_ref().map(|s| s["pool"].as_str()),
+                Some("sovereign")
+            );
+            assert_eq!(spec.tolerations.as_ref().map(Vec::len), Some(1));
+        }
+    }
+
+    #[test]
+    fn pgvector_for_the_india_example() {
+        let r = india();
+        let children = vector_store(&r, &owner("in"));
+        let names: Vec<String> = children.iter().map(Child::describe).collect();
+        assert_eq!(
+            names,
+            [
+                "StatefulSet/sovereign-in/pgvector",
+                "Service/sovereign-in/pgvector"
+            ]
+        );
+        let set = statefulset(&children);
+        assert_eq!(set.spec.as_ref().and_then(|s| s.replicas), Some(1));
+        assert_eq!(claim_class(set).as_deref(), Some("in-regional-ssd"));
+        let spec = pod_spec(set);
+        let values = spec
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|n| {
+                n.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .and_then(|s| s.node_selector_terms[0].match_expressions.as_ref())
+            .and_then(|e| e[0].values.clone());
+        assert_eq!(
+            values,
+            Some(vec!["ap-south-1".into(), "asia-south1".into()])
+        );
+        assert_eq!(
+            spec.security_context.as_ref().and_then(|s| s.run_as_user),
+            Some(999)
+        );
+        let container = &spec.containers[0];
+        assert_eq!(container.image.as_deref(), Some(PGVECTOR_IMAGE));
+        let env = env_of(container);
+        assert!(
+            env["PGDATA"]
+                .value
+                .as_deref()
+                .is_some_and(|p| p.starts_with("/var/lib/postgresql/data/"))
+        );
+        let secret = env["POSTGRES_PASSWORD"]
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .expect("password from a secret");
+        assert_eq!(
+            (secret.name.as_str(), secret.key.as_str()),
+            ("pgvector-credentials", "password")
+        );
+        assert!(env["POSTGRES_PASSWORD"].value.is_none(), "never inline");
+        assert_eq!(
+            container.ports.as_ref().map(|p| p[0].container_port),
+            Some(5432)
+        );
+    }
+
+    #[test]
+    fn pgvector_runs_one_instance_whatever_the_replicas() {
+        let mut r = india();
+        r.spec.vector_store.replicas = 3;
+        let children = vector_store(&r, &owner("in"));
+        assert_eq!(
+            statefulset(&children)
+                .spec
+                .as_ref()
+                .and_then(|s| s.replicas),
+            Some(1)
+        );
+        assert!(
+            !children
+                .iter()
+                .any(|c| matches!(c, Child::PodDisruptionBudget(_)))
+        );
+    }
+
+    #[test]
+    fn no_engine_means_no_children_and_no_endpoint() {
+        let mut r = eu();
+        r.spec.vector_store.engine = VectorStoreEngine::None;
+        assert!(vector_store(&r, &owner("eu")).is_empty());
+        assert_eq!(vector_store_endpoint(&r), None);
+    }
+
+    #[test]
+    fn endpoints_name_the_region_namespace() {
+        assert_eq!(
+            vector_store_endpoint(&eu()).as_deref(),
+            Some("http://qdrant.sovereign-eu.svc:6333")
+        );
+        assert_eq!(
+            vector_store_endpoint(&india()).as_deref(),
+            Some("postgresql://pgvector.sovereign-in.svc:5432")
+        );
+    }
+
+    #[test]
+    fn rendering_is_deterministic() {
+        for r in [eu(), india()] {
+            let a = serde_json::to_string(&vector_store(&r, &owner("x"))).expect("json");
+            let b = serde_json::to_string(&vector_store(&r, &owner("x"))).expect("json");
+            assert_eq!(a, b);
+        }
+    }
+}
