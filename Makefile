@@ -20,10 +20,10 @@ e2e:
 
 ## demo: a local multi-region cluster with the EU/India example; stop with `make demo-down`.
 demo: prereqs
-	bash e2e/demo.sh
+	bash e2e/demo.sh up
 
 demo-down:
-	bash e2e/controlplane.sh down
+	bash e2e/demo.sh down
 
 ## crds: regenerate crds/ from the Rust types.
 crds:

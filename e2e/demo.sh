@@ -1,25 +1,63 @@
 #!/usr/bin/env bash
-# `make demo`: a local multi-region cluster with the EU/India example applied.
-# Builds what is missing (cached), starts the control plane with simulated GPU nodes in
-# europe-west9, eu-central-1, ap-south-1 and us-east-1, installs the CRDs, applies the example
-# and shows what is there. It keeps running; `make demo-down` stops it.
+# `make demo`: a local multi-region cluster running the operator on the EU/India example.
+#
+#   e2e/demo.sh up     build what is missing (cached), start the control plane with simulated
+#                      GPU nodes in europe-west9, eu-central-1, ap-south-1 and us-east-1,
+#                      install the CRDs, start the operator, apply the example, show the result
+#   e2e/demo.sh down   stop the operator and the control plane
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "${here}/.."
+cache="${SOVEREIGN_CACHE:-${HOME}/.cache/sovereign-operator}"
+state="${SOVEREIGN_E2E_STATE:-${cache}/e2e-state}"
+pid_file="${cache}/demo-operator.pid"
+log_file="${cache}/demo-operator.log"
+
+stop_operator() {
+  if [ -f "${pid_file}" ]; then
+    pid="$(cat "${pid_file}")"
+    # Only our own process: the pid file may be stale after a reboot.
+    if [ -r "/proc/${pid}/cmdline" ] && tr '\0' ' ' < "/proc/${pid}/cmdline" | grep -q 'sovereign-operator run'; then
+      kill -TERM "${pid}" && while kill -0 "${pid}" 2>/dev/null; do sleep 0.2; done
+    fi
+    rm -f "${pid_file}"
+  fi
+}
+
+case "${1:-up}" in
+  down)
+    stop_operator
+    bash e2e/controlplane.sh down
+    exit 0
+    ;;
+  up) ;;
+  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+esac
 
 bash e2e/controlplane.sh build
 bash e2e/controlplane.sh up
 eval "$(bash e2e/controlplane.sh env)"
-
-# The operator's controllers arrive with the regions/backends issue; until then the demo shows
-# the API itself: the CRDs, their validation and the example resources.
 cargo build --quiet --bin sovereign-operator
+operator="${CARGO_TARGET_DIR:-target}/debug/sovereign-operator"
+
 echo "== installing the CRDs"
-kubectl apply --server-side --field-manager=sovereign-demo -f crds/
+kubectl apply --server-side --force-conflicts --field-manager=sovereign-demo -f crds/ >/dev/null
 kubectl wait --for condition=Established --timeout=60s -f crds/ >/dev/null
-echo "== applying deploy/examples/eu-india/"
-kubectl apply --server-side --field-manager=sovereign-demo -f deploy/examples/eu-india/
+
+echo "== starting the operator (log: ${log_file})"
+stop_operator
+mkdir -p "${cache}"
+nohup "${operator}" run --metrics-address 127.0.0.1:18080 --log-format text > "${log_file}" 2>&1 &
+echo $! > "${pid_file}"
+
+echo "== applying deploy/examples/eu-india/ (+ demo storage and placeholder secrets)"
+kubectl apply --server-side --force-conflicts --field-manager=sovereign-demo -f deploy/examples/eu-india/ >/dev/null
+kubectl apply --server-side --force-conflicts --field-manager=sovereign-demo -f e2e/fixtures/ >/dev/null
+
+echo "== waiting for the regions to become Ready"
+kubectl wait --for condition=Ready --timeout=180s sovereignregion/eu sovereignregion/in >/dev/null ||
+  echo "(not Ready yet: see kubectl describe sreg)"
 
 echo
 echo "== kubectl get sovereign -A"
@@ -28,16 +66,21 @@ echo
 echo "== nodes by region"
 kubectl get nodes -L topology.kubernetes.io/region,topology.kubernetes.io/zone,nvidia.com/gpu.product \
   --sort-by='.metadata.labels.topology\.kubernetes\.io/region'
+echo
+echo "== pods of the regions' stacks"
+kubectl get pods -n sovereign-eu -o wide
+kubectl get pods -n sovereign-in -o wide
 
 cat <<TXT
 
-The demo cluster is running. To look around:
-  eval "\$(e2e/controlplane.sh env)"      # point kubectl at it (kubectl is built with it)
-  kubectl get sreg,ib,rpol,tb -A           # the four kinds (short names)
+The demo cluster is running (state: ${state}). To look around:
+  eval "\$(e2e/controlplane.sh env)"        # point kubectl at it (kubectl is built with it)
+  kubectl get sreg,ib,rpol,tb -A             # the four kinds (short names)
+  kubectl get cm gateway -n sovereign-eu -o jsonpath='{.data.config\.yaml}'   # EU routes
+  kubectl describe ib -n sovereign-in sarvam-2b
   kubectl explain inferencebackends.spec.vllm
-  kubectl apply -f deploy/examples/eu-india/20-backends-eu.yaml   # edit and re-apply
-  target/debug/sovereign-operator crds     # the CRDs, as generated
-No controllers run yet: the operator's 'run' command comes with the regions/backends work.
+  ${operator} render -f deploy/examples/eu-india/   # the same, without a cluster
+  curl -s 127.0.0.1:18080/metrics            # the operator's metrics
 To stop it:
   make demo-down
 TXT

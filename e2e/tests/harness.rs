@@ -199,3 +199,122 @@ pub fn kubectl(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+static FIXTURES: OnceCell<()> = OnceCell::const_new();
+
+/// The example plus what a real cluster would already have: in-region storage classes with
+/// volumes, and (placeholder) Secrets the example's backends refer to.
+pub async fn install_example_with_fixtures() {
+    install_example().await;
+    FIXTURES
+        .get_or_init(|| async {
+            let client = client().await;
+            for (file, document) in yaml_documents(&repo_path("e2e/fixtures")) {
+                apply(&client, &document)
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot apply {}: {e}", file.display()));
+            }
+        })
+        .await;
+}
+
+/// Polls `check` every second until it returns Some or `PATIENCE` runs out; panics with
+/// `what` and the last observation.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(last) if tokio::time::Instant::now() >= deadline => {
+                panic!("{what} did not happen within {PATIENCE:?}; last seen: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+}
+
+/// The operator binary of this build, running `run` against the e2e plane with its own
+/// metrics port; killed when dropped.
+pub struct Operator {
+    child: std::process::Child,
+    /// `http://127.0.0.1:<port>/metrics`.
+    pub metrics_address: std::net::SocketAddr,
+    /// Where its log goes.
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts `sovereign-operator run` with `args`.
+    pub fn start(args: &[&str]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let metrics_address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let log = std::env::temp_dir().join(format!("sovereign-operator-e2e-{port}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_sovereign-operator"))
+            .arg("run")
+            .arg("--metrics-address")
+            .arg(metrics_address.to_string())
+            .args(args)
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .expect("the operator starts");
+        eprintln!("operator started, log: {}", log.display());
+        Self {
+            child,
+            metrics_address,
+            log,
+        }
+    }
+
+    /// Sends SIGTERM (a graceful shutdown) and waits for the process to exit.
+    pub fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+
+    /// The operator's `/metrics` text.
+    pub async fn metrics(&self) -> Result<String, String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.metrics_address)
+            .await
+            .map_err(|e| format!("metrics endpoint: {e}"))?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(response)
+    }
+
+    /// Sum of every sample of `metric` (all label sets).
+    pub async fn metric_sum(&self, metric: &str, label_filter: &str) -> Result<f64, String> {
+        let text = self.metrics().await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(metric) && l.contains(label_filter))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

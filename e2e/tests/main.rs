@@ -6,5 +6,6 @@
 mod corpus;
 
 mod harness;
+mod provisioning;
 mod scheduling;
 mod schema;

@@ -77,12 +77,26 @@ async fn submit(client: &Client, index: usize, case: &Case) -> Result<(), String
                 .create(&PostParams::default(), &parse(prepare(old)))
                 .await
                 .unwrap_or_else(|e| panic!("{}: the original object was refused: {e}", case.name));
-            let mut update = parse(object);
-            update.metadata.resource_version = stored.metadata.resource_version;
-            let result = api
-                .replace(&name, &PostParams::default(), &update)
-                .await
-                .map(|_| ());
+            // The operator may write the stored object's status meanwhile (a new
+            // resourceVersion): retry the replace on a conflict with the fresh version.
+            let mut resource_version = stored.metadata.resource_version;
+            let mut attempts = 0;
+            let result = loop {
+                let mut update = parse(object.clone());
+                update.metadata.resource_version = resource_version.clone();
+                match api.replace(&name, &PostParams::default(), &update).await {
+                    Err(kube::Error::Api(status)) if status.code == 409 && attempts < 10 => {
+                        attempts += 1;
+                        resource_version = api
+                            .get(&name)
+                            .await
+                            .unwrap_or_else(|e| panic!("{}: re-read failed: {e}", case.name))
+                            .metadata
+                            .resource_version;
+                    }
+                    other => break other.map(|_| ()),
+                }
+            };
             api.delete(&name, &DeleteParams::default())
                 .await
                 .unwrap_or_else(|e| panic!("{}: clean-up failed: {e}", case.name));

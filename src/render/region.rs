@@ -3,7 +3,9 @@
 
 use k8s_openapi::api::core::v1::EnvVar;
 
-use super::{Child, Owner, RenderError, gateway, gateway_config, network, observability, vectorstore};
+use super::{
+    Child, Owner, RenderError, gateway, gateway_config, network, observability, vectorstore,
+};
 use crate::api::backend::InferenceBackend;
 use crate::api::region::SovereignRegion;
 
@@ -41,9 +43,14 @@ pub fn region_plan(
             ..EnvVar::default()
         });
     }
-    children.extend(gateway::gateway_children(region, owner, &config.config_yaml, env));
+    children.extend(gateway::gateway_children(
+        region,
+        owner,
+        &config.config_yaml,
+        env,
+    ));
     children.extend(vectorstore::vector_store(region, owner));
-    children.extend(observability::observability(region, owner));
+    children.extend(observability::observability(region, owner)?);
     Ok(RegionPlan {
         children,
         models: config.models,
@@ -62,18 +69,26 @@ pub fn offline_children(
 ) -> Result<Vec<Child>, RenderError> {
     let mut children = Vec::new();
     for region in regions {
-        let name = region.metadata.name.clone().ok_or(RenderError::MissingName {
-            kind: "SovereignRegion",
-        })?;
+        let name = region
+            .metadata
+            .name
+            .clone()
+            .ok_or(RenderError::MissingName {
+                kind: "SovereignRegion",
+            })?;
         let namespace = region.stack_namespace();
         let own: Vec<&InferenceBackend> = backends
             .iter()
-            .filter(|b| b.spec.region == name && b.metadata.namespace.as_deref() == Some(&namespace))
+            .filter(|b| {
+                b.spec.region == name && b.metadata.namespace.as_deref() == Some(&namespace)
+            })
             .collect();
         let serving: Vec<&InferenceBackend> = own
             .iter()
             .copied()
-            .filter(|b| crate::residency::inference::hosting_violations(b, region, policies).is_empty())
+            .filter(|b| {
+                crate::residency::inference::hosting_violations(b, region, policies).is_empty()
+            })
             .collect();
         let owner = Owner {
             region: name.clone(),

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Scale run (not a test): N regions × M backends on the local KWOK plane.
+#
+#   e2e/bench/scale.sh 10 10
+#   e2e/bench/scale.sh 50 20
+#
+# Reports, for one run on a fresh plane of its own:
+#   floor      seconds to server-side-apply the same objects the operator would create
+#              (from `sovereign-operator render`), with kubectl, into look-alike namespaces
+#   converge   seconds from starting the operator until every region is Ready with all its
+#              non-parked backends ready
+#   writes     API write requests the operator sent (sovereign_api_writes_total)
+#   resync     writes by a restarted operator once it has reconciled everything (goal: 0)
+#   peak RSS   of the operator process (VmHWM)
+# Backends: every 4th is a parked vLLM model (Deployment, Service, no pods, no GPU), the rest
+# external APIs; regions have no vector store and no collector, so the load is the operator's
+# own objects, not KWOK pods.
+set -euo pipefail
+
+regions="${1:-10}"
+backends="${2:-10}"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="${here}/../.."
+cache="${SOVEREIGN_CACHE:-${HOME}/.cache/sovereign-operator}"
+export SOVEREIGN_E2E_STATE="${cache}/bench-state"
+export SOVEREIGN_APISERVER_PORT=18443
+export SOVEREIGN_PORT_BASE=18380
+work="$(mktemp -d)"
+calc() { python3 -c "print($1)"; }
+operator_pid=""
+cleanup() {
+  [ -n "${operator_pid}" ] && kill "${operator_pid}" 2>/dev/null || true
+  bash "${repo}/e2e/controlplane.sh" down >/dev/null 2>&1 || true
+  rm -rf "${work}"
+}
+trap cleanup EXIT
+
+cargo build --release --quiet --bin sovereign-operator --manifest-path "${repo}/Cargo.toml"
+operator="${CARGO_TARGET_DIR:-${repo}/target}/release/sovereign-operator"
+bash "${repo}/e2e/controlplane.sh" build >/dev/null
+bash "${repo}/e2e/controlplane.sh" down >/dev/null 2>&1 || true
+bash "${repo}/e2e/controlplane.sh" up >/dev/null 2>&1
+eval "$(bash "${repo}/e2e/controlplane.sh" env)"
+kubectl apply --server-side -f "${repo}/crds/" >/dev/null
+kubectl wait --for condition=Established --timeout=60s -f "${repo}/crds/" >/dev/null
+
+# The custom resources.
+python3 - "${regions}" "${backends}" > "${work}/resources.yaml" <<'PY'
+import sys
+n, m = int(sys.argv[1]), int(sys.argv[2])
+locations = ["europe-west9", "eu-central-1", "ap-south-1"]
+docs = []
+for r in range(n):
+    region = f"bench-{r:03d}"
+    ns = f"sovereign-{region}"
+    docs.append(f"""apiVersion: sovereign.ai/v1alpha1
+kind: SovereignRegion
+metadata: {{name: {region}}}
+spec:
+  jurisdiction: EU
+  locations: [{locations[r % 3]}]
+  gateway: {{replicas: 1}}
+  vectorStore: {{engine: None}}""")
+    for b in range(m):
+        name = f"model-{b:03d}"
+        if b % 4 == 0:
+            body = """  vllm:
+    model: org/model
+    gpus: {count: 1}
+    replicas: {min: 0, max: 1}"""
+        else:
+            body = f"""  external:
+    provider: OpenAICompatible
+    endpoint: https://llm-{b}.eu.example.com/v1
+    hostingJurisdiction: FR
+    upstreamModel: {name}
+  pricing: {{currency: EUR, inputPer1MTokens: "1", outputPer1MTokens: "2"}}"""
+        docs.append(f"""apiVersion: sovereign.ai/v1alpha1
+kind: InferenceBackend
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  region: {region}
+  modelName: {name}
+{body}""")
+print("\n---\n".join(docs))
+PY
+
+# Floor: the rendered objects applied directly, into look-alike namespaces.
+"${operator}" render -f "${work}/resources.yaml" | sed 's/sovereign-bench-/floor-bench-/g' > "${work}/floor.yaml"
+floor_objects=$(grep -c '^kind:' "${work}/floor.yaml")
+start=$(date +%s.%N)
+kubectl apply --server-side --field-manager=floor -f "${work}/floor.yaml" >/dev/null
+floor=$(calc "$(date +%s.%N) - ${start}")
+
+# The operator: create the namespaces and resources, then time convergence.
+for r in $(seq 0 $((regions - 1))); do printf 'apiVersion: v1\nkind: Namespace\nmetadata: {name: sovereign-bench-%03d}\n---\n' "$r"; done \
+  | kubectl apply --server-side -f - >/dev/null
+kubectl apply --server-side -f "${work}/resources.yaml" >/dev/null
+
+metrics_port=18090
+start=$(date +%s.%N)
+"${operator}" run --metrics-address "127.0.0.1:${metrics_port}" > "${work}/operator.log" 2>&1 &
+operator_pid=$!
+# Parked models (every 4th) are never Ready: a region has M - ceil(M/4) ready backends.
+ready_backends=$((backends - (backends + 3) / 4))
+converged() {
+  kubectl get sreg -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status} {.status.backends.summary}{"\n"}{end}' \
+    | awk -v want="${ready_backends}/${backends}" -v n="${regions}" '$1=="True" && $2==want {ok++} END {exit !(ok==n)}'
+}
+until converged; do
+  sleep 0.5
+  if ! kill -0 "${operator_pid}" 2>/dev/null; then echo "operator died; log: ${work}/operator.log" >&2; cat "${work}/operator.log" >&2; exit 1; fi
+done
+converge=$(calc "$(date +%s.%N) - ${start}")
+writes() { curl -s "127.0.0.1:${metrics_port}/metrics" | awk '/^sovereign_api_writes_total/ {s+=$2} END {print s+0}'; }
+reconciles() { curl -s "127.0.0.1:${metrics_port}/metrics" | awk '/^sovereign_reconciliations_total/ {s+=$2} END {print s+0}'; }
+sleep 5
+total_writes=$(writes)
+peak_kib=$(awk '/VmHWM/ {print $2}' "/proc/${operator_pid}/status")
+
+# Resync: a restarted operator must find nothing to write.
+kill -TERM "${operator_pid}"; wait "${operator_pid}" || true
+"${operator}" run --metrics-address "127.0.0.1:${metrics_port}" > "${work}/operator2.log" 2>&1 &
+operator_pid=$!
+objects=$((regions + regions * backends))
+until [ "$(reconciles)" -ge "${objects}" ] 2>/dev/null; do sleep 0.5; done
+sleep 5
+resync_writes=$(writes)
+peak2_kib=$(awk '/VmHWM/ {print $2}' "/proc/${operator_pid}/status")
+
+printf '%s regions x %s backends (%s custom resources, %s rendered objects)\n' "${regions}" "${backends}" "${objects}" "${floor_objects}"
+printf '  floor (kubectl server-side apply of the rendered objects): %.1f s\n' "${floor}"
+printf '  operator converge: %.1f s (%.2fx the floor)\n' "${converge}" "$(calc "${converge} / ${floor}")"
+printf '  operator API writes to converge: %s\n' "${total_writes}"
+printf '  writes after a restart (resync): %s\n' "${resync_writes}"
+printf '  operator peak RSS: %.1f MiB (restarted instance: %.1f MiB)\n' "$(calc "${peak_kib} / 1024")" "$(calc "${peak2_kib} / 1024")"

@@ -1,0 +1,479 @@
+//! The operator on the real control plane: the EU/India example converges (regions and backends
+//! Ready, vLLM pods on nodes of their region, gateways routing only in-jurisdiction), children
+//! follow edits and deletions, bad input is reported, and a restart writes nothing.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Service};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::json;
+use sovereign_operator::api::{InferenceBackend, SovereignRegion};
+
+use crate::harness::{
+    MANAGER, Operator, client, ensure_namespace, eventually, install_example_with_fixtures,
+};
+
+const EXAMPLE_BACKENDS: [(&str, &str); 7] = [
+    ("sovereign-eu", "llama-3-70b"),
+    ("sovereign-eu", "mistral-large"),
+    ("sovereign-eu", "ovh-llama-3-3-70b"),
+    ("sovereign-eu", "azure-gpt-4o-eu"),
+    ("sovereign-in", "llama-3-70b"),
+    ("sovereign-in", "sarvam-2b"),
+    ("sovereign-in", "azure-gpt-4o-in"),
+];
+
+fn condition(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    type_: &str,
+) -> String {
+    conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| format!("{}/{}: {}", c.status, c.reason, c.message))
+        .unwrap_or_else(|| "absent".into())
+}
+
+async fn backend_condition(client: &Client, namespace: &str, name: &str) -> Result<String, String> {
+    let backend = Api::<InferenceBackend>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(condition(
+        &backend.status.unwrap_or_default().conditions,
+        "Ready",
+    ))
+}
+
+/// Model names in a region's rendered gateway config, and the api_bases they point at.
+async fn gateway_routes(
+    client: &Client,
+    namespace: &str,
+) -> Result<(BTreeSet<String>, Vec<String>), String> {
+    let config_map = Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .get("gateway")
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = config_map
+        .data
+        .and_then(|d| d.get("config.yaml").cloned())
+        .ok_or("no config.yaml")?;
+    let config: serde_json::Value = serde_yaml_ng::from_str(&text).map_err(|e| e.to_string())?;
+    let entries = config["model_list"].as_array().cloned().unwrap_or_default();
+    let models = entries
+        .iter()
+        .filter_map(|m| m["model_name"].as_str().map(str::to_owned))
+        .collect();
+    let bases = entries
+        .iter()
+        .filter_map(|m| m["litellm_params"]["api_base"].as_str().map(str::to_owned))
+        .collect();
+    Ok((models, bases))
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+async fn apply_backend(client: &Client, namespace: &str, name: &str, spec: serde_json::Value) {
+    let backend = json!({
+        "apiVersion": "sovereign.ai/v1alpha1", "kind": "InferenceBackend",
+        "metadata": {"name": name, "namespace": namespace}, "spec": spec
+    });
+    Api::<InferenceBackend>::namespaced(client.clone(), namespace)
+        .patch(
+            name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&backend),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("cannot apply backend {namespace}/{name}: {e}"));
+}
+
+async fn wait_backend_reason(client: &Client, namespace: &str, name: &str, reason: &str) -> String {
+    eventually(
+        &format!("{namespace}/{name} Ready reason {reason}"),
+        || async {
+            let seen = backend_condition(client, namespace, name).await?;
+            if seen.contains(&format!("/{reason}:")) {
+                Ok(seen)
+            } else {
+                Err(seen)
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_operator_provisions_the_example_and_follows_changes() {
+    install_example_with_fixtures().await;
+    let client = client().await;
+    let operator = Operator::start(&["--region", "eu", "--region", "in", "--region", "nowhere"]);
+
+    // Every region and backend of the example becomes Ready.
+    for region in ["eu", "in"] {
+        eventually(&format!("region {region} Ready"), || async {
+            let region = Api::<SovereignRegion>::all(client.clone())
+                .get(region)
+                .await
+                .map_err(|e| e.to_string())?;
+            let seen = condition(&region.status.unwrap_or_default().conditions, "Ready");
+            if seen.starts_with("True/") {
+                Ok(())
+            } else {
+                Err(seen)
+            }
+        })
+        .await;
+    }
+    for (namespace, name) in EXAMPLE_BACKENDS {
+        wait_backend_reason(
+            &client,
+            namespace,
+            name,
+            if name.contains("llama-3-70b") || name == "sarvam-2b" {
+                "Available"
+            } else {
+                "Configured"
+            },
+        )
+        .await;
+    }
+
+    // Every vLLM pod runs on a node of its region's locations.
+    for (namespace, locations) in [
+        (
+            "sovereign-eu",
+            vec!["europe-west9", "eu-central-1", "fr-par"],
+        ),
+        ("sovereign-in", vec!["ap-south-1", "asia-south1"]),
+    ] {
+        let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+            .list(&ListParams::default().labels("app.kubernetes.io/component=inference"))
+            .await
+            .expect("list vLLM pods");
+        assert!(!pods.items.is_empty(), "no vLLM pods in {namespace}");
+        for pod in pods.items {
+            let node_name = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .expect("scheduled");
+            let node = Api::<Node>::all(client.clone())
+                .get(&node_name)
+                .await
+                .expect("node");
+            let region = node
+                .metadata
+                .labels
+                .unwrap_or_default()
+                .get("topology.kubernetes.io/region")
+                .cloned()
+                .unwrap_or_default();
+            assert!(
+                locations.contains(&region.as_str()),
+                "{namespace} pod {:?} runs on {node_name} in {region}",
+                pod.metadata.name
+            );
+        }
+    }
+
+    // Each gateway routes only to its own jurisdiction's backends.
+    let (eu_models, eu_bases) = gateway_routes(&client, "sovereign-eu")
+        .await
+        .expect("EU gateway config");
+    assert_eq!(
+        eu_models,
+        set(&[
+            "llama-3-70b",
+            "mistral-large",
+            "ovh-llama-3.3-70b",
+            "gpt-4o"
+        ])
+    );
+    assert!(
+        eu_bases
+            .iter()
+            .all(|b| !b.contains("sovereign-in") && !b.contains("contoso-in")),
+        "{eu_bases:?}"
+    );
+    let (in_models, in_bases) = gateway_routes(&client, "sovereign-in")
+        .await
+        .expect("India gateway config");
+    assert_eq!(in_models, set(&["llama-3-70b", "sarvam-2b", "gpt-4o"]));
+    assert!(
+        in_bases
+            .iter()
+            .all(|b| !b.contains("sovereign-eu") && !b.contains("contoso-eu")),
+        "{in_bases:?}"
+    );
+
+    // A new self-hosted backend gets its workload and route; deleting it removes both.
+    apply_backend(&client, "sovereign-in", "scratch", json!({
+        "region": "in", "modelName": "scratch-model",
+        "vllm": {"model": "sarvamai/sarvam-2b-v0.5", "gpus": {"count": 1}, "replicas": {"min": 1, "max": 2}}
+    })).await;
+    wait_backend_reason(&client, "sovereign-in", "scratch", "Available").await;
+    eventually("scratch-model routed by the India gateway", || async {
+        let (models, _) = gateway_routes(&client, "sovereign-in").await?;
+        if models.contains("scratch-model") {
+            Ok(())
+        } else {
+            Err(format!("{models:?}"))
+        }
+    })
+    .await;
+    Api::<InferenceBackend>::namespaced(client.clone(), "sovereign-in")
+        .delete("scratch", &DeleteParams::default())
+        .await
+        .expect("delete scratch");
+    eventually("scratch's children and route are gone", || async {
+        let gone = |found: bool, what: &str| {
+            if found {
+                Err(format!("{what} still there"))
+            } else {
+                Ok(())
+            }
+        };
+        gone(
+            Api::<Deployment>::namespaced(client.clone(), "sovereign-in")
+                .get_opt("vllm-scratch")
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some(),
+            "Deployment",
+        )?;
+        gone(
+            Api::<Service>::namespaced(client.clone(), "sovereign-in")
+                .get_opt("vllm-scratch")
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some(),
+            "Service",
+        )?;
+        gone(
+            Api::<PodDisruptionBudget>::namespaced(client.clone(), "sovereign-in")
+                .get_opt("vllm-scratch")
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some(),
+            "PDB",
+        )?;
+        gone(
+            Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), "sovereign-in")
+                .get_opt("vllm-scratch")
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some(),
+            "HPA",
+        )?;
+        let (models, _) = gateway_routes(&client, "sovereign-in").await?;
+        gone(models.contains("scratch-model"), "route")
+    })
+    .await;
+
+    // Editing a backend rolls its Deployment.
+    let deployments = Api::<Deployment>::namespaced(client.clone(), "sovereign-eu");
+    let before = deployments
+        .get("vllm-llama-3-70b")
+        .await
+        .expect("EU llama deployment");
+    Api::<InferenceBackend>::namespaced(client.clone(), "sovereign-eu")
+        .patch(
+            "llama-3-70b",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"vllm": {"maxModelLen": 4096}}})),
+        )
+        .await
+        .expect("edit maxModelLen");
+    eventually(
+        "the EU llama Deployment rolls with --max-model-len 4096",
+        || async {
+            let after = deployments
+                .get("vllm-llama-3-70b")
+                .await
+                .map_err(|e| e.to_string())?;
+            let args = after
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+                .and_then(|p| p.containers[0].args.clone())
+                .unwrap_or_default();
+            let rolled = after.metadata.generation > before.metadata.generation;
+            if rolled
+                && args
+                    .windows(2)
+                    .any(|w| w[0] == "--max-model-len" && w[1] == "4096")
+            {
+                Ok(())
+            } else {
+                Err(format!("{args:?}"))
+            }
+        },
+    )
+    .await;
+
+    // Bad input: a missing region, then the region appears and the backend recovers.
+    ensure_namespace(&client, "sovereign-nowhere").await;
+    apply_backend(
+        &client,
+        "sovereign-nowhere",
+        "orphan",
+        json!({
+            "region": "nowhere", "modelName": "orphan-model",
+            "vllm": {"model": "x/y", "gpus": {"count": 1}}
+        }),
+    )
+    .await;
+    wait_backend_reason(&client, "sovereign-nowhere", "orphan", "RegionNotFound").await;
+    let events = Api::<Event>::namespaced(client.clone(), "sovereign-nowhere");
+    eventually("an Event says RegionNotFound", || async {
+        let list = events
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let reasons: Vec<String> = list.items.iter().filter_map(|e| e.reason.clone()).collect();
+        if reasons.iter().any(|r| r == "RegionNotFound") {
+            Ok(())
+        } else {
+            Err(format!("{reasons:?}"))
+        }
+    })
+    .await;
+    let region = json!({
+        "apiVersion": "sovereign.ai/v1alpha1", "kind": "SovereignRegion",
+        "metadata": {"name": "nowhere"},
+        "spec": {"jurisdiction": "EU", "locations": ["eu-central-1"], "vectorStore": {"engine": "None"}}
+    });
+    Api::<SovereignRegion>::all(client.clone())
+        .patch(
+            "nowhere",
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&region),
+        )
+        .await
+        .expect("create region nowhere");
+    wait_backend_reason(&client, "sovereign-nowhere", "orphan", "Available").await;
+
+    // A GPU request no node can satisfy is reported from the scheduler's verdict.
+    apply_backend(
+        &client,
+        "sovereign-in",
+        "too-big",
+        json!({
+            "region": "in", "modelName": "too-big",
+            "vllm": {"model": "x/huge", "gpus": {"count": 16}}
+        }),
+    )
+    .await;
+    let seen = wait_backend_reason(&client, "sovereign-in", "too-big", "Unschedulable").await;
+    assert!(seen.contains("nvidia.com/gpu"), "{seen}");
+    // A missing Secret is named.
+    apply_backend(
+        &client,
+        "sovereign-in",
+        "no-key",
+        json!({
+            "region": "in", "modelName": "no-key",
+            "external": {"provider": "OpenAICompatible", "endpoint": "https://llm.example.in/v1",
+                         "hostingJurisdiction": "IN", "upstreamModel": "m",
+                         "apiKeySecret": {"name": "absent-key", "key": "k"}}
+        }),
+    )
+    .await;
+    let seen = wait_backend_reason(&client, "sovereign-in", "no-key", "SecretNotFound").await;
+    assert!(seen.contains("sovereign-in/absent-key"), "{seen}");
+    // A region this instance does not manage is left to its own operator.
+    let elsewhere = json!({
+        "apiVersion": "sovereign.ai/v1alpha1", "kind": "SovereignRegion",
+        "metadata": {"name": "elsewhere"},
+        "spec": {"jurisdiction": "SA", "locations": ["me-central-1"]}
+    });
+    Api::<SovereignRegion>::all(client.clone())
+        .patch(
+            "elsewhere",
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&elsewhere),
+        )
+        .await
+        .expect("create region elsewhere");
+    eventually("region elsewhere says ManagedElsewhere", || async {
+        let region = Api::<SovereignRegion>::all(client.clone())
+            .get("elsewhere")
+            .await
+            .map_err(|e| e.to_string())?;
+        let seen = condition(&region.status.unwrap_or_default().conditions, "Ready");
+        if seen.starts_with("Unknown/ManagedElsewhere") {
+            Ok(())
+        } else {
+            Err(seen)
+        }
+    })
+    .await;
+    assert!(
+        Api::<Namespace>::all(client.clone())
+            .get_opt("sovereign-elsewhere")
+            .await
+            .expect("get")
+            .is_none(),
+        "nothing provisioned for a region managed elsewhere"
+    );
+    for name in ["too-big", "no-key"] {
+        Api::<InferenceBackend>::namespaced(client.clone(), "sovereign-in")
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("clean up");
+    }
+    // Let the India region settle again after the clean-up.
+    wait_backend_reason(&client, "sovereign-in", "sarvam-2b", "Available").await;
+    eventually(
+        "the India gateway no longer has the removed models",
+        || async {
+            let (models, _) = gateway_routes(&client, "sovereign-in").await?;
+            if models == set(&["llama-3-70b", "sarvam-2b", "gpt-4o"]) {
+                Ok(())
+            } else {
+                Err(format!("{models:?}"))
+            }
+        },
+    )
+    .await;
+
+    // A restart writes nothing: the new process finds everything as it wants it.
+    operator.stop();
+    let operator = Operator::start(&["--region", "eu", "--region", "in", "--region", "nowhere"]);
+    let expected_backends = (EXAMPLE_BACKENDS.len() + 1) as f64; // + orphan
+    eventually("the restarted operator reconciled every object", || async {
+        let regions = operator
+            .metric_sum("sovereign_reconciliations_total", "controller=\"region\"")
+            .await?;
+        let backends = operator
+            .metric_sum("sovereign_reconciliations_total", "controller=\"backend\"")
+            .await?;
+        if regions >= 4.0 && backends >= expected_backends {
+            Ok(())
+        } else {
+            Err(format!("regions {regions}, backends {backends}"))
+        }
+    })
+    .await;
+    // Give in-flight follow-up reconciles (triggered by the initial watch events) time to run.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let writes = operator.metrics().await.expect("metrics");
+    let write_lines: Vec<&str> = writes
+        .lines()
+        .filter(|l| l.starts_with("sovereign_api_writes_total"))
+        .collect();
+    assert!(
+        write_lines.is_empty(),
+        "the restarted operator wrote: {write_lines:#?}\nlog: {}",
+        operator.log.display()
+    );
+    operator.stop();
+}
