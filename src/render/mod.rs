@@ -4,6 +4,7 @@
 //! server-side apply; `sovereign-operator render` prints it. Every child gets its labels and
 //! owner reference from [`Owner::meta`], so selectors and orphan clean-up can rely on them.
 
+pub mod gateway_config;
 pub mod pod;
 
 use std::collections::BTreeMap;
