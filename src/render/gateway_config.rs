@@ -244,6 +244,11 @@ pub fn litellm_config(
     // `_reject_clientside_metadata_tags_check`, field documented in litellm/proxy/_types.py
     // `ConfigGeneralSettings.reject_clientside_metadata_tags`; the header merge is
     // litellm/proxy/auth/user_api_key_auth.py → `apply_client_tag_policy_pre_auth`).
+    // Not covered in 1.108.7: tags in the body's top-level `tags` field, merged after the
+    // auth checks (litellm/proxy/litellm_pre_call_utils.py, "Merge caller-supplied tags").
+    // With tag filtering on they can only narrow the choice among this region's deployments or
+    // fail the request (seen on the real proxy: 401 "Not allowed to access model due to tags
+    // configuration"), never widen it: every deployment in the list is in-region.
     general_settings.insert("reject_clientside_metadata_tags".into(), Value::Bool(true));
     // Models added through the admin API and stored in the database would not go through this
     // list (litellm/proxy/_types.py `ConfigGeneralSettings.store_model_in_db`).
@@ -680,7 +685,7 @@ fn canonical(value: Value) -> Value {
     match value {
         Value::Mapping(map) => {
             let mut entries: Vec<(Value, Value)> = map.into_iter().collect();
-            entries.sort_by(|(a, _), (b, _)| key_text(a).cmp(&key_text(b)));
+            entries.sort_by_key(|(a, _)| key_text(a));
             Value::Mapping(
                 entries
                     .into_iter()
