@@ -1,11 +1,14 @@
 //! End-to-end tests against the real control plane started by `e2e/controlplane.sh up`
 //! (kube-apiserver, etcd, controller-manager, scheduler and KWOK nodes). They use the
 //! kubeconfig in `KUBECONFIG` and fail — never skip — when the plane is unreachable.
+//! `litellm` needs no plane: it proves the gateway config on a real LiteLLM proxy
+//! (`cargo test --features e2e --test e2e litellm` runs it alone).
 
 #[path = "../../tests/support/corpus.rs"]
 mod corpus;
 
 mod harness;
+mod litellm;
 mod provisioning;
 mod scheduling;
 mod schema;
