@@ -110,10 +110,46 @@ async fn wait_backend_reason(client: &Client, namespace: &str, name: &str, reaso
     .await
 }
 
+/// Deletes what an earlier run against the same plane created, so the test can run again.
+async fn remove_leftovers(client: &Client) {
+    for (namespace, name) in [
+        ("sovereign-in", "scratch"),
+        ("sovereign-in", "too-big"),
+        ("sovereign-in", "no-key"),
+        ("sovereign-nowhere", "orphan"),
+    ] {
+        let _ = Api::<InferenceBackend>::namespaced(client.clone(), namespace)
+            .delete(name, &DeleteParams::default())
+            .await;
+    }
+    for name in ["nowhere", "elsewhere"] {
+        let _ = Api::<SovereignRegion>::all(client.clone())
+            .delete(name, &DeleteParams::default())
+            .await;
+    }
+    eventually("leftovers of an earlier run are gone", || async {
+        let orphan = Api::<InferenceBackend>::namespaced(client.clone(), "sovereign-nowhere")
+            .get_opt("orphan")
+            .await
+            .map_err(|e| e.to_string())?;
+        let nowhere = Api::<SovereignRegion>::all(client.clone())
+            .get_opt("nowhere")
+            .await
+            .map_err(|e| e.to_string())?;
+        if orphan.is_none() && nowhere.is_none() {
+            Ok(())
+        } else {
+            Err("still there".into())
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn the_operator_provisions_the_example_and_follows_changes() {
     install_example_with_fixtures().await;
     let client = client().await;
+    remove_leftovers(&client).await;
     let operator = Operator::start(&["--region", "eu", "--region", "in", "--region", "nowhere"]);
 
     // Every region and backend of the example becomes Ready.
@@ -185,34 +221,40 @@ async fn the_operator_provisions_the_example_and_follows_changes() {
     }
 
     // Each gateway routes only to its own jurisdiction's backends.
-    let (eu_models, eu_bases) = gateway_routes(&client, "sovereign-eu")
-        .await
-        .expect("EU gateway config");
-    assert_eq!(
-        eu_models,
-        set(&[
-            "llama-3-70b",
-            "mistral-large",
-            "ovh-llama-3.3-70b",
-            "gpt-4o"
-        ])
-    );
-    assert!(
-        eu_bases
-            .iter()
-            .all(|b| !b.contains("sovereign-in") && !b.contains("contoso-in")),
-        "{eu_bases:?}"
-    );
-    let (in_models, in_bases) = gateway_routes(&client, "sovereign-in")
-        .await
-        .expect("India gateway config");
-    assert_eq!(in_models, set(&["llama-3-70b", "sarvam-2b", "gpt-4o"]));
-    assert!(
-        in_bases
-            .iter()
-            .all(|b| !b.contains("sovereign-eu") && !b.contains("contoso-eu")),
-        "{in_bases:?}"
-    );
+    for (namespace, expected, foreign) in [
+        (
+            "sovereign-eu",
+            set(&[
+                "llama-3-70b",
+                "mistral-large",
+                "ovh-llama-3.3-70b",
+                "gpt-4o",
+            ]),
+            ["sovereign-in", "contoso-in"],
+        ),
+        (
+            "sovereign-in",
+            set(&["llama-3-70b", "sarvam-2b", "gpt-4o"]),
+            ["sovereign-eu", "contoso-eu"],
+        ),
+    ] {
+        let bases = eventually(
+            &format!("the {namespace} gateway routes exactly {expected:?}"),
+            || async {
+                let (models, bases) = gateway_routes(&client, namespace).await?;
+                if models == expected {
+                    Ok(bases)
+                } else {
+                    Err(format!("{models:?}"))
+                }
+            },
+        )
+        .await;
+        assert!(
+            bases.iter().all(|b| foreign.iter().all(|f| !b.contains(f))),
+            "{namespace}: {bases:?}"
+        );
+    }
 
     // A new self-hosted backend gets its workload and route; deleting it removes both.
     apply_backend(&client, "sovereign-in", "scratch", json!({
@@ -278,22 +320,32 @@ async fn the_operator_provisions_the_example_and_follows_changes() {
     })
     .await;
 
-    // Editing a backend rolls its Deployment.
+    // Editing a backend rolls its Deployment (toggling, so a re-run changes it again).
     let deployments = Api::<Deployment>::namespaced(client.clone(), "sovereign-eu");
     let before = deployments
         .get("vllm-llama-3-70b")
         .await
         .expect("EU llama deployment");
-    Api::<InferenceBackend>::namespaced(client.clone(), "sovereign-eu")
+    let backends_eu = Api::<InferenceBackend>::namespaced(client.clone(), "sovereign-eu");
+    let current = backends_eu
+        .get("llama-3-70b")
+        .await
+        .expect("EU llama")
+        .spec
+        .vllm
+        .and_then(|v| v.max_model_len);
+    let new_len: i64 = if current == Some(4096) { 6144 } else { 4096 };
+    let new_text = new_len.to_string();
+    backends_eu
         .patch(
             "llama-3-70b",
             &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"vllm": {"maxModelLen": 4096}}})),
+            &Patch::Merge(json!({"spec": {"vllm": {"maxModelLen": new_len}}})),
         )
         .await
         .expect("edit maxModelLen");
     eventually(
-        "the EU llama Deployment rolls with --max-model-len 4096",
+        &format!("the EU llama Deployment rolls with --max-model-len {new_len}"),
         || async {
             let after = deployments
                 .get("vllm-llama-3-70b")
@@ -306,11 +358,10 @@ async fn the_operator_provisions_the_example_and_follows_changes() {
                 .and_then(|p| p.containers[0].args.clone())
                 .unwrap_or_default();
             let rolled = after.metadata.generation > before.metadata.generation;
-            if rolled
-                && args
-                    .windows(2)
-                    .any(|w| w[0] == "--max-model-len" && w[1] == "4096")
-            {
+            let has_new = args
+                .windows(2)
+                .any(|w| w[0] == "--max-model-len" && w[1] == new_text);
+            if rolled && has_new {
                 Ok(())
             } else {
                 Err(format!("{args:?}"))
