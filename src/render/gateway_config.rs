@@ -1364,15 +1364,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "prints the EU example config"]
-    fn print_eu() {
-        println!(
-            "{}",
-            render(&region(EXAMPLE_EU), &all_backends()).config_yaml
-        );
-    }
-
-    #[test]
     fn a_region_without_a_name_is_an_error() {
         let mut eu = region(EXAMPLE_EU);
         eu.metadata.name = None;
