@@ -55,9 +55,10 @@ echo "== applying deploy/examples/eu-india/ (+ demo storage and placeholder secr
 kubectl apply --server-side --force-conflicts --field-manager=sovereign-demo -f deploy/examples/eu-india/ >/dev/null
 kubectl apply --server-side --force-conflicts --field-manager=sovereign-demo -f e2e/fixtures/ >/dev/null
 
-echo "== waiting for the regions to become Ready"
-kubectl wait --for condition=Ready --timeout=180s sovereignregion/eu sovereignregion/in >/dev/null ||
-  echo "(not Ready yet: see kubectl describe sreg)"
+echo "== waiting for the regions and their backends to become Ready"
+kubectl wait --for condition=Ready --timeout=180s sovereignregion/eu sovereignregion/in >/dev/null &&
+  kubectl wait --for condition=Ready --timeout=180s inferencebackends --all -A >/dev/null ||
+  echo "(not Ready yet: see kubectl describe sreg,ib -A)"
 
 echo
 echo "== kubectl get sovereign -A"
