@@ -3,16 +3,11 @@
 //! from `gateway_config`.
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    HTTPGetAction, PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
-};
-use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::BTreeMap;
 
+use super::k8s::{self, Disruption};
 use super::pod::{
     region_affinity, region_node_selector, region_tolerations, restricted_container_security,
     restricted_pod_security,
@@ -60,24 +55,11 @@ pub fn gateway_children(
 
     // Never fetch LiteLLM's model cost map from GitHub: that is a call abroad at every start,
     // and our prices come from the InferenceBackends anyway.
-    env.push(EnvVar {
-        name: "LITELLM_LOCAL_MODEL_COST_MAP".into(),
-        value: Some("True".into()),
-        ..EnvVar::default()
-    });
+    env.push(k8s::env("LITELLM_LOCAL_MODEL_COST_MAP", "True"));
     env.sort_by(|a, b| a.name.cmp(&b.name));
     env.dedup_by(|a, b| a.name == b.name);
 
-    let probe = |path: &str| Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::Int(PORT),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(10),
-        failure_threshold: Some(3),
-        ..Probe::default()
-    };
+    let probe = |path: &str| k8s::http_probe(path, PORT, 10, 3, None);
     let pod = PodSpec {
         affinity: Some(region_affinity(region, Vec::new())),
         node_selector: region_node_selector(region),
@@ -93,25 +75,12 @@ pub fn gateway_children(
                 "--port".into(),
                 PORT.to_string(),
             ]),
-            ports: Some(vec![ContainerPort {
-                name: Some("http".into()),
-                container_port: PORT,
-                ..ContainerPort::default()
-            }]),
+            ports: Some(vec![k8s::container_port("http", PORT, None)]),
             env: Some(env),
             resources: gateway.resources.clone(),
             volume_mounts: Some(vec![
-                VolumeMount {
-                    name: "config".into(),
-                    mount_path: CONFIG_DIR.into(),
-                    read_only: Some(true),
-                    ..VolumeMount::default()
-                },
-                VolumeMount {
-                    name: "tmp".into(),
-                    mount_path: "/tmp".into(),
-                    ..VolumeMount::default()
-                },
+                k8s::mount("config", CONFIG_DIR, true),
+                k8s::mount("tmp", "/tmp", false),
             ]),
             readiness_probe: Some(probe("/health/readiness")),
             liveness_probe: Some(probe("/health/liveliness")),
@@ -119,19 +88,8 @@ pub fn gateway_children(
             ..Container::default()
         }],
         volumes: Some(vec![
-            Volume {
-                name: "config".into(),
-                config_map: Some(ConfigMapVolumeSource {
-                    name: NAME.into(),
-                    ..ConfigMapVolumeSource::default()
-                }),
-                ..Volume::default()
-            },
-            Volume {
-                name: "tmp".into(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Volume::default()
-            },
+            k8s::config_map_volume("config", NAME),
+            k8s::empty_dir("tmp", None),
         ]),
         ..PodSpec::default()
     };
@@ -140,10 +98,7 @@ pub fn gateway_children(
         metadata: meta(),
         spec: Some(DeploymentSpec {
             replicas: Some(gateway.replicas),
-            selector: LabelSelector {
-                match_labels: Some(selector.clone()),
-                match_expressions: None,
-            },
+            selector: k8s::match_labels(&selector),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(selector.clone()),
@@ -160,20 +115,7 @@ pub fn gateway_children(
         status: None,
     };
 
-    let service = Service {
-        metadata: meta(),
-        spec: Some(ServiceSpec {
-            selector: Some(selector.clone()),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: PORT,
-                target_port: Some(IntOrString::Int(PORT)),
-                ..ServicePort::default()
-            }]),
-            ..ServiceSpec::default()
-        }),
-        status: None,
-    };
+    let service = k8s::http_service(meta(), &selector, PORT);
 
     let mut children = vec![
         Child::from(config_map),
@@ -181,18 +123,11 @@ pub fn gateway_children(
         Child::from(service),
     ];
     if gateway.replicas > 1 {
-        children.push(Child::from(PodDisruptionBudget {
-            metadata: meta(),
-            spec: Some(PodDisruptionBudgetSpec {
-                min_available: Some(IntOrString::Int(1)),
-                selector: Some(LabelSelector {
-                    match_labels: Some(selector),
-                    match_expressions: None,
-                }),
-                ..PodDisruptionBudgetSpec::default()
-            }),
-            status: None,
-        }));
+        children.push(Child::from(k8s::pod_disruption_budget(
+            meta(),
+            &selector,
+            Disruption::MinAvailable(1),
+        )));
     }
     children
 }
@@ -200,15 +135,7 @@ pub fn gateway_children(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::test_support::example_region;
-
-    fn owner() -> Owner {
-        Owner {
-            region: "eu".into(),
-            instance: "eu".into(),
-            reference: None,
-        }
-    }
+    use crate::render::test_support::{example_region, owner};
 
     fn template_hash(children: &[Child]) -> String {
         children
@@ -228,9 +155,9 @@ mod tests {
     #[test]
     fn the_deployment_rolls_exactly_when_the_config_changes() {
         let region = example_region("eu");
-        let a = gateway_children(&region, &owner(), "model_list: []\n", Vec::new());
-        let same = gateway_children(&region, &owner(), "model_list: []\n", Vec::new());
-        let other = gateway_children(&region, &owner(), "model_list: [x]\n", Vec::new());
+        let a = gateway_children(&region, &owner("eu"), "model_list: []\n", Vec::new());
+        let same = gateway_children(&region, &owner("eu"), "model_list: []\n", Vec::new());
+        let other = gateway_children(&region, &owner("eu"), "model_list: [x]\n", Vec::new());
         assert_eq!(template_hash(&a), template_hash(&same));
         assert_ne!(template_hash(&a), template_hash(&other));
     }
@@ -238,7 +165,7 @@ mod tests {
     #[test]
     fn two_replicas_get_a_disruption_budget_and_the_cost_map_stays_local() {
         let region = example_region("eu");
-        let children = gateway_children(&region, &owner(), "model_list: []\n", Vec::new());
+        let children = gateway_children(&region, &owner("eu"), "model_list: []\n", Vec::new());
         assert!(
             children
                 .iter()

@@ -20,11 +20,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
+use k8s_openapi::api::core::v1::EnvVar;
 use serde_yaml_ng::value::{Tag, TaggedValue};
 use serde_yaml_ng::{Mapping, Value};
 
-use super::RenderError;
+use super::{RenderError, k8s};
 use crate::api::backend::{ExternalSpec, InferenceBackend, Provider, TokenPricing};
 use crate::api::common::SecretKeyReference;
 use crate::api::region::SovereignRegion;
@@ -187,11 +187,7 @@ pub fn litellm_config(
         callbacks.push(Value::from("langfuse"));
         env.insert(
             LANGFUSE_HOST_ENV.to_owned(),
-            EnvVar {
-                name: LANGFUSE_HOST_ENV.to_owned(),
-                value: Some(host.to_owned()),
-                value_from: None,
-            },
+            k8s::env(LANGFUSE_HOST_ENV, host),
         );
         if let Some(secret) = observability.and_then(|o| o.langfuse_secret.as_deref()) {
             for key in [LANGFUSE_PUBLIC_KEY_ENV, LANGFUSE_SECRET_KEY_ENV] {
@@ -632,20 +628,9 @@ fn decimal_marker(text: &str) -> Value {
     Value::from(format!("{DECIMAL_MARKER}{}", text.replace('.', "_")))
 }
 
-/// `EnvVar` `name` from key `reference.key` of Secret `reference.name`.
+/// `EnvVar` `name` from key `reference.key` of Secret `reference.name` (`optional` unset).
 fn secret_env(name: &str, reference: &SecretKeyReference) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value: None,
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: reference.name.clone(),
-                key: reference.key.clone(),
-                optional: None,
-            }),
-            ..EnvVarSource::default()
-        }),
-    }
+    k8s::secret_env(name, &reference.name, &reference.key, None)
 }
 
 /// Removes the dotted `path` from `map`; true when something was there.
@@ -789,28 +774,7 @@ fn restore_markers(yaml: &str) -> String {
 mod tests {
     use super::*;
     use crate::api::backend::InferenceBackendSpec;
-    use serde::Deserialize;
-
-    const EXAMPLE_EU: &str = include_str!("../../deploy/examples/eu-india/10-region-eu.yaml");
-    const EXAMPLE_IN: &str = include_str!("../../deploy/examples/eu-india/10-region-in.yaml");
-    const BACKENDS_EU: &str = include_str!("../../deploy/examples/eu-india/20-backends-eu.yaml");
-    const BACKENDS_IN: &str = include_str!("../../deploy/examples/eu-india/20-backends-in.yaml");
-
-    fn documents<T: for<'de> Deserialize<'de>>(yaml: &str) -> Vec<T> {
-        serde_yaml_ng::Deserializer::from_str(yaml)
-            .map(|d| T::deserialize(d).expect("example parses"))
-            .collect()
-    }
-
-    fn region(yaml: &str) -> SovereignRegion {
-        serde_yaml_ng::from_str(yaml).expect("region parses")
-    }
-
-    fn all_backends() -> Vec<InferenceBackend> {
-        let mut all = documents::<InferenceBackend>(BACKENDS_EU);
-        all.extend(documents::<InferenceBackend>(BACKENDS_IN));
-        all
-    }
+    use crate::render::test_support::{example_all_backends, example_backends, example_region};
 
     fn render(region: &SovereignRegion, backends: &[InferenceBackend]) -> GatewayConfig {
         let refs: Vec<&InferenceBackend> = backends.iter().collect();
@@ -842,7 +806,7 @@ mod tests {
 
     #[test]
     fn eu_example_serves_only_eu_models() {
-        let config = render(&region(EXAMPLE_EU), &all_backends());
+        let config = render(&example_region("eu"), &example_all_backends());
         assert_eq!(
             config.models,
             [
@@ -918,7 +882,7 @@ mod tests {
 
     #[test]
     fn india_example_serves_only_india_models() {
-        let config = render(&region(EXAMPLE_IN), &all_backends());
+        let config = render(&example_region("in"), &example_all_backends());
         assert_eq!(config.models, ["gpt-4o", "llama-3-70b", "sarvam-2b"]);
         assert!(!config.config_yaml.contains("mistral"));
         assert!(!config.config_yaml.contains("contoso-eu"));
@@ -927,7 +891,7 @@ mod tests {
 
     #[test]
     fn api_keys_are_env_references_and_no_secret_value_is_written() {
-        let config = render(&region(EXAMPLE_EU), &all_backends());
+        let config = render(&example_region("eu"), &example_all_backends());
         let yaml = parsed(&config);
         for entry in yaml["model_list"].as_array().expect("list") {
             if let Some(key) = entry["litellm_params"].get("api_key") {
@@ -1001,7 +965,7 @@ mod tests {
 
     #[test]
     fn database_secret_becomes_database_url() {
-        let mut eu = region(EXAMPLE_EU);
+        let mut eu = example_region("eu");
         eu.spec.gateway.database_secret = Some(SecretKeyReference {
             name: "gateway-db".into(),
             key: "url".into(),
@@ -1021,8 +985,8 @@ mod tests {
 
     #[test]
     fn fallbacks_stay_in_the_config_and_the_others_are_dropped() {
-        let eu = region(EXAMPLE_EU);
-        let config = render(&eu, &all_backends());
+        let eu = example_region("eu");
+        let config = render(&eu, &example_all_backends());
         assert!(config.dropped_fallbacks.is_empty());
         let yaml = parsed(&config);
         assert_eq!(
@@ -1034,7 +998,7 @@ mod tests {
         );
 
         // Without the self-hosted llama, its name is no longer served here: dropped.
-        let backends: Vec<InferenceBackend> = all_backends()
+        let backends: Vec<InferenceBackend> = example_all_backends()
             .into_iter()
             .filter(|b| b.metadata.name.as_deref() != Some("llama-3-70b"))
             .collect();
@@ -1053,7 +1017,7 @@ mod tests {
         );
 
         // India's sarvam falls back to India's llama, never to anything of the EU.
-        let india = render(&region(EXAMPLE_IN), &all_backends());
+        let india = render(&example_region("in"), &example_all_backends());
         let yaml = parsed(&india);
         assert_eq!(
             yaml["router_settings"]["fallbacks"],
@@ -1063,7 +1027,7 @@ mod tests {
 
     #[test]
     fn no_backend_gives_an_empty_model_list_that_still_configures_the_gateway() {
-        let config = render(&region(EXAMPLE_EU), &[]);
+        let config = render(&example_region("eu"), &[]);
         assert!(config.models.is_empty());
         let yaml = parsed(&config);
         assert_eq!(yaml["model_list"], serde_json::json!([]));
@@ -1074,15 +1038,15 @@ mod tests {
             "os.environ/LITELLM_MASTER_KEY"
         );
         // Only India's backends: all skipped, still empty.
-        let india_only: Vec<InferenceBackend> = documents(BACKENDS_IN);
-        let config = render(&region(EXAMPLE_EU), &india_only);
+        let india_only: Vec<InferenceBackend> = example_backends(&example_region("in"));
+        let config = render(&example_region("eu"), &india_only);
         assert!(config.models.is_empty());
         assert_eq!(config.skipped_backends.len(), 3);
     }
 
     #[test]
     fn extra_config_merges_but_cannot_override_the_operators_keys() {
-        let mut eu = region(EXAMPLE_EU);
+        let mut eu = example_region("eu");
         eu.spec.gateway.extra_config = Some(serde_json::json!({
             "model_list": [{"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_base": "https://api.openai.com/v1"}}],
             "include": ["more-models.yaml"],
@@ -1106,7 +1070,7 @@ mod tests {
                 "alerting": ["slack"]
             }
         }));
-        let config = render(&eu, &all_backends());
+        let config = render(&eu, &example_all_backends());
         assert_eq!(
             config.ignored_extra_config,
             [
@@ -1183,7 +1147,7 @@ mod tests {
             assert!(per_token(bad).is_none(), "{bad:?} must be refused");
         }
 
-        let config = render(&region(EXAMPLE_EU), &all_backends());
+        let config = render(&example_region("eu"), &example_all_backends());
         // Written as decimals with a point, which PyYAML reads as floats (never `1e-6`).
         assert!(
             config
@@ -1203,8 +1167,8 @@ mod tests {
 
     #[test]
     fn output_is_deterministic() {
-        let eu = region(EXAMPLE_EU);
-        let mut backends = all_backends();
+        let eu = example_region("eu");
+        let mut backends = example_all_backends();
         let first = render(&eu, &backends);
         backends.reverse();
         let second = render(&eu, &backends);
@@ -1239,7 +1203,7 @@ mod tests {
             fallbacks: vec!["chat".into()],
         });
         let secondary = backend("gw-b", "chat", EXTERNAL_OPENAI);
-        let config = render(&region(EXAMPLE_EU), &[secondary, primary]);
+        let config = render(&example_region("eu"), &[secondary, primary]);
         assert_eq!(config.models, ["chat"]);
         let yaml = parsed(&config);
         let chat = entries(&yaml, "chat");
@@ -1275,7 +1239,7 @@ mod tests {
                     "hostingJurisdiction: FR",
                     "hostingJurisdiction: FR, hostingLocation: eu-west-3",
                 );
-            let config = render(&region(EXAMPLE_EU), &[backend("b", "m", &spec)]);
+            let config = render(&example_region("eu"), &[backend("b", "m", &spec)]);
             let yaml = parsed(&config);
             let params = &entries(&yaml, "m")[0]["litellm_params"];
             assert_eq!(params["model"], model, "{provider}");
@@ -1302,7 +1266,7 @@ mod tests {
         let mut no_namespace = backend("offline", "m5", EXTERNAL_OPENAI);
         no_namespace.metadata.namespace = None;
         let config = render(
-            &region(EXAMPLE_EU),
+            &example_region("eu"),
             &[wrong_namespace, both, dotted, dashed, no_namespace],
         );
         // "a-b" sorts first (by model name m3 < m4: "a.b" is m3), so "a-b" (m4) clashes.
@@ -1332,10 +1296,10 @@ mod tests {
 
     #[test]
     fn strings_python_yaml_would_misread_are_quoted() {
-        let config = render(&region(EXAMPLE_EU), &all_backends());
+        let config = render(&example_region("eu"), &example_all_backends());
         // PyYAML reads a bare 2024-10-21 as a date.
         assert!(config.config_yaml.contains("api_version: '2024-10-21'\n"));
-        let mut eu = region(EXAMPLE_EU);
+        let mut eu = example_region("eu");
         eu.spec.gateway.extra_config = Some(serde_json::json!({
             "litellm_settings": {"a": "on", "b": "1:20", "c": "0755", "d": "it's", "e": "plain",
                                  "f": "x SOVEREIGN_QUOTE_41 y", "g": "SOVEREIGN_DECIMAL_1_5",
@@ -1365,7 +1329,7 @@ mod tests {
 
     #[test]
     fn a_region_without_a_name_is_an_error() {
-        let mut eu = region(EXAMPLE_EU);
+        let mut eu = example_region("eu");
         eu.metadata.name = None;
         assert_eq!(
             litellm_config(&eu, &[]),

@@ -6,6 +6,7 @@
 
 pub mod gateway;
 pub mod gateway_config;
+pub mod k8s;
 pub mod network;
 pub mod observability;
 pub mod pod;
@@ -181,18 +182,11 @@ pub fn content_hash(content: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn owner() -> Owner {
-        Owner {
-            region: "eu".into(),
-            instance: "eu".into(),
-            reference: None,
-        }
-    }
+    use crate::render::test_support::owner;
 
     #[test]
     fn child_meta_carries_the_managed_labels() {
-        let meta = owner().meta("gateway", "gateway", Some("sovereign-eu"));
+        let meta = owner("eu").meta("gateway", "gateway", Some("sovereign-eu"));
         let labels = meta.labels.expect("labels");
         assert_eq!(labels["app.kubernetes.io/managed-by"], "sovereign-operator");
         assert_eq!(labels["app.kubernetes.io/component"], "gateway");
@@ -206,7 +200,7 @@ mod tests {
     #[test]
     fn children_serialise_with_api_version_and_kind() {
         let ns = Namespace {
-            metadata: owner().meta("namespace", "sovereign-eu", None),
+            metadata: owner("eu").meta("namespace", "sovereign-eu", None),
             ..Namespace::default()
         };
         let json = Child::from(ns).to_json().expect("json");

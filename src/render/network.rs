@@ -20,6 +20,7 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::k8s::match_labels;
 use super::{Child, Owner};
 use crate::api::labels;
 use crate::api::region::SovereignRegion;
@@ -119,14 +120,6 @@ fn everything() -> LabelSelector {
     LabelSelector::default()
 }
 
-/// Selector on exact label values.
-fn match_labels(labels: BTreeMap<String, String>) -> LabelSelector {
-    LabelSelector {
-        match_labels: Some(labels),
-        match_expressions: None,
-    }
-}
-
 /// A TCP or UDP port.
 fn port(protocol: &str, number: i32) -> NetworkPolicyPort {
     NetworkPolicyPort {
@@ -157,11 +150,11 @@ fn default_deny(owner: &Owner, ns: &str) -> NetworkPolicy {
 fn allow_dns(owner: &Owner, ns: &str) -> NetworkPolicy {
     let kube_dns = NetworkPolicyPeer {
         // Both selectors in one peer: kube-dns pods *in* kube-system, not either of them.
-        namespace_selector: Some(match_labels(BTreeMap::from([(
+        namespace_selector: Some(match_labels(&BTreeMap::from([(
             "kubernetes.io/metadata.name".to_owned(),
             "kube-system".to_owned(),
         )]))),
-        pod_selector: Some(match_labels(BTreeMap::from([(
+        pod_selector: Some(match_labels(&BTreeMap::from([(
             "k8s-app".to_owned(),
             "kube-dns".to_owned(),
         )]))),
@@ -254,7 +247,7 @@ fn allow_gateway_ingress(owner: &Owner, ns: &str) -> NetworkPolicy {
         ns,
         ALLOW_GATEWAY_INGRESS,
         NetworkPolicySpec {
-            pod_selector: Some(match_labels(owner.selector(GATEWAY_COMPONENT))),
+            pod_selector: Some(match_labels(&owner.selector(GATEWAY_COMPONENT))),
             policy_types: Some(vec!["Ingress".to_owned()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
                 from: Some(vec![NetworkPolicyPeer {
@@ -272,17 +265,9 @@ fn allow_gateway_ingress(owner: &Owner, ns: &str) -> NetworkPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::render::test_support::{self, example_region};
 
-    fn region(yaml: &str) -> SovereignRegion {
-        serde_yaml_ng::from_str(yaml).expect("example region parses")
-    }
-
-    fn eu() -> SovereignRegion {
-        region(include_str!(
-            "../../deploy/examples/eu-india/10-region-eu.yaml"
-        ))
-    }
-
+    /// The EU region's owner with an owner reference, as the controller renders it.
     fn owner() -> Owner {
         Owner {
             region: "eu".into(),
@@ -318,7 +303,7 @@ mod tests {
 
     #[test]
     fn namespace_is_labelled_restricted_and_not_owned() {
-        let children = namespace_and_policies(&eu(), &owner());
+        let children = namespace_and_policies(&example_region("eu"), &owner());
         let Child::Namespace(ns) = &children[0] else {
             panic!("the namespace comes first, got {}", children[0].describe());
         };
@@ -346,7 +331,7 @@ mod tests {
 
     #[test]
     fn namespace_defaults_to_sovereign_name() {
-        let mut r = eu();
+        let mut r = example_region("eu");
         r.spec.namespace = None;
         let children = namespace_and_policies(&r, &owner());
         assert_eq!(children[0].describe(), "Namespace/sovereign-eu");
@@ -360,7 +345,7 @@ mod tests {
 
     #[test]
     fn policies_are_owned_labelled_and_in_the_region_namespace() {
-        let children = namespace_and_policies(&eu(), &owner());
+        let children = namespace_and_policies(&example_region("eu"), &owner());
         let policies = policies_of(&children);
         assert_eq!(
             policies.keys().map(String::as_str).collect::<Vec<_>>(),
@@ -386,7 +371,7 @@ mod tests {
 
     #[test]
     fn default_deny_selects_everything_both_ways() {
-        let policies = policies_of(&namespace_and_policies(&eu(), &owner()));
+        let policies = policies_of(&namespace_and_policies(&example_region("eu"), &owner()));
         let deny = spec(&policies[DEFAULT_DENY]);
         assert_eq!(deny.pod_selector, Some(LabelSelector::default()));
         assert_eq!(
@@ -398,7 +383,7 @@ mod tests {
 
     #[test]
     fn dns_goes_to_kube_dns_only() {
-        let policies = policies_of(&namespace_and_policies(&eu(), &owner()));
+        let policies = policies_of(&namespace_and_policies(&example_region("eu"), &owner()));
         let rule = &spec(&policies[ALLOW_DNS]).egress.as_ref().expect("egress")[0];
         let peer = &rule.to.as_ref().expect("to")[0];
         let ns_labels = peer
@@ -431,7 +416,7 @@ mod tests {
 
     #[test]
     fn same_namespace_traffic_is_allowed_both_ways_and_only_there() {
-        let policies = policies_of(&namespace_and_policies(&eu(), &owner()));
+        let policies = policies_of(&namespace_and_policies(&example_region("eu"), &owner()));
         let same = spec(&policies[ALLOW_SAME_NAMESPACE]);
         let from = &same.ingress.as_ref().expect("ingress")[0]
             .from
@@ -450,7 +435,7 @@ mod tests {
 
     #[test]
     fn egress_cidrs_are_one_policy_with_an_ip_block_each() {
-        let mut r = eu();
+        let mut r = example_region("eu");
         let egress = r.spec.egress.as_mut().expect("example has egress");
         egress.cidrs.push("192.0.2.0/24".to_owned());
         let policies = policies_of(&namespace_and_policies(&r, &owner()));
@@ -470,7 +455,7 @@ mod tests {
 
     #[test]
     fn egress_hosts_render_nothing_and_no_cidrs_means_no_cidr_policy() {
-        let mut r = eu();
+        let mut r = example_region("eu");
         r.spec
             .egress
             .as_mut()
@@ -491,7 +476,7 @@ mod tests {
 
     #[test]
     fn gateway_is_open_to_every_namespace_on_its_port_only() {
-        let policies = policies_of(&namespace_and_policies(&eu(), &owner()));
+        let policies = policies_of(&namespace_and_policies(&example_region("eu"), &owner()));
         let gateway = spec(&policies[ALLOW_GATEWAY_INGRESS]);
         assert_eq!(
             gateway
@@ -512,15 +497,8 @@ mod tests {
 
     #[test]
     fn india_gets_its_own_namespace_and_cidrs() {
-        let r = region(include_str!(
-            "../../deploy/examples/eu-india/10-region-in.yaml"
-        ));
-        let owner = Owner {
-            region: "in".into(),
-            instance: "in".into(),
-            reference: None,
-        };
-        let children = namespace_and_policies(&r, &owner);
+        let r = example_region("in");
+        let children = namespace_and_policies(&r, &test_support::owner("in"));
         assert_eq!(children[0].describe(), "Namespace/sovereign-in");
         let policies = policies_of(&children);
         let rule = &spec(&policies[ALLOW_EGRESS_CIDRS])
@@ -539,8 +517,10 @@ mod tests {
 
     #[test]
     fn rendering_is_deterministic() {
-        let a = serde_json::to_string(&namespace_and_policies(&eu(), &owner())).expect("json");
-        let b = serde_json::to_string(&namespace_and_policies(&eu(), &owner())).expect("json");
+        let a = serde_json::to_string(&namespace_and_policies(&example_region("eu"), &owner()))
+            .expect("json");
+        let b = serde_json::to_string(&namespace_and_policies(&example_region("eu"), &owner()))
+            .expect("json");
         assert_eq!(a, b);
     }
 }

@@ -13,16 +13,14 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, Service, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
+    ConfigMap, Container, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
-use super::{Child, Owner, RenderError, content_hash, pod};
+use super::{Child, Owner, RenderError, content_hash, k8s, pod};
 use crate::api::region::{LogLevel, SovereignRegion};
 
 /// `app.kubernetes.io/component` of the collector's objects.
@@ -195,27 +193,9 @@ pub fn collector_config(
     })
 }
 
-fn port(name: &str, number: i32) -> ContainerPort {
-    ContainerPort {
-        name: Some(name.to_owned()),
-        container_port: number,
-        protocol: Some("TCP".to_owned()),
-        ..ContainerPort::default()
-    }
-}
-
+/// A probe of the collector's `health_check` extension.
 fn health_probe(period: i32, failures: i32) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some("/".to_owned()),
-            port: IntOrString::Int(HEALTH_PORT),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(period),
-        failure_threshold: Some(failures),
-        timeout_seconds: Some(5),
-        ..Probe::default()
-    }
+    k8s::http_probe("/", HEALTH_PORT, period, failures, Some(5))
 }
 
 /// The collector Deployment: one replica (it is stateless and only buffers briefly), pinned to
@@ -227,9 +207,9 @@ fn deployment(region: &SovereignRegion, owner: &Owner, ns: &str, hash: &str) -> 
         image: Some(COLLECTOR_IMAGE.to_owned()),
         args: Some(vec![format!("--config={CONFIG_DIR}/{CONFIG_KEY}")]),
         ports: Some(vec![
-            port("otlp-grpc", OTLP_GRPC_PORT),
-            port("otlp-http", OTLP_HTTP_PORT),
-            port("health", HEALTH_PORT),
+            k8s::container_port("otlp-grpc", OTLP_GRPC_PORT, Some("TCP")),
+            k8s::container_port("otlp-http", OTLP_HTTP_PORT, Some("TCP")),
+            k8s::container_port("health", HEALTH_PORT, Some("TCP")),
         ]),
         readiness_probe: Some(health_probe(5, 3)),
         liveness_probe: Some(health_probe(10, 6)),
@@ -246,22 +226,14 @@ fn deployment(region: &SovereignRegion, owner: &Owner, ns: &str, hash: &str) -> 
             ..ResourceRequirements::default()
         }),
         security_context: Some(pod::restricted_container_security(true)),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "config".to_owned(),
-            mount_path: CONFIG_DIR.to_owned(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(vec![k8s::mount("config", CONFIG_DIR, true)]),
         ..Container::default()
     };
     Deployment {
         metadata: owner.meta(COMPONENT, COLLECTOR, Some(ns)),
         spec: Some(DeploymentSpec {
             replicas: Some(1),
-            selector: LabelSelector {
-                match_labels: Some(selector.clone()),
-                match_expressions: None,
-            },
+            selector: k8s::match_labels(&selector),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(selector),
@@ -280,14 +252,7 @@ fn deployment(region: &SovereignRegion, owner: &Owner, ns: &str, hash: &str) -> 
                     // The collector needs no Kubernetes API access (no k8sattributes processor).
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
-                    volumes: Some(vec![Volume {
-                        name: "config".to_owned(),
-                        config_map: Some(ConfigMapVolumeSource {
-                            name: COLLECTOR.to_owned(),
-                            ..ConfigMapVolumeSource::default()
-                        }),
-                        ..Volume::default()
-                    }]),
+                    volumes: Some(vec![k8s::config_map_volume("config", COLLECTOR)]),
                     ..PodSpec::default()
                 }),
             },
@@ -299,54 +264,31 @@ fn deployment(region: &SovereignRegion, owner: &Owner, ns: &str, hash: &str) -> 
 
 /// The collector's Service: OTLP gRPC and HTTP, for the stack's components.
 fn service(owner: &Owner, ns: &str) -> Service {
-    let port = |name: &str, number: i32| ServicePort {
-        name: Some(name.to_owned()),
-        port: number,
-        target_port: Some(IntOrString::String(name.to_owned())),
-        protocol: Some("TCP".to_owned()),
-        ..ServicePort::default()
+    // Each port targets the container port of the same name.
+    let port = |name: &str, number: i32| {
+        k8s::service_port(
+            name,
+            number,
+            IntOrString::String(name.to_owned()),
+            Some("TCP"),
+        )
     };
-    Service {
-        metadata: owner.meta(COMPONENT, COLLECTOR, Some(ns)),
-        spec: Some(ServiceSpec {
-            selector: Some(owner.selector(COMPONENT)),
-            ports: Some(vec![
-                port("otlp-grpc", OTLP_GRPC_PORT),
-                port("otlp-http", OTLP_HTTP_PORT),
-            ]),
-            ..ServiceSpec::default()
-        }),
-        status: None,
-    }
+    k8s::service(
+        owner.meta(COMPONENT, COLLECTOR, Some(ns)),
+        &owner.selector(COMPONENT),
+        vec![
+            port("otlp-grpc", OTLP_GRPC_PORT),
+            port("otlp-http", OTLP_HTTP_PORT),
+        ],
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn region(yaml: &str) -> SovereignRegion {
-        serde_yaml_ng::from_str(yaml).expect("example region parses")
-    }
-
-    fn eu() -> SovereignRegion {
-        region(include_str!(
-            "../../deploy/examples/eu-india/10-region-eu.yaml"
-        ))
-    }
-
-    fn india() -> SovereignRegion {
-        region(include_str!(
-            "../../deploy/examples/eu-india/10-region-in.yaml"
-        ))
-    }
-
-    fn owner(name: &str) -> Owner {
-        Owner {
-            region: name.into(),
-            instance: name.into(),
-            reference: None,
-        }
-    }
+    use crate::render::test_support::{
+        deployment as deployment_of, example_region, owner, required_region_requirements,
+    };
 
     fn config_of(children: &[Child]) -> (String, Value) {
         let text = children
@@ -360,19 +302,9 @@ mod tests {
         (text, value)
     }
 
-    fn deployment_of(children: &[Child]) -> &Deployment {
-        children
-            .iter()
-            .find_map(|c| match c {
-                Child::Deployment(d) => Some(d.as_ref()),
-                _ => None,
-            })
-            .expect("deployment")
-    }
-
     #[test]
     fn collector_objects_for_the_eu_example() {
-        let children = observability(&eu(), &owner("eu")).expect("renders");
+        let children = observability(&example_region("eu"), &owner("eu")).expect("renders");
         let names: Vec<String> = children.iter().map(Child::describe).collect();
         assert_eq!(
             names,
@@ -390,7 +322,7 @@ mod tests {
 
     #[test]
     fn the_only_exporter_is_the_region_endpoint() {
-        let children = observability(&eu(), &owner("eu")).expect("renders");
+        let children = observability(&example_region("eu"), &owner("eu")).expect("renders");
         let (text, config) = config_of(&children);
         let exporters = config["exporters"].as_object().expect("exporters");
         assert_eq!(exporters.len(), 1, "exactly one exporter: {exporters:?}");
@@ -424,7 +356,7 @@ mod tests {
 
     #[test]
     fn resources_are_stamped_with_region_and_jurisdiction() {
-        let children = observability(&india(), &owner("in")).expect("renders");
+        let children = observability(&example_region("in"), &owner("in")).expect("renders");
         let (_, config) = config_of(&children);
         assert_eq!(
             config["processors"]["resource/sovereign"]["attributes"],
@@ -441,7 +373,7 @@ mod tests {
 
     #[test]
     fn an_http_endpoint_gets_the_http_exporter_still_alone() {
-        let mut r = eu();
+        let mut r = example_region("eu");
         if let Some(o) = r.spec.observability.as_mut() {
             o.otlp_endpoint = Some("https://otel.eu.observability.example.com:4318".into());
         }
@@ -456,7 +388,7 @@ mod tests {
 
     #[test]
     fn deployment_is_pinned_restricted_and_rolls_with_its_config() {
-        let r = eu();
+        let r = example_region("eu");
         let children = observability(&r, &owner("eu")).expect("renders");
         let (text, _) = config_of(&children);
         let deployment = deployment_of(&children);
@@ -478,22 +410,8 @@ mod tests {
             Some(content_hash(&text))
         );
         let pod = spec.template.spec.as_ref().expect("pod spec");
-        let affinity = pod
-            .affinity
-            .as_ref()
-            .and_then(|a| a.node_affinity.as_ref())
-            .expect("node affinity");
-        assert!(
-            affinity
-                .preferred_during_scheduling_ignored_during_execution
-                .is_none()
-        );
-        let values = affinity
-            .required_during_scheduling_ignored_during_execution
-            .as_ref()
-            .and_then(|s| s.node_selector_terms[0].match_expressions.as_ref())
-            .and_then(|e| e[0].values.clone());
-        assert_eq!(values.as_ref(), Some(&r.spec.locations));
+        let requirements = required_region_requirements(pod);
+        assert_eq!(requirements[0].values.as_ref(), Some(&r.spec.locations));
         let container = &pod.containers[0];
         assert_eq!(container.image.as_deref(), Some(COLLECTOR_IMAGE));
         let security = container.security_context.as_ref().expect("security");
@@ -525,18 +443,18 @@ mod tests {
                 .map(|a| a[CONFIG_HASH_ANNOTATION].clone())
                 .expect("hash")
         };
-        let before = eu();
-        let mut after = eu();
+        let before = example_region("eu");
+        let mut after = example_region("eu");
         if let Some(o) = after.spec.observability.as_mut() {
             o.otlp_endpoint = Some("https://otel2.eu.observability.example.com:4317".into());
         }
         assert_ne!(hash(&before), hash(&after));
-        assert_eq!(hash(&before), hash(&eu()));
+        assert_eq!(hash(&before), hash(&example_region("eu")));
     }
 
     #[test]
     fn service_serves_both_otlp_ports() {
-        let children = observability(&eu(), &owner("eu")).expect("renders");
+        let children = observability(&example_region("eu"), &owner("eu")).expect("renders");
         let spec = children
             .iter()
             .find_map(|c| match c {
@@ -551,7 +469,7 @@ mod tests {
 
     #[test]
     fn no_endpoint_means_no_collector() {
-        let mut r = eu();
+        let mut r = example_region("eu");
         if let Some(o) = r.spec.observability.as_mut() {
             o.otlp_endpoint = None;
         }
@@ -565,15 +483,15 @@ mod tests {
     #[test]
     fn collector_endpoint_is_in_the_region_namespace() {
         assert_eq!(
-            otlp_collector_endpoint(&eu()).as_deref(),
+            otlp_collector_endpoint(&example_region("eu")).as_deref(),
             Some("http://otel-collector.sovereign-eu.svc:4317")
         );
     }
 
     #[test]
     fn rendering_is_deterministic() {
-        let a = observability(&eu(), &owner("eu")).expect("renders");
-        let b = observability(&eu(), &owner("eu")).expect("renders");
+        let a = observability(&example_region("eu"), &owner("eu")).expect("renders");
+        let b = observability(&example_region("eu"), &owner("eu")).expect("renders");
         assert_eq!(config_of(&a).0, config_of(&b).0);
         assert_eq!(
             serde_json::to_string(&a).expect("json"),

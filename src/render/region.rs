@@ -1,10 +1,8 @@
 //! Everything a region needs, assembled: namespace and network policies, the gateway (config
 //! from the backends that may serve), the vector store and the observability pipeline.
 
-use k8s_openapi::api::core::v1::EnvVar;
-
 use super::{
-    Child, Owner, RenderError, gateway, gateway_config, network, observability, vectorstore,
+    Child, Owner, RenderError, gateway, gateway_config, k8s, network, observability, vectorstore,
 };
 use crate::api::backend::InferenceBackend;
 use crate::api::region::SovereignRegion;
@@ -37,11 +35,7 @@ pub fn region_plan(
     let config = gateway_config::litellm_config(region, serving)?;
     let mut env = config.env;
     if let Some(collector) = observability::otlp_collector_endpoint(region) {
-        env.push(EnvVar {
-            name: "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
-            value: Some(collector),
-            ..EnvVar::default()
-        });
+        env.push(k8s::env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector));
     }
     children.extend(gateway::gateway_children(
         region,

@@ -1,9 +1,12 @@
-//! Loading the EU/India example for unit tests of the builders.
+//! Loading the EU/India example for unit tests of the builders, and the checks they share.
 
 use std::path::Path;
 
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{NodeSelectorRequirement, PodSpec};
 use serde::Deserialize;
 
+use super::{Child, Owner};
 use crate::api::backend::InferenceBackend;
 use crate::api::region::SovereignRegion;
 
@@ -37,11 +40,62 @@ pub fn example_region(name: &str) -> SovereignRegion {
         .expect("region in example")
 }
 
-/// The example backends of `region`.
-pub fn example_backends(region: &SovereignRegion) -> Vec<InferenceBackend> {
+/// Every example backend, of every region, in file order.
+pub fn example_all_backends() -> Vec<InferenceBackend> {
     example_documents("InferenceBackend")
         .into_iter()
         .map(|v| serde_json::from_value::<InferenceBackend>(v).expect("backend"))
+        .collect()
+}
+
+/// The example backends of `region`.
+pub fn example_backends(region: &SovereignRegion) -> Vec<InferenceBackend> {
+    example_all_backends()
+        .into_iter()
         .filter(|b| Some(&b.spec.region) == region.metadata.name.as_ref())
         .collect()
+}
+
+/// The offline owner of region `name`'s own children: region and instance `name`, no owner
+/// reference.
+pub fn owner(name: &str) -> Owner {
+    Owner {
+        region: name.into(),
+        instance: name.into(),
+        reference: None,
+    }
+}
+
+/// The requirements of the pod's required node affinity, after checking that it has no
+/// preferred terms (placement is never a preference) and exactly one required term (the
+/// requirements of one term are ANDed; several terms would be ORed).
+pub fn required_region_requirements(pod: &PodSpec) -> Vec<NodeSelectorRequirement> {
+    let affinity = pod
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .expect("node affinity");
+    assert!(
+        affinity
+            .preferred_during_scheduling_ignored_during_execution
+            .is_none()
+    );
+    let terms = &affinity
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()
+        .expect("required")
+        .node_selector_terms;
+    assert_eq!(terms.len(), 1, "one term: requirements are ANDed");
+    terms[0].match_expressions.clone().expect("expressions")
+}
+
+/// The first Deployment among `children`.
+pub fn deployment(children: &[Child]) -> &Deployment {
+    children
+        .iter()
+        .find_map(|c| match c {
+            Child::Deployment(d) => Some(d.as_ref()),
+            _ => None,
+        })
+        .expect("a deployment")
 }

@@ -12,16 +12,15 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
-    HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec,
-    Probe, SecretKeySelector, Service, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume,
-    VolumeMount, VolumeResourceRequirements,
+    Container, ExecAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
+    PodTemplateSpec, Probe, Service, ServicePort, TopologySpreadConstraint, Volume,
+    VolumeResourceRequirements,
 };
-use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::k8s::{self, Disruption};
 use super::{Child, Owner, pod};
 use crate::api::labels::TOPOLOGY_ZONE;
 use crate::api::region::{SovereignRegion, VectorStoreEngine};
@@ -151,15 +150,8 @@ fn zone_spread(selector: &BTreeMap<String, String>) -> TopologySpreadConstraint 
         topology_key: TOPOLOGY_ZONE.to_owned(),
         when_unsatisfiable: "DoNotSchedule".to_owned(),
         node_affinity_policy: Some("Honor".to_owned()),
-        label_selector: Some(selector_of(selector)),
+        label_selector: Some(k8s::match_labels(selector)),
         ..TopologySpreadConstraint::default()
-    }
-}
-
-fn selector_of(labels: &BTreeMap<String, String>) -> LabelSelector {
-    LabelSelector {
-        match_labels: Some(labels.clone()),
-        match_expressions: None,
     }
 }
 
@@ -194,63 +186,17 @@ fn pod_template(
     }
 }
 
-fn empty_dir(name: &str) -> Volume {
-    Volume {
-        name: name.to_owned(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
-        ..Volume::default()
-    }
-}
-
-fn mount(name: &str, path: &str) -> VolumeMount {
-    VolumeMount {
-        name: name.to_owned(),
-        mount_path: path.to_owned(),
-        ..VolumeMount::default()
-    }
-}
-
-fn env(name: &str, value: &str) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value: Some(value.to_owned()),
-        value_from: None,
-    }
-}
-
-fn container_port(name: &str, port: i32) -> ContainerPort {
-    ContainerPort {
-        name: Some(name.to_owned()),
-        container_port: port,
-        protocol: Some("TCP".to_owned()),
-        ..ContainerPort::default()
-    }
-}
-
+/// A TCP port of the store's Services, forwarding to the container port of the same name.
 fn service_port(name: &str, port: i32) -> ServicePort {
-    ServicePort {
-        name: Some(name.to_owned()),
+    k8s::service_port(
+        name,
         port,
-        target_port: Some(IntOrString::String(name.to_owned())),
-        protocol: Some("TCP".to_owned()),
-        ..ServicePort::default()
-    }
+        IntOrString::String(name.to_owned()),
+        Some("TCP"),
+    )
 }
 
-fn http_probe(path: &str, port: i32, period: i32, failures: i32) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.to_owned()),
-            port: IntOrString::Int(port),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(period),
-        failure_threshold: Some(failures),
-        timeout_seconds: Some(5),
-        ..Probe::default()
-    }
-}
-
+/// A Service `name` of the store in `ns` for the pods `selector` matches.
 fn service(
     owner: &Owner,
     ns: &str,
@@ -258,15 +204,7 @@ fn service(
     selector: &BTreeMap<String, String>,
     ports: Vec<ServicePort>,
 ) -> Service {
-    Service {
-        metadata: owner.meta(COMPONENT, name, Some(ns)),
-        spec: Some(ServiceSpec {
-            selector: Some(selector.clone()),
-            ports: Some(ports),
-            ..ServiceSpec::default()
-        }),
-        status: None,
-    }
+    k8s::service(owner.meta(COMPONENT, name, Some(ns)), selector, ports)
 }
 
 /// Qdrant: StatefulSet, headless Service, client Service, and a PDB when clustered.
@@ -279,13 +217,13 @@ fn qdrant(region: &SovereignRegion, owner: &Owner, ns: &str) -> Vec<Child> {
     let mut env_vars = vec![
         // Qdrant writes this marker file in its working directory, which is on the read-only
         // root filesystem; put it on a scratch volume instead.
-        env("QDRANT_INIT_FILE_PATH", "/qdrant/init/.qdrant-initialized"),
+        k8s::env("QDRANT_INIT_FILE_PATH", "/qdrant/init/.qdrant-initialized"),
     ];
     let mut command = None;
     let mut args = None;
     if clustered {
-        env_vars.push(env("QDRANT__CLUSTER__ENABLED", "true"));
-        env_vars.push(env(
+        env_vars.push(k8s::env("QDRANT__CLUSTER__ENABLED", "true"));
+        env_vars.push(k8s::env(
             "QDRANT__CLUSTER__P2P__PORT",
             &QDRANT_P2P_PORT.to_string(),
         ));
@@ -317,21 +255,21 @@ fn qdrant(region: &SovereignRegion, owner: &Owner, ns: &str) -> Vec<Child> {
         args,
         env: Some(env_vars),
         ports: Some(vec![
-            container_port("http", QDRANT_HTTP_PORT),
-            container_port("grpc", QDRANT_GRPC_PORT),
-            container_port("p2p", QDRANT_P2P_PORT),
+            k8s::container_port("http", QDRANT_HTTP_PORT, Some("TCP")),
+            k8s::container_port("grpc", QDRANT_GRPC_PORT, Some("TCP")),
+            k8s::container_port("p2p", QDRANT_P2P_PORT, Some("TCP")),
         ]),
         // Loading large collections can take minutes; the startup probe holds liveness off until
         // the process answers, so a slow start is not mistaken for a hang.
-        startup_probe: Some(http_probe("/livez", QDRANT_HTTP_PORT, 10, 60)),
-        liveness_probe: Some(http_probe("/livez", QDRANT_HTTP_PORT, 10, 6)),
-        readiness_probe: Some(http_probe("/readyz", QDRANT_HTTP_PORT, 5, 3)),
+        startup_probe: Some(k8s::http_probe("/livez", QDRANT_HTTP_PORT, 10, 60, Some(5))),
+        liveness_probe: Some(k8s::http_probe("/livez", QDRANT_HTTP_PORT, 10, 6, Some(5))),
+        readiness_probe: Some(k8s::http_probe("/readyz", QDRANT_HTTP_PORT, 5, 3, Some(5))),
         security_context: Some(pod::restricted_container_security(true)),
         volume_mounts: Some(vec![
-            mount(DATA_VOLUME, "/qdrant/storage"),
-            mount("snapshots", "/qdrant/snapshots"),
-            mount("init", "/qdrant/init"),
-            mount("tmp", "/tmp"),
+            k8s::mount(DATA_VOLUME, "/qdrant/storage", false),
+            k8s::mount("snapshots", "/qdrant/snapshots", false),
+            k8s::mount("init", "/qdrant/init", false),
+            k8s::mount("tmp", "/tmp", false),
         ]),
         ..Container::default()
     };
@@ -344,7 +282,7 @@ fn qdrant(region: &SovereignRegion, owner: &Owner, ns: &str) -> Vec<Child> {
             topology_key: "kubernetes.io/hostname".to_owned(),
             when_unsatisfiable: "ScheduleAnyway".to_owned(),
             node_affinity_policy: Some("Honor".to_owned()),
-            label_selector: Some(selector_of(&selector)),
+            label_selector: Some(k8s::match_labels(&selector)),
             ..TopologySpreadConstraint::default()
         },
     ];
@@ -354,7 +292,7 @@ fn qdrant(region: &SovereignRegion, owner: &Owner, ns: &str) -> Vec<Child> {
         spec: Some(StatefulSetSpec {
             replicas: Some(spec.replicas),
             service_name: Some(QDRANT_HEADLESS.to_owned()),
-            selector: selector_of(&selector),
+            selector: k8s::match_labels(&selector),
             // Parallel, as Qdrant's own chart does: after a full restart peer 0 may not turn
             // ready before a quorum of peers is back, and OrderedReady would never start them.
             pod_management_policy: Some("Parallel".to_owned()),
@@ -365,7 +303,11 @@ fn qdrant(region: &SovereignRegion, owner: &Owner, ns: &str) -> Vec<Child> {
                 &selector,
                 QDRANT_UID,
                 container,
-                vec![empty_dir("snapshots"), empty_dir("init"), empty_dir("tmp")],
+                vec![
+                    k8s::empty_dir("snapshots", None),
+                    k8s::empty_dir("init", None),
+                    k8s::empty_dir("tmp", None),
+                ],
                 Some(spread),
             ),
             ..StatefulSetSpec::default()
@@ -406,15 +348,11 @@ fn qdrant(region: &SovereignRegion, owner: &Owner, ns: &str) -> Vec<Child> {
         Child::from(client),
     ];
     if clustered {
-        children.push(Child::from(PodDisruptionBudget {
-            metadata: owner.meta(COMPONENT, QDRANT, Some(ns)),
-            spec: Some(PodDisruptionBudgetSpec {
-                max_unavailable: Some(IntOrString::Int(1)),
-                selector: Some(selector_of(&selector)),
-                ..PodDisruptionBudgetSpec::default()
-            }),
-            status: None,
-        }));
+        children.push(Child::from(k8s::pod_disruption_budget(
+            owner.meta(COMPONENT, QDRANT, Some(ns)),
+            &selector,
+            Disruption::MaxUnavailable(1),
+        )));
     }
     children
 }
@@ -457,21 +395,19 @@ fn pgvector(region: &SovereignRegion, owner: &Owner, ns: &str) -> Vec<Child> {
         env: Some(vec![
             // A subdirectory, because the volume's root may hold `lost+found`, which initdb
             // refuses.
-            env("PGDATA", "/var/lib/postgresql/data/pgdata"),
-            EnvVar {
-                name: "POSTGRES_PASSWORD".to_owned(),
-                value: None,
-                value_from: Some(EnvVarSource {
-                    secret_key_ref: Some(SecretKeySelector {
-                        name: PGVECTOR_SECRET.to_owned(),
-                        key: PGVECTOR_PASSWORD_KEY.to_owned(),
-                        optional: Some(false),
-                    }),
-                    ..EnvVarSource::default()
-                }),
-            },
+            k8s::env("PGDATA", "/var/lib/postgresql/data/pgdata"),
+            k8s::secret_env(
+                "POSTGRES_PASSWORD",
+                PGVECTOR_SECRET,
+                PGVECTOR_PASSWORD_KEY,
+                Some(false),
+            ),
         ]),
-        ports: Some(vec![container_port("postgres", PGVECTOR_PORT)]),
+        ports: Some(vec![k8s::container_port(
+            "postgres",
+            PGVECTOR_PORT,
+            Some("TCP"),
+        )]),
         startup_probe: Some(Probe {
             failure_threshold: Some(60),
             ..pg_isready()
@@ -480,11 +416,11 @@ fn pgvector(region: &SovereignRegion, owner: &Owner, ns: &str) -> Vec<Child> {
         readiness_probe: Some(pg_isready()),
         security_context: Some(pod::restricted_container_security(true)),
         volume_mounts: Some(vec![
-            mount(DATA_VOLUME, "/var/lib/postgresql/data"),
+            k8s::mount(DATA_VOLUME, "/var/lib/postgresql/data", false),
             // The socket directory and temp files: the only places outside PGDATA PostgreSQL
             // writes, so the root filesystem can stay read-only.
-            mount("run", "/var/run/postgresql"),
-            mount("tmp", "/tmp"),
+            k8s::mount("run", "/var/run/postgresql", false),
+            k8s::mount("tmp", "/tmp", false),
         ]),
         ..Container::default()
     };
@@ -494,7 +430,7 @@ fn pgvector(region: &SovereignRegion, owner: &Owner, ns: &str) -> Vec<Child> {
         spec: Some(StatefulSetSpec {
             replicas: Some(1),
             service_name: Some(PGVECTOR.to_owned()),
-            selector: selector_of(&selector),
+            selector: k8s::match_labels(&selector),
             persistent_volume_claim_retention_policy: Some(retain_claims()),
             volume_claim_templates: Some(vec![data_claim(region, owner)]),
             template: pod_template(
@@ -502,7 +438,7 @@ fn pgvector(region: &SovereignRegion, owner: &Owner, ns: &str) -> Vec<Child> {
                 &selector,
                 PGVECTOR_UID,
                 container,
-                vec![empty_dir("run"), empty_dir("tmp")],
+                vec![k8s::empty_dir("run", None), k8s::empty_dir("tmp", None)],
                 None,
             ),
             ..StatefulSetSpec::default()
@@ -523,31 +459,8 @@ fn pgvector(region: &SovereignRegion, owner: &Owner, ns: &str) -> Vec<Child> {
 mod tests {
     use super::*;
     use crate::api::region::Placement;
-    use k8s_openapi::api::core::v1::Toleration;
-
-    fn region(yaml: &str) -> SovereignRegion {
-        serde_yaml_ng::from_str(yaml).expect("example region parses")
-    }
-
-    fn eu() -> SovereignRegion {
-        region(include_str!(
-            "../../deploy/examples/eu-india/10-region-eu.yaml"
-        ))
-    }
-
-    fn india() -> SovereignRegion {
-        region(include_str!(
-            "../../deploy/examples/eu-india/10-region-in.yaml"
-        ))
-    }
-
-    fn owner(name: &str) -> Owner {
-        Owner {
-            region: name.into(),
-            instance: name.into(),
-            reference: None,
-        }
-    }
+    use crate::render::test_support::{example_region, owner, required_region_requirements};
+    use k8s_openapi::api::core::v1::{EnvVar, Toleration};
 
     fn statefulset(children: &[Child]) -> &StatefulSet {
         children
@@ -591,7 +504,7 @@ mod tests {
 
     #[test]
     fn qdrant_objects_for_the_eu_example() {
-        let children = vector_store(&eu(), &owner("eu"));
+        let children = vector_store(&example_region("eu"), &owner("eu"));
         let names: Vec<String> = children.iter().map(Child::describe).collect();
         assert_eq!(
             names,
@@ -611,25 +524,9 @@ mod tests {
 
     #[test]
     fn qdrant_is_pinned_to_the_region_locations_with_a_required_affinity() {
-        let r = eu();
+        let r = example_region("eu");
         let children = vector_store(&r, &owner("eu"));
-        let affinity = pod_spec(statefulset(&children))
-            .affinity
-            .as_ref()
-            .and_then(|a| a.node_affinity.as_ref())
-            .expect("node affinity");
-        assert!(
-            affinity
-                .preferred_during_scheduling_ignored_during_execution
-                .is_none()
-        );
-        let terms = &affinity
-            .required_during_scheduling_ignored_during_execution
-            .as_ref()
-            .expect("required")
-            .node_selector_terms;
-        assert_eq!(terms.len(), 1);
-        let requirement = &terms[0].match_expressions.as_ref().expect("expressions")[0];
+        let requirement = &required_region_requirements(pod_spec(statefulset(&children)))[0];
         assert_eq!(requirement.key, "topology.kubernetes.io/region");
         assert_eq!(requirement.operator, "In");
         assert_eq!(
@@ -647,7 +544,7 @@ mod tests {
 
     #[test]
     fn qdrant_spreads_over_zones_of_the_region_only() {
-        let children = vector_store(&eu(), &owner("eu"));
+        let children = vector_store(&example_region("eu"), &owner("eu"));
         let spec = pod_spec(statefulset(&children));
         let zone = spec
             .topology_spread_constraints
@@ -668,7 +565,7 @@ mod tests {
 
     #[test]
     fn qdrant_clusters_with_several_replicas() {
-        let children = vector_store(&eu(), &owner("eu"));
+        let children = vector_store(&example_region("eu"), &owner("eu"));
         let set = statefulset(&children);
         let spec = set.spec.as_ref().expect("spec");
         assert_eq!(spec.replicas, Some(3));
@@ -732,7 +629,7 @@ mod tests {
 
     #[test]
     fn a_single_qdrant_is_not_clustered_and_has_no_pdb() {
-        let mut r = eu();
+        let mut r = example_region("eu");
         r.spec.vector_store.replicas = 1;
         r.spec.vector_store.image = Some("registry.eu.example.com/qdrant:v1.15.4".into());
         let children = vector_store(&r, &owner("eu"));
@@ -752,7 +649,7 @@ mod tests {
 
     #[test]
     fn qdrant_probes_and_security() {
-        let children = vector_store(&eu(), &owner("eu"));
+        let children = vector_store(&example_region("eu"), &owner("eu"));
         let spec = pod_spec(statefulset(&children));
         let container = &spec.containers[0];
         let path = |p: &Option<Probe>| {
@@ -785,7 +682,7 @@ mod tests {
 
     #[test]
     fn volumes_use_the_spec_class_then_the_region_default_then_none() {
-        let mut r = eu();
+        let mut r = example_region("eu");
         r.spec.vector_store.storage.storage_class = Some("eu-zonal-ssd".into());
         let children = vector_store(&r, &owner("eu"));
         assert_eq!(
@@ -835,7 +732,7 @@ mod tests {
 
     #[test]
     fn region_placement_is_merged_into_the_pods() {
-        let mut r = eu();
+        let mut r = example_region("eu");
         r.spec.placement = Some(Placement {
             node_selector: BTreeMap::from([("pool".into(), "sovereign".into())]),
             tolerations: vec![Toleration {
@@ -858,7 +755,7 @@ mod tests {
 
     #[test]
     fn pgvector_for_the_india_example() {
-        let r = india();
+        let r = example_region("in");
         let children = vector_store(&r, &owner("in"));
         let names: Vec<String> = children.iter().map(Child::describe).collect();
         assert_eq!(
@@ -872,16 +769,7 @@ mod tests {
         assert_eq!(set.spec.as_ref().and_then(|s| s.replicas), Some(1));
         assert_eq!(claim_class(set).as_deref(), Some("in-regional-ssd"));
         let spec = pod_spec(set);
-        let values = spec
-            .affinity
-            .as_ref()
-            .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|n| {
-                n.required_during_scheduling_ignored_during_execution
-                    .as_ref()
-            })
-            .and_then(|s| s.node_selector_terms[0].match_expressions.as_ref())
-            .and_then(|e| e[0].values.clone());
+        let values = required_region_requirements(spec)[0].values.clone();
         assert_eq!(
             values,
             Some(vec!["ap-south-1".into(), "asia-south1".into()])
@@ -917,7 +805,7 @@ mod tests {
 
     #[test]
     fn pgvector_runs_one_instance_whatever_the_replicas() {
-        let mut r = india();
+        let mut r = example_region("in");
         r.spec.vector_store.replicas = 3;
         let children = vector_store(&r, &owner("in"));
         assert_eq!(
@@ -936,7 +824,7 @@ mod tests {
 
     #[test]
     fn no_engine_means_no_children_and_no_endpoint() {
-        let mut r = eu();
+        let mut r = example_region("eu");
         r.spec.vector_store.engine = VectorStoreEngine::None;
         assert!(vector_store(&r, &owner("eu")).is_empty());
         assert_eq!(vector_store_endpoint(&r), None);
@@ -945,18 +833,18 @@ mod tests {
     #[test]
     fn endpoints_name_the_region_namespace() {
         assert_eq!(
-            vector_store_endpoint(&eu()).as_deref(),
+            vector_store_endpoint(&example_region("eu")).as_deref(),
             Some("http://qdrant.sovereign-eu.svc:6333")
         );
         assert_eq!(
-            vector_store_endpoint(&india()).as_deref(),
+            vector_store_endpoint(&example_region("in")).as_deref(),
             Some("postgresql://pgvector.sovereign-in.svc:5432")
         );
     }
 
     #[test]
     fn rendering_is_deterministic() {
-        for r in [eu(), india()] {
+        for r in [example_region("eu"), example_region("in")] {
             let a = serde_json::to_string(&vector_store(&r, &owner("x"))).expect("json");
             let b = serde_json::to_string(&vector_store(&r, &owner("x"))).expect("json");
             assert_eq!(a, b);

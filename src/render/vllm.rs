@@ -9,16 +9,13 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricIdentifier, MetricSpec, MetricTarget, PodsMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource,
-    HTTPGetAction, NodeSelectorRequirement, PersistentVolumeClaimVolumeSource, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SecretEnvSource, SecretKeySelector, Service,
-    ServicePort, ServiceSpec, Toleration, Volume, VolumeMount,
+    Container, EnvFromSource, NodeSelectorRequirement, PersistentVolumeClaimVolumeSource, PodSpec,
+    PodTemplateSpec, ResourceRequirements, SecretEnvSource, Toleration, Volume,
 };
-use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use super::k8s::{self, Disruption};
 use super::pod::{
     region_affinity, region_node_selector, region_tolerations, restricted_container_security,
     restricted_pod_security,
@@ -82,10 +79,7 @@ pub fn vllm_children(
         metadata: meta(&name),
         spec: Some(DeploymentSpec {
             replicas: (!autoscaled).then_some(replicas.min),
-            selector: LabelSelector {
-                match_labels: Some(selector.clone()),
-                match_expressions: None,
-            },
+            selector: k8s::match_labels(&selector),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(selector.clone()),
@@ -98,35 +92,15 @@ pub fn vllm_children(
         status: None,
     };
 
-    let service = Service {
-        metadata: meta(&name),
-        spec: Some(ServiceSpec {
-            selector: Some(selector.clone()),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: PORT,
-                target_port: Some(IntOrString::Int(PORT)),
-                ..ServicePort::default()
-            }]),
-            ..ServiceSpec::default()
-        }),
-        status: None,
-    };
+    let service = k8s::http_service(meta(&name), &selector, PORT);
 
     let mut children = vec![Child::from(deployment), Child::from(service)];
     if replicas.max > 1 {
-        children.push(Child::from(PodDisruptionBudget {
-            metadata: meta(&name),
-            spec: Some(PodDisruptionBudgetSpec {
-                max_unavailable: Some(IntOrString::Int(1)),
-                selector: Some(LabelSelector {
-                    match_labels: Some(selector),
-                    match_expressions: None,
-                }),
-                ..PodDisruptionBudgetSpec::default()
-            }),
-            status: None,
-        }));
+        children.push(Child::from(k8s::pod_disruption_budget(
+            meta(&name),
+            &selector,
+            Disruption::MaxUnavailable(1),
+        )));
     }
     if autoscaled {
         children.push(Child::from(autoscaler(&name, meta(&name), vllm)));
@@ -253,33 +227,30 @@ fn pod_spec(backend: &InferenceBackend, vllm: &VllmSpec, region: &SovereignRegio
     };
 
     let mut env = vec![
-        EnvVar {
-            name: "HF_HOME".into(),
-            value: Some(CACHE_DIR.into()),
-            ..EnvVar::default()
-        },
+        k8s::env("HF_HOME", CACHE_DIR),
         // Writable home for vLLM's and Triton's caches under a read-only image user.
-        EnvVar {
-            name: "HOME".into(),
-            value: Some(CACHE_DIR.into()),
-            ..EnvVar::default()
-        },
+        k8s::env("HOME", CACHE_DIR),
     ];
     let mut env_from = Vec::new();
     let mut volumes = vec![
-        empty_dir("model-cache", None),
+        k8s::empty_dir("model-cache", None),
         // NCCL needs a large /dev/shm for tensor parallelism.
-        empty_dir("shm", Some("Memory")),
+        k8s::empty_dir("shm", Some("Memory")),
     ];
     let mut mounts = vec![
-        mount("model-cache", CACHE_DIR, false),
-        mount("shm", "/dev/shm", false),
+        k8s::mount("model-cache", CACHE_DIR, false),
+        k8s::mount("shm", "/dev/shm", false),
     ];
     if let Some(source) = &vllm.model_source {
         if let Some(hf) = &source.hugging_face
             && let Some(token) = &hf.token_secret
         {
-            env.push(secret_env("HF_TOKEN", &token.name, &token.key));
+            env.push(k8s::secret_env(
+                "HF_TOKEN",
+                &token.name,
+                &token.key,
+                Some(false),
+            ));
         }
         if let Some(store) = &source.object_store
             && let Some(secret) = &store.credentials_secret
@@ -301,20 +272,9 @@ fn pod_spec(backend: &InferenceBackend, vllm: &VllmSpec, region: &SovereignRegio
                 }),
                 ..Volume::default()
             });
-            mounts.push(mount("weights", PVC_DIR, true));
+            mounts.push(k8s::mount("weights", PVC_DIR, true));
         }
     }
-
-    let probe = |path: &str, period: i32, failures: i32| Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::Int(PORT),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(period),
-        failure_threshold: Some(failures),
-        ..Probe::default()
-    };
 
     PodSpec {
         affinity: Some(region_affinity(region, extra_requirements)),
@@ -327,19 +287,15 @@ fn pod_spec(backend: &InferenceBackend, vllm: &VllmSpec, region: &SovereignRegio
             image: Some(vllm.image.clone()),
             command: Some(vec!["vllm".into(), "serve".into()]),
             args: Some(server_args(backend, vllm)),
-            ports: Some(vec![ContainerPort {
-                name: Some("http".into()),
-                container_port: PORT,
-                ..ContainerPort::default()
-            }]),
+            ports: Some(vec![k8s::container_port("http", PORT, None)]),
             env: Some(env),
             env_from: (!env_from.is_empty()).then_some(env_from),
             resources: Some(resources),
             volume_mounts: Some(mounts),
             // Loading 70B weights takes minutes: a startup probe holds the others off.
-            startup_probe: Some(probe("/health", 10, 180)),
-            readiness_probe: Some(probe("/health", 10, 3)),
-            liveness_probe: Some(probe("/health", 20, 6)),
+            startup_probe: Some(k8s::http_probe("/health", PORT, 10, 180, None)),
+            readiness_probe: Some(k8s::http_probe("/health", PORT, 10, 3, None)),
+            liveness_probe: Some(k8s::http_probe("/health", PORT, 20, 6, None)),
             security_context: Some(restricted_container_security(false)),
             ..Container::default()
         }],
@@ -348,46 +304,12 @@ fn pod_spec(backend: &InferenceBackend, vllm: &VllmSpec, region: &SovereignRegio
     }
 }
 
-fn empty_dir(name: &str, medium: Option<&str>) -> Volume {
-    Volume {
-        name: name.into(),
-        empty_dir: Some(EmptyDirVolumeSource {
-            medium: medium.map(str::to_owned),
-            size_limit: None,
-        }),
-        ..Volume::default()
-    }
-}
-
-fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
-    VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        read_only: read_only.then_some(true),
-        ..VolumeMount::default()
-    }
-}
-
-/// An environment variable read from a Secret key.
-pub fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.to_owned(),
-                key: key.to_owned(),
-                optional: Some(false),
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::test_support::{example_backends, example_region};
+    use crate::render::test_support::{
+        deployment, example_backends, example_region, required_region_requirements,
+    };
 
     fn render(region: &str, backend: &str) -> Vec<Child> {
         let region = example_region(region);
@@ -403,16 +325,6 @@ mod tests {
         vllm_children(&backend, &region, &owner).expect("renders")
     }
 
-    fn deployment(children: &[Child]) -> &Deployment {
-        children
-            .iter()
-            .find_map(|c| match c {
-                Child::Deployment(d) => Some(d.as_ref()),
-                _ => None,
-            })
-            .expect("a deployment")
-    }
-
     #[test]
     fn pinned_to_region_locations_and_gpu_type_with_a_required_affinity() {
         let children = render("eu", "llama-3-70b");
@@ -421,23 +333,7 @@ mod tests {
             .as_ref()
             .and_then(|s| s.template.spec.as_ref())
             .expect("pod spec");
-        let affinity = pod
-            .affinity
-            .as_ref()
-            .and_then(|a| a.node_affinity.as_ref())
-            .expect("affinity");
-        assert!(
-            affinity
-                .preferred_during_scheduling_ignored_during_execution
-                .is_none()
-        );
-        let terms = &affinity
-            .required_during_scheduling_ignored_during_execution
-            .as_ref()
-            .expect("required")
-            .node_selector_terms;
-        assert_eq!(terms.len(), 1, "one term: requirements are ANDed");
-        let requirements = terms[0].match_expressions.as_ref().expect("expressions");
+        let requirements = required_region_requirements(pod);
         assert_eq!(requirements[0].key, "topology.kubernetes.io/region");
         assert_eq!(
             requirements[0].values.as_deref(),
