@@ -6,7 +6,8 @@
 #
 # Reports, for one run on a fresh plane of its own:
 #   floor      seconds to server-side-apply the same objects the operator would create
-#              (from `sovereign-operator render`), with kubectl, into look-alike namespaces
+#              (from `sovereign-operator render`), with kubectl, into look-alike namespaces,
+#              until every gateway Deployment is Available
 #   converge   seconds from starting the operator until every region is Ready with all its
 #              non-parked backends ready
 #   writes     API write requests the operator sent (sovereign_api_writes_total)
@@ -88,8 +89,12 @@ PY
 # Floor: the rendered objects applied directly, into look-alike namespaces.
 "${operator}" render -f "${work}/resources.yaml" | sed 's/sovereign-bench-/floor-bench-/g' > "${work}/floor.yaml"
 floor_objects=$(grep -c '^kind:' "${work}/floor.yaml")
+# Converged means the same for both: every gateway Deployment available.
 start=$(date +%s.%N)
 kubectl apply --server-side --field-manager=floor -f "${work}/floor.yaml" >/dev/null
+for r in $(seq 0 $((regions - 1))); do
+  kubectl wait --for=condition=Available --timeout=600s -n "$(printf 'floor-bench-%03d' "$r")" deployment/gateway >/dev/null
+done
 floor=$(calc "$(date +%s.%N) - ${start}")
 
 # The operator: create the namespaces and resources, then time convergence.

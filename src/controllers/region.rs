@@ -2,13 +2,14 @@
 //! gateway, vector store and observability, and reports their readiness.
 
 use std::sync::Arc;
+use std::time::Duration;
 use std::time::Instant;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::runtime::controller::Action;
+use kube::runtime::controller::{self, Action};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
@@ -50,6 +51,9 @@ pub async fn run(
         Api::<SovereignRegion>::all(client.clone()),
         watcher::Config::default().any_semantic(),
     )
+    // Backends of a region turn Ready one after another; gathering the triggers of one second
+    // renders the gateway once for all of them instead of once per backend.
+    .with_config(controller::Config::default().debounce(Duration::from_secs(1)))
     .owns(Api::<Deployment>::all(client.clone()), owned())
     .owns(Api::<StatefulSet>::all(client.clone()), owned())
     .owns(Api::<ConfigMap>::all(client.clone()), owned())
