@@ -44,7 +44,7 @@ ETCD_PEER_PORT=$((PORT_BASE + 1))
 KCM_PORT=$((PORT_BASE + 2))
 SCHEDULER_PORT=$((PORT_BASE + 3))
 KWOK_PORT=$((PORT_BASE + 4))
-SERVICE_CIDR="10.0.0.0/24"
+SERVICE_CIDR="10.0.0.0/16"
 SERVICE_IP="10.0.0.1"
 
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
