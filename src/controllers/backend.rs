@@ -8,7 +8,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::runtime::controller::Action;
+use kube::runtime::controller::{self, Action};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
@@ -52,7 +52,8 @@ pub async fn run(
         labels::COMPONENT,
         vllm::COMPONENT
     ));
-    let controller = Controller::new(backends, watcher::Config::default().any_semantic());
+    let controller = Controller::new(backends, watcher::Config::default().any_semantic())
+        .with_config(controller::Config::default().concurrency(super::CONCURRENCY));
     let store = controller.store();
     let policy_store = store.clone();
     controller

@@ -211,6 +211,10 @@ pub fn managed_elsewhere<'a>(
         .collect()
 }
 
+/// Reconciles of one controller that run at once. Unbounded, a cold start over a thousand
+/// backends holds a thousand requests and responses in memory at the same time.
+pub const CONCURRENCY: u16 = 8;
+
 /// Resync period of healthy objects.
 pub const RESYNC: Duration = Duration::from_secs(300);
 /// Re-check period while something is still converging (pods starting, rollouts).

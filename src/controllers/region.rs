@@ -53,7 +53,12 @@ pub async fn run(
     )
     // Backends of a region turn Ready one after another; gathering the triggers of one second
     // renders the gateway once for all of them instead of once per backend.
-    .with_config(controller::Config::default().debounce(Duration::from_secs(1)))
+    // Bounded concurrency keeps memory and API load flat when a thousand objects arrive at once.
+    .with_config(
+        controller::Config::default()
+            .debounce(Duration::from_secs(1))
+            .concurrency(super::CONCURRENCY),
+    )
     .owns(Api::<Deployment>::all(client.clone()), owned())
     .owns(Api::<StatefulSet>::all(client.clone()), owned())
     .owns(Api::<ConfigMap>::all(client.clone()), owned())
