@@ -1193,3 +1193,150 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::policy::{PolicyMode, SinkSpec};
+    use crate::render::test_support::example_documents;
+    use serde_json::json;
+
+    fn regions() -> Vec<SovereignRegion> {
+        example_documents("SovereignRegion")
+            .into_iter()
+            .map(|v| serde_json::from_value(v).expect("region"))
+            .collect()
+    }
+
+    fn pii_policy() -> ResidencyPolicy {
+        example_documents("ResidencyPolicy")
+            .into_iter()
+            .map(|v| serde_json::from_value::<ResidencyPolicy>(v).expect("policy"))
+            .find(|p| p.metadata.name.as_deref() == Some("pii-home-region"))
+            .expect("pii policy")
+    }
+
+    fn unpinned(namespace: &str) -> Value {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": namespace,
+                         "labels": {"sovereign.ai/data-class": "pii"}},
+            "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}
+        })
+    }
+
+    fn rules_of(evaluation: &Evaluation) -> Vec<Rule> {
+        evaluation.findings.iter().map(|f| f.rule).collect()
+    }
+
+    #[test]
+    fn audit_and_enforce_give_the_same_verdict() {
+        let mut audit = pii_policy();
+        audit.spec.mode = PolicyMode::Audit;
+        let objects = [unpinned("sovereign-eu")];
+        let enforce = Engine::new(&regions(), &[pii_policy()]).evaluate(&objects);
+        let audit = Engine::new(&regions(), &[audit]).evaluate(&objects);
+        assert_eq!(rules_of(&enforce), vec![Rule::PinWorkloads]);
+        assert_eq!(enforce, audit);
+    }
+
+    #[test]
+    fn without_data_location_an_unplaceable_object_still_fails_closed() {
+        let mut policy = pii_policy();
+        let objects = [unpinned("team-a")];
+        let on = Engine::new(&regions(), std::slice::from_ref(&policy)).evaluate(&objects);
+        assert_eq!(rules_of(&on), vec![Rule::DataLocation]);
+        assert!(on.findings[0].message.contains("label it"), "{on:?}");
+
+        policy.spec.rules.data_location = false;
+        let off = Engine::new(&regions(), &[policy]).evaluate(&objects);
+        assert_eq!(rules_of(&off), vec![Rule::PinWorkloads]);
+        assert!(
+            off.findings[0].message.contains("no home region"),
+            "{off:?}"
+        );
+    }
+
+    #[test]
+    fn switched_off_rules_and_exempt_namespaces_are_silent() {
+        let mut policy = pii_policy();
+        policy.spec.rules.pin_workloads = false;
+        let engine = Engine::new(&regions(), &[policy]);
+        assert!(engine.evaluate(&[unpinned("sovereign-eu")]).is_compliant());
+        let engine = Engine::new(&regions(), &[pii_policy()]);
+        assert!(engine.evaluate(&[unpinned("kube-system")]).is_compliant());
+    }
+
+    #[test]
+    fn a_namespace_object_places_a_team_namespace_in_a_region() {
+        let engine = Engine::new(&regions(), &[pii_policy()]);
+        let namespace = json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "team-a", "labels": {"sovereign.ai/region": "in"}}});
+        let mut workload = unpinned("team-a");
+        workload["spec"]["template"]["spec"]["nodeSelector"] =
+            json!({"topology.kubernetes.io/region": "ap-south-1"});
+        let evaluation = engine.evaluate(&[namespace, workload]);
+        assert!(evaluation.is_compliant(), "{evaluation:?}");
+    }
+
+    #[test]
+    fn unknown_kinds_are_ignored_unless_declared_as_sinks() {
+        let mirror = json!({
+            "apiVersion": "storage.example.com/v1", "kind": "Mirror",
+            "metadata": {"name": "m", "namespace": "sovereign-eu",
+                         "labels": {"sovereign.ai/data-class": "pii"}},
+            "spec": {"target": "us-east-1"}
+        });
+        let engine = Engine::new(&regions(), &[pii_policy()]);
+        assert!(engine.evaluate([&mirror]).is_compliant());
+
+        let mut policy = pii_policy();
+        policy.spec.sinks.push(SinkSpec {
+            group: "storage.example.com".into(),
+            kinds: vec!["Mirror".into()],
+            location_expression: "object.spec.target".into(),
+        });
+        let evaluation = Engine::new(&regions(), &[policy]).evaluate([&mirror]);
+        assert_eq!(
+            rules_of(&evaluation),
+            vec![Rule::ForbidCrossBorderReplication]
+        );
+        assert!(evaluation.findings[0].message.contains("us-east-1"));
+    }
+
+    #[test]
+    fn a_sink_that_does_not_compile_is_reported_and_the_rest_still_applies() {
+        let mut policy = pii_policy();
+        policy.spec.sinks.push(SinkSpec {
+            group: "storage.example.com".into(),
+            kinds: vec!["Mirror".into()],
+            location_expression: "object.spec.(".into(),
+        });
+        let engine = Engine::new(&regions(), &[policy]);
+        assert_eq!(engine.errors().len(), 1);
+        let evaluation = engine.evaluate(&[unpinned("sovereign-eu")]);
+        assert!(matches!(
+            evaluation.errors.as_slice(),
+            [ResidencyError::SinkExpression { policy, index: 0, .. }] if policy == "pii-home-region"
+        ));
+        assert_eq!(rules_of(&evaluation), vec![Rule::PinWorkloads]);
+    }
+
+    #[test]
+    fn the_engine_can_be_shared_by_async_controllers() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Engine>();
+    }
+
+    #[test]
+    fn findings_print_as_check_lines() {
+        let evaluation =
+            Engine::new(&regions(), &[pii_policy()]).evaluate(&[unpinned("sovereign-eu")]);
+        let line = evaluation.findings[0].to_string();
+        assert!(
+            line.starts_with("Deployment sovereign-eu/web: pinWorkloads (pii-home-region): "),
+            "{line}"
+        );
+        assert_eq!(evaluation.findings[0].to_violation().rule, "pinWorkloads");
+    }
+}
