@@ -8,11 +8,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use futures::FutureExt;
 use sovereign_operator::controllers::{self, Context, RegionScope};
 use sovereign_operator::metrics::Metrics;
 use sovereign_operator::render::region::offline_children;
+use sovereign_operator::residency::{Engine, Finding, Inventory};
 use sovereign_operator::server::{ServerState, serve};
 use sovereign_operator::telemetry::{self, LogFormat};
 use sovereign_operator::{api, manifest};
@@ -57,8 +58,33 @@ enum Command {
         #[arg(short = 'f', long = "filename", required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Check manifests against the residency policies, offline (for CI and GitOps pipelines).
+    /// Exit 0 when compliant, 1 with violations, 2 when the input cannot be read or a policy
+    /// cannot be applied.
+    Check {
+        /// Files or directories (recursively) of manifests to check; `-` reads stdin. The
+        /// SovereignRegions, ResidencyPolicies and Namespaces among them are used too.
+        #[arg(short = 'f', long = "filename", required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Files or directories with more SovereignRegions, ResidencyPolicies and Namespaces to
+        /// check against (repeatable); their objects are context, not checked themselves.
+        #[arg(long = "policies", value_name = "PATH")]
+        policies: Vec<PathBuf>,
+        /// Output format: one line per violation, or a JSON object.
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
+        output: OutputFormat,
+    },
     /// Print the operator version and the API it serves.
     Version,
+}
+
+/// How `check` prints its verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum OutputFormat {
+    /// `Kind namespace/name: rule (policy): message`, one line per violation.
+    Text,
+    /// `{"compliant", "objects", "violations": [...], "errors": [...]}`.
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -80,6 +106,11 @@ fn main() -> ExitCode {
             }
         }
         Command::Render { paths } => render(&paths),
+        Command::Check {
+            paths,
+            policies,
+            output,
+        } => check(&paths, &policies, output),
         Command::Version => {
             println!(
                 "sovereign-operator {} (API {}/{}, Kubernetes >= 1.33)",
@@ -206,4 +237,119 @@ fn render(paths: &[PathBuf]) -> ExitCode {
     }
     print!("{}", documents.join("---\n"));
     ExitCode::SUCCESS
+}
+
+/// `check`: 0 compliant, 1 violations, 2 unusable input (unreadable, malformed, a known kind
+/// that does not fit its schema, no policy at all, or a policy that cannot be applied).
+fn check(paths: &[PathBuf], policy_paths: &[PathBuf], output: OutputFormat) -> ExitCode {
+    let read = |paths: &[PathBuf]| {
+        if paths.is_empty() {
+            Ok(Vec::new())
+        } else {
+            manifest::read_paths(paths)
+        }
+    };
+    let (documents, context) = match (read(paths), read(policy_paths)) {
+        (Ok(documents), Ok(context)) => (documents, context),
+        (Err(err), _) | (_, Err(err)) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let all: Vec<manifest::Document> = documents.iter().chain(&context).cloned().collect();
+    let mut resources = match manifest::classify(all) {
+        Ok(resources) => resources,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    // The same file given as input and as --policies must not count twice.
+    let mut seen = std::collections::HashSet::new();
+    resources
+        .regions
+        .retain(|r| seen.insert(r.metadata.name.clone()));
+    seen.clear();
+    resources
+        .policies
+        .retain(|p| seen.insert(p.metadata.name.clone()));
+    if resources.policies.is_empty() {
+        // Passing with nothing to check against would let a mistyped path turn CI green.
+        eprintln!("error: no ResidencyPolicy in the input or --policies; nothing to check against");
+        return ExitCode::from(2);
+    }
+    let engine = Engine::new(&resources.regions, &resources.policies);
+    let inventory = Inventory::of(documents.iter().chain(&context).map(|d| &d.value));
+    let evaluation = engine.evaluate_with(&inventory, documents.iter().map(|d| &d.value));
+    match output {
+        OutputFormat::Text => {
+            // Several policies often forbid the same thing with the same words (a BSL abroad
+            // breaks every HomeRegion policy): one line naming them all reads better than one
+            // line each. JSON keeps one entry per policy.
+            let mut lines: Vec<(&Finding, Vec<&str>)> = Vec::new();
+            for finding in &evaluation.findings {
+                let policy = finding.policy.as_deref().unwrap_or("region rule");
+                match lines.iter_mut().find(|(first, _)| {
+                    first.kind == finding.kind
+                        && first.namespace == finding.namespace
+                        && first.name == finding.name
+                        && first.rule == finding.rule
+                        && first.message == finding.message
+                }) {
+                    Some((_, policies)) => policies.push(policy),
+                    None => lines.push((finding, vec![policy])),
+                }
+            }
+            for (finding, policies) in lines {
+                let object = if finding.namespace.is_empty() {
+                    finding.name.clone()
+                } else {
+                    format!("{}/{}", finding.namespace, finding.name)
+                };
+                println!(
+                    "{} {object}: {} ({}): {}",
+                    finding.kind,
+                    finding.rule,
+                    policies.join(", "),
+                    finding.message
+                );
+            }
+        }
+        OutputFormat::Json => {
+            let report = serde_json::json!({
+                "compliant": evaluation.is_compliant(),
+                "objects": documents.len(),
+                "violations": evaluation.findings,
+                "errors": evaluation.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            });
+            match serde_json::to_string_pretty(&report) {
+                Ok(text) => println!("{text}"),
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+    for error in &evaluation.errors {
+        eprintln!("error: {error}");
+    }
+    if !evaluation.errors.is_empty() {
+        return ExitCode::from(2);
+    }
+    if evaluation.findings.is_empty() {
+        eprintln!(
+            "compliant: {} objects checked against {} residency policies",
+            documents.len(),
+            resources.policies.len()
+        );
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "{} residency violations in {} objects",
+            evaluation.findings.len(),
+            documents.len()
+        );
+        ExitCode::from(1)
+    }
 }

@@ -109,6 +109,11 @@ pub enum InferenceHosting {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyRules {
+    /// Objects carrying governed data sit in a namespace of their home region (or, with
+    /// AllowedJurisdictions, of a region whose jurisdiction is allowed), and have a home
+    /// region at all: a `sovereign.ai/region` label on the object or its namespace.
+    #[serde(default = "yes")]
+    pub data_location: bool,
     /// Pods and pod templates carrying governed data need a required node affinity or
     /// nodeSelector that allows only the region's locations.
     #[serde(default = "yes")]
@@ -131,6 +136,7 @@ pub struct PolicyRules {
 impl Default for PolicyRules {
     fn default() -> Self {
         Self {
+            data_location: true,
             pin_workloads: true,
             pin_storage: true,
             forbid_cross_border_replication: true,

@@ -1,0 +1,132 @@
+//! The residency corpus (`tests/residency/`): every object says what the engine must decide
+//! about it (`sovereign.ai/expect: allow|deny`, optionally `sovereign.ai/expect-rule`), and this
+//! test holds the engine to it, with the EU/India example's regions, policies and namespaces as
+//! context. The admission e2e sends the same objects to a real API server, so the offline check
+//! and admission are held to one set of answers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use sovereign_operator::manifest::{self, Document};
+use sovereign_operator::residency::{Engine, Finding, Inventory, Rule};
+
+const EXPECT: &str = "sovereign.ai/expect";
+const EXPECT_RULE: &str = "sovereign.ai/expect-rule";
+
+fn read(relative: &str) -> Vec<Document> {
+    let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
+    manifest::read_paths(&[path]).expect("readable manifests")
+}
+
+/// (kind, namespace, name) of a document.
+fn key(value: &serde_json::Value) -> (String, String, String) {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    (
+        text(&value["kind"]),
+        text(&value["metadata"]["namespace"]),
+        text(&value["metadata"]["name"]),
+    )
+}
+
+struct Run {
+    corpus: Vec<Document>,
+    findings: BTreeMap<(String, String, String), Vec<Finding>>,
+}
+
+fn run() -> Run {
+    let example = read("deploy/examples/eu-india");
+    let corpus = read("tests/residency");
+    let resources = manifest::classify(example.iter().chain(&corpus).cloned().collect())
+        .expect("valid custom resources");
+    let engine = Engine::new(&resources.regions, &resources.policies);
+    let inventory = Inventory::of(example.iter().chain(&corpus).map(|d| &d.value));
+    let evaluation = engine.evaluate_with(&inventory, corpus.iter().map(|d| &d.value));
+    assert!(evaluation.errors.is_empty(), "{:?}", evaluation.errors);
+    let mut findings: BTreeMap<_, Vec<Finding>> = BTreeMap::new();
+    for finding in evaluation.findings {
+        let key = (
+            finding.kind.clone(),
+            finding.namespace.clone(),
+            finding.name.clone(),
+        );
+        findings.entry(key).or_default().push(finding);
+    }
+    Run { corpus, findings }
+}
+
+#[test]
+fn every_object_gets_the_verdict_it_expects() {
+    let run = run();
+    let mut failures = Vec::new();
+    let mut seen = BTreeSet::new();
+    for document in &run.corpus {
+        let value = &document.value;
+        let key = key(value);
+        assert!(
+            seen.insert(key.clone()),
+            "{key:?} appears twice in the corpus"
+        );
+        let annotations = &value["metadata"]["annotations"];
+        let got = run
+            .findings
+            .get(&key)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        match annotations[EXPECT].as_str() {
+            Some("allow") if !got.is_empty() => failures.push(format!(
+                "{key:?}: expected allow, got {:#?}",
+                got.iter().map(ToString::to_string).collect::<Vec<_>>()
+            )),
+            Some("allow") => {}
+            Some("deny") if got.is_empty() => {
+                failures.push(format!("{key:?}: expected deny, got allow"));
+            }
+            Some("deny") => {
+                if let Some(rule) = annotations[EXPECT_RULE].as_str() {
+                    let rule = Rule::from_name(rule)
+                        .unwrap_or_else(|| panic!("{key:?}: unknown rule {rule}"));
+                    if !got.iter().any(|f| f.rule == rule) {
+                        failures.push(format!(
+                            "{key:?}: expected a {rule} violation, got {:#?}",
+                            got.iter().map(ToString::to_string).collect::<Vec<_>>()
+                        ));
+                    }
+                }
+                // Every denial must say what to change, not only that something is wrong.
+                for finding in got {
+                    assert!(finding.message.len() > 30, "terse message: {finding}");
+                }
+            }
+            other => failures.push(format!("{key:?}: no {EXPECT} annotation ({other:?})")),
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn the_corpus_is_large_and_covers_every_rule_both_ways() {
+    let run = run();
+    let objects = run
+        .corpus
+        .iter()
+        .filter(|d| d.value["kind"] != "Namespace")
+        .count();
+    assert!(objects >= 40, "the corpus shrank to {objects} objects");
+    let denied_rules: BTreeSet<&str> = run
+        .corpus
+        .iter()
+        .filter_map(|d| d.value["metadata"]["annotations"][EXPECT_RULE].as_str())
+        .collect();
+    for rule in Rule::ALL {
+        assert!(
+            denied_rules.contains(rule.as_str()),
+            "no corpus object is denied by {rule}"
+        );
+    }
+    let allowed = run
+        .corpus
+        .iter()
+        .filter(|d| d.value["metadata"]["annotations"][EXPECT] == "allow")
+        .count();
+    assert!(allowed >= 15, "too few compliant objects: {allowed}");
+}
