@@ -6,6 +6,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -36,6 +37,15 @@ pub struct ControllerLabels {
     pub controller: String,
 }
 
+/// Labels of residency violations.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ViolationLabels {
+    /// The ResidencyPolicy.
+    pub policy: String,
+    /// The rule broken.
+    pub rule: String,
+}
+
 /// All metrics of the operator, registered in one registry.
 pub struct Metrics {
     /// The registry `/metrics` encodes.
@@ -47,6 +57,8 @@ pub struct Metrics {
     /// `sovereign_api_writes_total{controller,kind,verb}`: every write request the operator
     /// sends. A resync of an unchanged cluster must not move it.
     pub api_writes: Family<WriteLabels, Counter>,
+    /// `sovereign_residency_violations{policy,rule}`: violations found by the last audit.
+    pub residency_violations: Family<ViolationLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -73,11 +85,18 @@ impl Default for Metrics {
             "Write requests sent to the API server",
             api_writes.clone(),
         );
+        let residency_violations = Family::<ViolationLabels, Gauge>::default();
+        registry.register(
+            "residency_violations",
+            "Objects breaking a residency rule, as of the last audit",
+            residency_violations.clone(),
+        );
         Self {
             registry,
             reconciliations,
             reconcile_duration,
             api_writes,
+            residency_violations,
         }
     }
 }
@@ -107,6 +126,23 @@ impl Metrics {
                 verb: verb.to_owned(),
             })
             .inc();
+    }
+
+    /// Sets the violation gauges of `policy` from the rules of its findings.
+    pub fn set_violations<'r>(&self, policy: &str, rules: impl Iterator<Item = &'r str>) {
+        let mut counts = std::collections::BTreeMap::<&str, i64>::new();
+        for rule in rules {
+            *counts.entry(rule).or_default() += 1;
+        }
+        // Every rule, so one that no longer fails reads 0 instead of keeping its last count.
+        for rule in crate::residency::engine::Rule::ALL.map(|r| r.as_str()) {
+            self.residency_violations
+                .get_or_create(&ViolationLabels {
+                    policy: policy.to_owned(),
+                    rule: rule.to_owned(),
+                })
+                .set(counts.get(rule).copied().unwrap_or(0));
+        }
     }
 
     /// The registry in the Prometheus text format.

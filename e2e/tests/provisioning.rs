@@ -12,7 +12,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
-use sovereign_operator::api::{InferenceBackend, SovereignRegion};
+use sovereign_operator::api::{InferenceBackend, ResidencyPolicy, SovereignRegion};
 
 use crate::harness::{
     MANAGER, Operator, client, ensure_namespace, eventually, install_example_with_fixtures,
@@ -122,6 +122,12 @@ async fn remove_leftovers(client: &Client) {
             .delete(name, &DeleteParams::default())
             .await;
     }
+    let _ = Api::<ResidencyPolicy>::all(client.clone())
+        .delete("e2e-financial-audit", &DeleteParams::default())
+        .await;
+    let _ = Api::<Deployment>::namespaced(client.clone(), "sovereign-eu")
+        .delete("ledger-export", &DeleteParams::default())
+        .await;
     for name in ["nowhere", "elsewhere"] {
         let _ = Api::<SovereignRegion>::all(client.clone())
             .delete(name, &DeleteParams::default())
@@ -495,6 +501,90 @@ async fn the_operator_provisions_the_example_and_follows_changes() {
         },
     )
     .await;
+
+    // The audit: an object that existed before its policy shows up in the policy's status and
+    // as an Event on the object.
+    let violating = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "ledger-export", "namespace": "sovereign-eu",
+                     "labels": {"sovereign.ai/data-class": "financial-e2e"}},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": "ledger-export"}},
+            "template": {
+                "metadata": {"labels": {"app": "ledger-export"}},
+                "spec": {"containers": [{"name": "export", "image": "busybox"}]}
+            }
+        }
+    });
+    Api::<Deployment>::namespaced(client.clone(), "sovereign-eu")
+        .patch(
+            "ledger-export",
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&violating),
+        )
+        .await
+        .expect("create the violating Deployment");
+    let policy = json!({
+        "apiVersion": "sovereign.ai/v1alpha1", "kind": "ResidencyPolicy",
+        "metadata": {"name": "e2e-financial-audit"},
+        "spec": {"mode": "Audit", "dataClasses": ["financial-e2e"]}
+    });
+    Api::<ResidencyPolicy>::all(client.clone())
+        .patch(
+            "e2e-financial-audit",
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&policy),
+        )
+        .await
+        .expect("create the audit policy");
+    eventually("the audit lists the unpinned Deployment", || async {
+        let policy = Api::<ResidencyPolicy>::all(client.clone())
+            .get("e2e-financial-audit")
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = policy.status.unwrap_or_default();
+        let found = status.violations.iter().any(|v| {
+            v.name == "ledger-export" && v.kind == "Deployment" && v.rule == "pinWorkloads"
+        });
+        if found {
+            Ok(())
+        } else {
+            Err(format!("{:?}", status.violations))
+        }
+    })
+    .await;
+    let eu_events = Api::<Event>::namespaced(client.clone(), "sovereign-eu");
+    eventually(
+        "an Event on the Deployment reports the violation",
+        || async {
+            let list = eu_events
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let found = list.items.iter().any(|e| {
+                e.reason.as_deref() == Some("ResidencyViolation")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("ledger-export")
+            });
+            if found {
+                Ok(())
+            } else {
+                Err("no ResidencyViolation event".into())
+            }
+        },
+    )
+    .await;
+    let gauge = operator
+        .metric_sum(
+            "sovereign_residency_violations",
+            "policy=\"e2e-financial-audit\"",
+        )
+        .await
+        .expect("metrics");
+    assert!(
+        gauge >= 1.0,
+        "sovereign_residency_violations for the audit policy: {gauge}"
+    );
 
     // A restart writes nothing: the new process finds everything as it wants it.
     operator.stop();

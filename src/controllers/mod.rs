@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod backend;
+pub mod policy;
 pub mod region;
 
 use std::collections::{BTreeSet, HashMap};
@@ -220,7 +221,7 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 /// Re-check period while something is still converging (pods starting, rollouts).
 pub const PROGRESS_CHECK: Duration = Duration::from_secs(10);
 
-/// Runs the region and backend controllers until `shutdown` resolves, then returns once both
+/// Runs the region, backend and policy controllers until `shutdown` resolves, then returns once both
 /// have finished their in-flight reconciles.
 pub async fn run_all(
     ctx: Arc<Context>,
@@ -231,6 +232,7 @@ pub async fn run_all(
     tracing::info!(regions = %ctx.scope.describe(), "starting controllers");
     futures::join!(
         region::run(ctx.clone(), shutdown.clone()),
-        backend::run(ctx, shutdown),
+        backend::run(ctx.clone(), shutdown.clone()),
+        policy::run(ctx, shutdown),
     );
 }
