@@ -247,10 +247,14 @@ async fn provision(
     for child in &children {
         applier.apply(child).await?;
     }
-    if let Some(uid) = backend.uid() {
+    let observed = backend.status.as_ref().and_then(|s| s.observed_generation);
+    if let Some(uid) = backend.uid()
+        && ctx.should_prune(&uid, observed, backend.metadata.generation)
+    {
         applier
             .prune(&OWNED_KINDS, &namespace, &name, &uid, &children)
             .await?;
+        ctx.mark_pruned(&uid);
     }
 
     // observe

@@ -58,6 +58,9 @@ pub struct Context {
     pub recorder: Recorder,
     /// Consecutive transient failures per object, for exponential back-off.
     failures: Mutex<HashMap<String, u32>>,
+    /// UIDs pruned at least once by this process: the first reconcile after a start prunes
+    /// whatever the spec says, so children an older operator version made are cleaned up.
+    pruned: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Context {
@@ -73,7 +76,21 @@ impl Context {
             scope,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            pruned: Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// Whether to list and delete unwanted children of `uid` now (see [`needs_prune`]), and
+    /// always once per object and process.
+    pub fn should_prune(&self, uid: &str, observed: Option<i64>, generation: Option<i64>) -> bool {
+        let pruned = self.pruned.lock().unwrap_or_else(|e| e.into_inner());
+        needs_prune(observed, generation) || !pruned.contains(uid)
+    }
+
+    /// Records that `uid` was pruned.
+    pub fn mark_pruned(&self, uid: &str) {
+        let mut pruned = self.pruned.lock().unwrap_or_else(|e| e.into_inner());
+        pruned.insert(uid.to_owned());
     }
 
     /// An applier writing as `manager`.
@@ -214,7 +231,20 @@ pub fn managed_elsewhere<'a>(
 
 /// Reconciles of one controller that run at once. Unbounded, a cold start over a thousand
 /// backends holds a thousand requests and responses in memory at the same time.
-pub const CONCURRENCY: u16 = 8;
+pub const CONCURRENCY: u16 = 32;
+
+/// Whether children may have become unwanted since the last reconcile that wrote status: only
+/// a spec change (a new generation) changes what an object wants, and children are only ever
+/// created for the object's own UID. Skipping the listing otherwise saves one LIST per owned
+/// kind on every resync.
+pub fn needs_prune(observed_generation: Option<i64>, generation: Option<i64>) -> bool {
+    match observed_generation {
+        Some(observed) => Some(observed) != generation,
+        // Never reconciled to the end: anything created by an earlier attempt of the first
+        // generation is still wanted.
+        None => generation.is_some_and(|g| g > 1),
+    }
+}
 
 /// Resync period of healthy objects.
 pub const RESYNC: Duration = Duration::from_secs(300);
@@ -235,4 +265,30 @@ pub async fn run_all(
         backend::run(ctx.clone(), shutdown.clone()),
         policy::run(ctx, shutdown),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prune_only_after_a_spec_change() {
+        assert!(
+            !needs_prune(Some(3), Some(3)),
+            "resync of an unchanged object"
+        );
+        assert!(needs_prune(Some(2), Some(3)), "the spec changed");
+        assert!(
+            !needs_prune(None, Some(1)),
+            "first reconcile of a new object"
+        );
+        assert!(needs_prune(None, Some(2)), "edited before its first status");
+    }
+
+    #[test]
+    fn scope_of_no_region_is_every_region() {
+        assert!(RegionScope::default().manages("eu"));
+        let scope = RegionScope::new(["eu".to_owned()]);
+        assert!(scope.manages("eu") && !scope.manages("in"));
+    }
 }

@@ -148,10 +148,14 @@ async fn reconcile_inner(region: &SovereignRegion, ctx: &Context) -> Result<Acti
     for child in &plan.children {
         applier.apply(child).await?;
     }
-    if let Some(uid) = region.uid() {
+    let observed = region.status.as_ref().and_then(|s| s.observed_generation);
+    if let Some(uid) = region.uid()
+        && ctx.should_prune(&uid, observed, region.metadata.generation)
+    {
         applier
             .prune(&OWNED_KINDS, &namespace, &name, &uid, &plan.children)
             .await?;
+        ctx.mark_pruned(&uid);
     }
 
     // status
