@@ -199,8 +199,9 @@ async fn provision(
     let name = backend.name_any();
 
     // validate: residency and secrets
+    // From the watch cache: a policy change re-triggers every backend through the policy watch.
     let policies = Api::<ResidencyPolicy>::all(client.clone())
-        .list(&ListParams::default())
+        .list(&ListParams::default().match_any())
         .await
         .map_err(|e| Error::kube("list ResidencyPolicies", e))?
         .items;
@@ -357,10 +358,12 @@ async fn vllm_readiness(
     ctx: &Context,
 ) -> Result<(DesiredCondition<'static>, Option<ReplicaStatus>, bool), Error> {
     let name = vllm::workload_name(&backend.name_any());
-    let deployment = Api::<Deployment>::namespaced(ctx.client.clone(), namespace)
-        .get_opt(&name)
-        .await
-        .map_err(|e| Error::kube(format!("get Deployment {namespace}/{name}"), e))?;
+    let deployment = super::get_cached(
+        &Api::<Deployment>::namespaced(ctx.client.clone(), namespace),
+        &name,
+    )
+    .await
+    .map_err(|e| Error::kube(format!("get Deployment {namespace}/{name}"), e))?;
     let desired = deployment
         .as_ref()
         .and_then(|d| d.spec.as_ref())
@@ -418,7 +421,7 @@ async fn vllm_readiness(
         backend.name_any()
     );
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), namespace)
-        .list(&ListParams::default().labels(&selector))
+        .list(&ListParams::default().labels(&selector).match_any())
         .await
         .map_err(|e| Error::kube(format!("list Pods of {namespace}/{name}"), e))?;
     let unschedulable = pods.items.iter().find_map(|pod| {

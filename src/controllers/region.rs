@@ -307,10 +307,12 @@ async fn deployment_available(
     namespace: &str,
     name: &str,
 ) -> Result<(bool, bool), Error> {
-    let deployment = Api::<Deployment>::namespaced(ctx.client.clone(), namespace)
-        .get_opt(name)
-        .await
-        .map_err(|e| Error::kube(format!("get Deployment {namespace}/{name}"), e))?;
+    let deployment = super::get_cached(
+        &Api::<Deployment>::namespaced(ctx.client.clone(), namespace),
+        name,
+    )
+    .await
+    .map_err(|e| Error::kube(format!("get Deployment {namespace}/{name}"), e))?;
     let status = deployment
         .as_ref()
         .and_then(|d| d.status.clone())
@@ -347,10 +349,12 @@ async fn vector_store_readiness(
         VectorStoreEngine::Qdrant => "qdrant",
         VectorStoreEngine::PgVector => "pgvector",
     };
-    let set = Api::<StatefulSet>::namespaced(ctx.client.clone(), namespace)
-        .get_opt(name)
-        .await
-        .map_err(|e| Error::kube(format!("get StatefulSet {namespace}/{name}"), e))?;
+    let set = super::get_cached(
+        &Api::<StatefulSet>::namespaced(ctx.client.clone(), namespace),
+        name,
+    )
+    .await
+    .map_err(|e| Error::kube(format!("get StatefulSet {namespace}/{name}"), e))?;
     let wanted = set
         .as_ref()
         .and_then(|s| s.spec.as_ref())
