@@ -5,6 +5,7 @@
 //! the other modules are the single rules it is built from, also used on their own by the
 //! controllers.
 
+pub mod admission;
 pub mod engine;
 pub mod inference;
 pub mod jurisdiction;
