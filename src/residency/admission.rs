@@ -1,26 +1,33 @@
 //! The admission compiler: a ResidencyPolicy (plus the SovereignRegions) compiled into a
-//! ValidatingAdmissionPolicy, its binding and a params ConfigMap, so that the API server itself
+//! ValidatingAdmissionPolicy and its binding, so that the API server itself
 //! refuses (Enforce) or warns about (Audit) what the offline [`Engine`](super::Engine) would
 //! report — principle 4 of the design: one policy, the same verdict at every layer. Pure: no
 //! client; the controller that applies the objects is separate.
 //!
-//! # Objects (all named `sovereign-residency-<policy>`)
-//! - `ValidatingAdmissionPolicy` (cluster-scoped): the CEL. It depends only on the policy's
-//!   spec (data classes, residency kind, rules, exempt namespaces).
-//! - `ValidatingAdmissionPolicyBinding`: Enforce → `[Deny]`, Audit → `[Warn, Audit]`; its
-//!   `paramRef` names the ConfigMap; a missing ConfigMap denies (fail closed).
-//! - `ConfigMap` in [`PARAMS_NAMESPACE`]: the region facts the CEL looks up, which the
-//!   operator keeps current when regions change (the VAP itself does not change then):
-//!   - `regions`: region names, comma-joined;
-//!   - `namespaces`: the regions' stack namespaces, comma-joined (for messages);
-//!   - `region.<r>.locations`, `region.<r>.storageClasses` (comma-joined),
-//!     `region.<r>.jurisdiction`, `region.<r>.namespace`;
-//!   - `namespace.<ns>.region`: the region whose stack namespace `<ns>` is — the fallback when
-//!     the Namespace has no `sovereign.ai/region` label (the label itself is read from
-//!     `namespaceObject`);
-//!   - AllowedJurisdictions policies only: `scope.regions`, `scope.locations`,
-//!     `scope.storageClasses` (union over the regions whose jurisdiction is allowed) and
-//!     `scope.description`.
+//! # Objects (both named `sovereign-residency-<policy>`, cluster-scoped)
+//! - `ValidatingAdmissionPolicy`: the CEL, generated from the policy's spec (data classes,
+//!   residency kind, rules, exempt namespaces) and the regions' facts. It must be regenerated
+//!   when a SovereignRegion's locations or storage classes change.
+//! - `ValidatingAdmissionPolicyBinding`: Enforce → `[Deny]`, Audit → `[Warn, Audit]`.
+//!
+//! The region facts are the VAP's first variable, `facts`, a CEL map literal with these keys
+//! (values are strings, lists comma-joined, so the CEL looks them up with
+//! `variables.facts[...]` and `.split(',')`):
+//! - `regions`: region names; `namespaces`: the regions' stack namespaces (for messages);
+//! - `region.<r>.locations`, `region.<r>.storageClasses`, `region.<r>.jurisdiction`,
+//!   `region.<r>.namespace`;
+//! - `namespace.<ns>.region`: the region whose stack namespace `<ns>` is — the fallback when
+//!   the Namespace has no `sovereign.ai/region` label (the label itself is read from
+//!   `namespaceObject`);
+//! - AllowedJurisdictions policies only: `scope.regions`, `scope.locations`,
+//!   `scope.storageClasses` (union over the regions whose jurisdiction is allowed) and
+//!   `scope.description`.
+//!
+//! Why not a params ConfigMap (`paramKind`)? On kube-apiserver 1.36 the informer of a built-in
+//! paramKind stops for good once no binding uses it for a moment (kubernetes/kubernetes#133827,
+//! #130887; fix #141015 / backport #142150 not released): after a policy is deleted and
+//! re-created, every matched write is denied with "no params found" until the API server
+//! restarts — the e2e reproduced it. Facts compiled into the policy cannot go missing.
 //!
 //! # Admission vs audit
 //! Admission sees one object at a time, so it carries the rules that one object (plus its
@@ -51,7 +58,6 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
-use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 use serde_json::{Value, json};
@@ -65,8 +71,6 @@ use crate::api::region::SovereignRegion;
 
 use super::jurisdiction::is_within;
 
-/// Namespace of the params ConfigMaps.
-pub const PARAMS_NAMESPACE: &str = "sovereign-system";
 /// `app.kubernetes.io/component` of the generated objects.
 pub const COMPONENT_VALUE: &str = "admission";
 
@@ -87,19 +91,16 @@ pub struct AdmissionObjects {
     pub policy: ValidatingAdmissionPolicy,
     /// Where and how they apply.
     pub binding: ValidatingAdmissionPolicyBinding,
-    /// The region facts the rules look up.
-    pub params: ConfigMap,
 }
 
 impl AdmissionObjects {
-    /// The three objects as JSON documents, in the order to apply them (params first, so the
+    /// Both objects as JSON documents, in the order to apply them (the policy first, so the
     /// binding never points at nothing).
     pub fn to_json(&self) -> Result<Vec<Value>, AdmissionError> {
         let json = |v: Result<Value, serde_json::Error>| {
             v.map_err(|e| AdmissionError::Serialize(e.to_string()))
         };
         Ok(vec![
-            json(serde_json::to_value(&self.params))?,
             json(serde_json::to_value(&self.policy))?,
             json(serde_json::to_value(&self.binding))?,
         ])
@@ -120,7 +121,7 @@ pub enum AdmissionError {
     Serialize(String),
 }
 
-/// `sovereign-residency-<policy>`: the name of all three objects.
+/// `sovereign-residency-<policy>`: the name of both objects.
 pub fn object_name(policy: &str) -> String {
     format!("sovereign-residency-{policy}")
 }
@@ -178,11 +179,20 @@ fn governed_condition(classes: &[String]) -> String {
 }
 
 /// The VAP `variables`, in evaluation order (later ones refer to earlier ones).
-fn variables(allowed: bool) -> Vec<(&'static str, String)> {
+fn variables(allowed: bool, facts: &BTreeMap<String, String>) -> Vec<(&'static str, String)> {
     let region = lit(REGION);
     let kinds = list(&TEMPLATE_KINDS.map(str::to_owned));
-    let split = |key: &str| format!("params.data[{key}].split(',').filter(x, x != '')");
+    let split = |key: &str| format!("variables.facts[{key}].split(',').filter(x, x != '')");
+    let facts = format!(
+        "{{{}}}",
+        facts
+            .iter()
+            .map(|(k, v)| format!("{}: {}", lit(k), lit(v)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let mut out = vec![
+        ("facts", facts),
         (
             "labels",
             "has(object.metadata.labels) ? object.metadata.labels : {}".to_owned(),
@@ -217,7 +227,7 @@ fn variables(allowed: bool) -> Vec<(&'static str, String)> {
             "namespaceRegion",
             format!(
                 "namespaceObject != null && has(namespaceObject.metadata.labels) && {region} in namespaceObject.metadata.labels ? namespaceObject.metadata.labels[{region}] : \
-                 ('namespace.' + request.namespace + '.region' in params.data ? params.data['namespace.' + request.namespace + '.region'] : '')"
+                 ('namespace.' + request.namespace + '.region' in variables.facts ? variables.facts['namespace.' + request.namespace + '.region'] : '')"
             ),
         ),
         (
@@ -238,7 +248,7 @@ fn variables(allowed: bool) -> Vec<(&'static str, String)> {
             ("scopeRegions", split("'scope.regions'")),
             ("locations", split("'scope.locations'")),
             ("storageClasses", split("'scope.storageClasses'")),
-            ("scope", "params.data['scope.description']".to_owned()),
+            ("scope", "variables.facts['scope.description']".to_owned()),
         ]);
     } else {
         out.extend([
@@ -289,7 +299,7 @@ fn stored(spec: &str) -> String {
 
 /// The metadata of a generated object: managed labels and, when the policy has a uid, an
 /// owner reference to it (the API server then deletes the objects with the policy).
-fn meta(policy: &ResidencyPolicy, name: &str, namespace: Option<&str>) -> ObjectMeta {
+fn meta(policy: &ResidencyPolicy, name: &str) -> ObjectMeta {
     let policy_name = policy.metadata.name.clone().unwrap_or_default();
     let labels = BTreeMap::from([
         (MANAGED_BY.to_owned(), MANAGER.to_owned()),
@@ -307,15 +317,14 @@ fn meta(policy: &ResidencyPolicy, name: &str, namespace: Option<&str>) -> Object
     });
     ObjectMeta {
         name: Some(name.to_owned()),
-        namespace: namespace.map(str::to_owned),
         labels: Some(labels),
         owner_references: owner.map(|o| vec![o]),
         ..ObjectMeta::default()
     }
 }
 
-/// The params ConfigMap data for `policy` and `regions`.
-pub fn params_data(
+/// The region facts for `policy` and `regions` (the `facts` variable).
+pub fn facts(
     policy: &ResidencyPolicy,
     regions: &[SovereignRegion],
 ) -> Result<BTreeMap<String, String>, AdmissionError> {
@@ -400,8 +409,8 @@ fn validations(policy: &ResidencyPolicy, name: &str) -> Vec<Value> {
     let region = REGION;
     let mut out = Vec::new();
     let no_home = format!(
-        "(variables.home == '' ? 'it carries governed data but has no home region: label it {region}=<region> or put it in a region\\'s namespace (' + params.data['namespaces'] + ')' : \
-         '{region}=' + variables.home + ' (on the object or its namespace) names no SovereignRegion; use one of ' + params.data['regions'])"
+        "(variables.home == '' ? 'it carries governed data but has no home region: label it {region}=<region> or put it in a region\\'s namespace (' + variables.facts['namespaces'] + ')' : \
+         '{region}=' + variables.home + ' (on the object or its namespace) names no SovereignRegion; use one of ' + variables.facts['regions'])"
     );
     if rules.data_location {
         let (expression, what) = if allowed {
@@ -409,8 +418,8 @@ fn validations(policy: &ResidencyPolicy, name: &str) -> Vec<Value> {
                 "variables.homeKnown && variables.home in variables.scopeRegions && variables.namespaceRegion in variables.scopeRegions".to_owned(),
                 format!(
                     "(!variables.homeKnown ? {no_home} : \
-                     (!(variables.home in variables.scopeRegions) ? 'its home region ' + variables.home + ' (jurisdiction ' + params.data['region.' + variables.home + '.jurisdiction'] + ') is outside ' + variables.scope + '; keep it in a region of those jurisdictions' : \
-                     'namespace ' + request.namespace + ' belongs to ' + (variables.namespaceRegion in variables.regions ? 'region ' + variables.namespaceRegion + ', outside ' + variables.scope : 'no region') + '; move it to ' + params.data['region.' + variables.home + '.namespace'] + ' or a namespace of ' + variables.scope))"
+                     (!(variables.home in variables.scopeRegions) ? 'its home region ' + variables.home + ' (jurisdiction ' + variables.facts['region.' + variables.home + '.jurisdiction'] + ') is outside ' + variables.scope + '; keep it in a region of those jurisdictions' : \
+                     'namespace ' + request.namespace + ' belongs to ' + (variables.namespaceRegion in variables.regions ? 'region ' + variables.namespaceRegion + ', outside ' + variables.scope : 'no region') + '; move it to ' + variables.facts['region.' + variables.home + '.namespace'] + ' or a namespace of ' + variables.scope))"
                 ),
             )
         } else {
@@ -419,8 +428,8 @@ fn validations(policy: &ResidencyPolicy, name: &str) -> Vec<Value> {
                 format!(
                     "(!variables.homeKnown ? {no_home} : \
                      'its home region is ' + variables.home + ' but namespace ' + request.namespace + \
-                     (variables.namespaceRegion in variables.regions ? ' belongs to region ' + variables.namespaceRegion + '; move it to ' + params.data['region.' + variables.home + '.namespace'] : \
-                     ' belongs to no region; move it to ' + params.data['region.' + variables.home + '.namespace'] + ' or label namespace ' + request.namespace + ' {region}=' + variables.home))"
+                     (variables.namespaceRegion in variables.regions ? ' belongs to region ' + variables.namespaceRegion + '; move it to ' + variables.facts['region.' + variables.home + '.namespace'] : \
+                     ' belongs to no region; move it to ' + variables.facts['region.' + variables.home + '.namespace'] + ' or label namespace ' + request.namespace + ' {region}=' + variables.home))"
                 ),
             )
         };
@@ -514,16 +523,15 @@ pub fn compile(
     let vap = json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicy",
-        "metadata": meta(policy, &name, None),
+        "metadata": meta(policy, &name),
         "spec": {
             "failurePolicy": "Fail",
-            "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
             "matchConstraints": match_resources,
             "matchConditions": [{
                 "name": "governed",
                 "expression": governed_condition(&policy.spec.data_classes),
             }],
-            "variables": variables(allowed)
+            "variables": variables(allowed, &facts(policy, regions)?)
                 .into_iter()
                 .map(|(name, expression)| json!({"name": name, "expression": expression}))
                 .collect::<Vec<_>>(),
@@ -537,26 +545,15 @@ pub fn compile(
     let binding = json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": meta(policy, &name, None),
+        "metadata": meta(policy, &name),
         "spec": {
             "policyName": name,
             "validationActions": actions,
-            "paramRef": {
-                "name": name,
-                "namespace": PARAMS_NAMESPACE,
-                "parameterNotFoundAction": "Deny",
-            },
         }
     });
-    let params = ConfigMap {
-        metadata: meta(policy, &name, Some(PARAMS_NAMESPACE)),
-        data: Some(params_data(policy, regions)?),
-        ..ConfigMap::default()
-    };
     Ok(AdmissionObjects {
         policy: typed(vap)?,
         binding: typed(binding)?,
-        params,
     })
 }
 
@@ -604,12 +601,10 @@ pub fn evaluate_offline(
     if !namespace_selected(spec, &namespace_object) {
         return Ok(None);
     }
-    let params = serde_json::to_value(&objects.params).map_err(|e| e.to_string())?;
     let mut ctx = functions();
     ctx.add_variable_from_value("object", json_to_cel(object));
     ctx.add_variable_from_value("oldObject", CelValue::Null);
     ctx.add_variable_from_value("request", json_to_cel(&request));
-    ctx.add_variable_from_value("params", json_to_cel(&params));
     ctx.add_variable_from_value("namespaceObject", json_to_cel(&namespace_object));
     let run = |ctx: &kube::core::cel::cel::Context<'_>, expression: &str| {
         Program::compile(expression)
@@ -725,22 +720,13 @@ mod tests {
                 objects.binding.metadata.name.as_deref(),
                 Some(name.as_str())
             );
-            assert_eq!(objects.params.metadata.name.as_deref(), Some(name.as_str()));
-            assert_eq!(
-                objects.params.metadata.namespace.as_deref(),
-                Some(PARAMS_NAMESPACE)
-            );
             let binding = objects.binding.spec.as_ref().unwrap();
             assert_eq!(binding.policy_name.as_deref(), Some(name.as_str()));
             assert_eq!(
                 binding.validation_actions.as_deref(),
                 Some(&["Deny".to_owned()][..])
             );
-            let param_ref = binding.param_ref.as_ref().unwrap();
-            assert_eq!(
-                param_ref.parameter_not_found_action.as_deref(),
-                Some("Deny")
-            );
+            assert!(binding.param_ref.is_none());
             let spec = objects.policy.spec.as_ref().unwrap();
             assert_eq!(spec.failure_policy.as_deref(), Some("Fail"));
             let selector = spec
@@ -766,7 +752,11 @@ mod tests {
             let labels = objects.policy.metadata.labels.as_ref().unwrap();
             assert_eq!(labels[MANAGED_BY], MANAGER);
             assert_eq!(labels[COMPONENT], COMPONENT_VALUE);
-            let data = objects.params.data.as_ref().unwrap();
+            assert!(spec.param_kind.is_none());
+            let variables = spec.variables.as_ref().unwrap();
+            assert_eq!(variables[0].name, "facts");
+            assert!(variables[0].expression.contains(r#""regions": "eu,in""#));
+            let data = facts(policy, &regions).unwrap();
             assert_eq!(data["regions"], "eu,in");
             assert_eq!(
                 data["region.eu.locations"],
@@ -775,7 +765,7 @@ mod tests {
             assert_eq!(data["region.in.storageClasses"], "in-regional-ssd");
             assert_eq!(data["namespace.sovereign-in.region"], "in");
             assert!(!data.contains_key("scope.regions"));
-            assert_eq!(objects.to_json().unwrap().len(), 3);
+            assert_eq!(objects.to_json().unwrap().len(), 2);
         }
     }
 
@@ -796,7 +786,7 @@ mod tests {
             binding.validation_actions.as_deref(),
             Some(&["Warn".to_owned(), "Audit".to_owned()][..])
         );
-        let data = objects.params.data.as_ref().unwrap();
+        let data = facts(&policy, &regions).unwrap();
         assert_eq!(data["scope.regions"], "eu");
         assert_eq!(data["scope.storageClasses"], "eu-regional-ssd");
         let spec = objects.policy.spec.as_ref().unwrap();
@@ -812,7 +802,7 @@ mod tests {
             2,
             "pinStorage is off"
         );
-        let owner = &objects.params.metadata.owner_references.as_ref().unwrap()[0];
+        let owner = &objects.binding.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
             (owner.kind.as_str(), owner.uid.as_str()),
             ("ResidencyPolicy", "u-1")

@@ -1,0 +1,194 @@
+//! Admission parity on a real API server: the ValidatingAdmissionPolicies compiled from the
+//! example's and the corpus's ResidencyPolicies (`residency::admission::compile`) give, for
+//! every corpus object admission judges, the verdict of the offline engine — denied by the same
+//! Enforce policies, warned about by the same Audit policies. Which objects are compared and
+//! which are left to the audit is decided in `tests/support/admission.rs`.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use sovereign_operator::api::policy::PolicyMode;
+use sovereign_operator::residency::admission::{compile, object_name};
+
+use crate::admission_support::{ParitySet, describe, mismatch_table};
+use crate::harness::{PATIENCE, apply, client, ensure_namespace, install_example, kubectl};
+
+/// What the API server said to a server-side dry-run create.
+#[derive(Debug)]
+struct Verdict {
+    /// Policies (ResidencyPolicy names) that denied or warned.
+    policies: BTreeSet<String>,
+    /// The object was refused.
+    refused: bool,
+    /// kubectl's stderr (errors and warnings).
+    output: String,
+}
+
+/// `kubectl create --dry-run=server` of `object`; warnings and errors come back on stderr.
+fn dry_run(object: &Value, policies: &[String]) -> Verdict {
+    let file = std::env::temp_dir().join(format!(
+        "sovereign-e2e-admission-{}-{}.json",
+        std::process::id(),
+        rand_suffix(object)
+    ));
+    std::fs::write(&file, serde_json::to_vec(object).expect("json")).expect("writable temp file");
+    let cache = std::env::temp_dir().join(format!("sovereign-e2e-kubectl-{}", std::process::id()));
+    let output = Command::new("kubectl")
+        .arg("--cache-dir")
+        .arg(&cache)
+        .args(["create", "--dry-run=server", "-o", "name", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run kubectl (is it on PATH?): {e}"));
+    let _ = std::fs::remove_file(&file);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let policies = policies
+        .iter()
+        .filter(|p| stderr.contains(&format!("ValidatingAdmissionPolicy '{}'", object_name(p))))
+        .cloned()
+        .collect();
+    Verdict {
+        policies,
+        refused: !output.status.success(),
+        output: stderr.trim().to_owned(),
+    }
+}
+
+fn rand_suffix(object: &Value) -> String {
+    describe(object).replace(['/', ' '], "-")
+}
+
+#[tokio::test]
+async fn admission_gives_the_engines_verdict_on_the_corpus() {
+    install_example().await;
+    let client = client().await;
+    let set = ParitySet::load();
+    // The corpus's namespaces, with their labels, and any other namespace an object names.
+    for namespace in set.namespaces.values() {
+        apply(&client, namespace)
+            .await
+            .unwrap_or_else(|e| panic!("namespace {namespace}: {e}"));
+    }
+    let named: BTreeSet<&str> = set
+        .objects
+        .iter()
+        .filter_map(|o| o["metadata"]["namespace"].as_str())
+        .collect();
+    for namespace in named {
+        if !set.namespaces.contains_key(namespace) {
+            ensure_namespace(&client, namespace).await;
+        }
+    }
+    let names: Vec<String> = set
+        .policies
+        .iter()
+        .map(|p| p.metadata.name.clone().expect("named policy"))
+        .collect();
+    for policy in &set.policies {
+        let objects = compile(policy, &set.regions).expect("the policy compiles");
+        for document in objects.to_json().expect("serializes") {
+            apply(&client, &document)
+                .await
+                .unwrap_or_else(|e| panic!("the API server refused {}: {e}", describe(&document)));
+        }
+    }
+
+    // Propagation: every policy is live once an object the engine finds against it is caught.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    for name in &names {
+        // A governed ConfigMap in a namespace of no region: dataLocation finds it homeless.
+        let policy = set
+            .policies
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(name.as_str()))
+            .expect("policy");
+        let probe = &serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "admission-probe", "namespace": "team-unlabelled",
+                         "labels": {"sovereign.ai/data-class": policy.spec.data_classes[0]}},
+        });
+        assert!(
+            set.engine_verdict(probe).contains(name),
+            "the probe does not break {name}"
+        );
+        loop {
+            let verdict = dry_run(probe, &names);
+            if verdict.policies.contains(name) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "policy {name} never became active; last answer to {}: {verdict:?}",
+                describe(probe)
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    let modes: std::collections::BTreeMap<&str, PolicyMode> = set
+        .policies
+        .iter()
+        .map(|p| (p.metadata.name.as_deref().unwrap(), p.spec.mode))
+        .collect();
+    let mut mismatches = Vec::new();
+    let mut denied = 0;
+    let mut warned = 0;
+    for object in &set.objects {
+        let expected = set.engine_verdict(object);
+        let verdict = dry_run(object, &names);
+        let must_refuse = expected
+            .iter()
+            .any(|p| modes[p.as_str()] == PolicyMode::Enforce);
+        let mut problem = String::new();
+        if verdict.refused != must_refuse {
+            problem = format!("refused={} (expected {must_refuse})", verdict.refused);
+        }
+        if verdict.refused {
+            denied += 1;
+        }
+        if !verdict.refused && !verdict.policies.is_empty() {
+            warned += 1;
+        }
+        if verdict.policies != expected || !problem.is_empty() {
+            mismatches.push((
+                describe(object),
+                expected,
+                verdict.policies,
+                format!("{problem} {}", verdict.output),
+            ));
+        }
+    }
+    // Leave no cluster-wide admission behind for the other tests of the run.
+    for name in &names {
+        let object = object_name(name);
+        kubectl(&[
+            "delete",
+            "--ignore-not-found",
+            &format!("validatingadmissionpolicybinding/{object}"),
+            &format!("validatingadmissionpolicy/{object}"),
+        ]);
+    }
+    eprintln!(
+        "admission parity: {} objects compared ({denied} denied, {warned} warned), {} skipped",
+        set.objects.len(),
+        set.skipped.len()
+    );
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} objects differ between the API server and the engine:\n{}",
+        mismatches.len(),
+        set.objects.len(),
+        mismatch_table(&mismatches)
+    );
+    assert!(
+        set.objects.len() >= 40,
+        "only {} objects compared",
+        set.objects.len()
+    );
+    assert!(
+        denied >= 10 && warned >= 1,
+        "denied {denied}, warned {warned}"
+    );
+}
