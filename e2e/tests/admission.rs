@@ -31,7 +31,7 @@ fn dry_run(object: &Value, policies: &[String]) -> Verdict {
     let file = std::env::temp_dir().join(format!(
         "sovereign-e2e-admission-{}-{}.json",
         std::process::id(),
-        rand_suffix(object)
+        file_suffix(object)
     ));
     std::fs::write(&file, serde_json::to_vec(object).expect("json")).expect("writable temp file");
     let cache = std::env::temp_dir().join(format!("sovereign-e2e-kubectl-{}", std::process::id()));
@@ -56,7 +56,7 @@ fn dry_run(object: &Value, policies: &[String]) -> Verdict {
     }
 }
 
-fn rand_suffix(object: &Value) -> String {
+fn file_suffix(object: &Value) -> String {
     describe(object).replace(['/', ' '], "-")
 }
 

@@ -44,7 +44,8 @@
 //! Kinds matched: Pods, ReplicationControllers, PVCs, Secrets, ConfigMaps, Deployments,
 //! StatefulSets, DaemonSets, ReplicaSets, Jobs, CronJobs and the namespaced `sovereign.ai`
 //! kinds (InferenceBackends, TokenBudgets: `dataLocation` only), on CREATE and UPDATE, only
-//! when the object or its pod template carries one of the policy's data classes.
+//! when the object or its pod template carries one of the policy's data classes and is not
+//! being deleted (removing a finalizer is never refused).
 //!
 //! Audit only (the operator's audit and the offline `check`): `forbidCrossBorderReplication`
 //! (Velero BackupStorageLocation / Backup / Schedule, CloudNativePG, VolumeReplication and
@@ -527,10 +528,18 @@ pub fn compile(
         "spec": {
             "failurePolicy": "Fail",
             "matchConstraints": match_resources,
-            "matchConditions": [{
-                "name": "governed",
-                "expression": governed_condition(&policy.spec.data_classes),
-            }],
+            "matchConditions": [
+                {
+                    "name": "governed",
+                    "expression": governed_condition(&policy.spec.data_classes),
+                },
+                // An object being deleted only loses finalizers: refusing that update would
+                // leave a violating object stuck in deletion rather than gone.
+                {
+                    "name": "not-being-deleted",
+                    "expression": "!has(object.metadata.deletionTimestamp)",
+                },
+            ],
             "variables": variables(allowed, &facts(policy, regions)?)
                 .into_iter()
                 .map(|(name, expression)| json!({"name": name, "expression": expression}))
@@ -808,6 +817,21 @@ mod tests {
             ("ResidencyPolicy", "u-1")
         );
         assert!(objects.policy.metadata.owner_references.is_some());
+    }
+
+    #[test]
+    fn objects_being_deleted_are_not_evaluated() {
+        let (regions, policies) = example();
+        let objects = compile(&policies[0], &regions).unwrap();
+        let claim = json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data", "namespace": "sovereign-eu",
+                         "labels": {DATA_CLASS: "pii"},
+                         "deletionTimestamp": "2026-01-01T00:00:00Z",
+                         "finalizers": ["kubernetes.io/pvc-protection"]},
+            "spec": {"storageClassName": "gp3"}
+        });
+        assert_eq!(evaluate_offline(&objects, &claim, None).unwrap(), None);
     }
 
     #[test]

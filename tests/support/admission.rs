@@ -80,10 +80,17 @@ pub struct ParitySet {
 
 impl ParitySet {
     pub fn load() -> Self {
+        Self::load_with(|_| {})
+    }
+
+    /// The set with the example's and corpus's policies changed by `adjust` (for variants:
+    /// rules switched off, other residency kinds).
+    pub fn load_with(adjust: impl FnOnce(&mut Vec<ResidencyPolicy>)) -> Self {
         let example = read("deploy/examples/eu-india");
         let corpus = read("tests/residency");
-        let resources = manifest::classify(example.iter().chain(&corpus).cloned().collect())
+        let mut resources = manifest::classify(example.iter().chain(&corpus).cloned().collect())
             .expect("valid custom resources");
+        adjust(&mut resources.policies);
         let engine = Engine::new(&resources.regions, &resources.policies);
         let namespaces: BTreeMap<String, Value> = example
             .iter()
