@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sovereign_operator::api::policy::{PolicyMode, ResidencyKind, ResidencyPolicy};
-use sovereign_operator::residency::admission::{compile, object_name};
+use sovereign_operator::residency::admission::{compile, evaluate_offline, object_name};
 
 use crate::admission_support::{ParitySet, describe, mismatch_table};
 use crate::harness::{PATIENCE, apply, client, ensure_namespace, install_example, kubectl};
@@ -145,8 +145,10 @@ async fn parity_round(
         .iter()
         .map(|p| p.metadata.name.clone().expect("named policy"))
         .collect();
+    let mut compiled = Vec::new();
     for policy in &set.policies {
         let objects = compile(policy, &set.regions).expect("the policy compiles");
+        compiled.push(objects.clone());
         for document in objects.to_json().expect("serializes") {
             apply(client, &document)
                 .await
@@ -199,6 +201,21 @@ async fn parity_round(
         }
         if !verdict.refused && !verdict.policies.is_empty() {
             warned += 1;
+        }
+        // The API server's messages are the ones kube's CEL engine computes offline (a
+        // messageExpression the server could not evaluate would show its static fallback).
+        let namespace = object["metadata"]["namespace"]
+            .as_str()
+            .and_then(|ns| set.namespaces.get(ns));
+        for objects in &compiled {
+            let offline = evaluate_offline(objects, object, namespace)
+                .unwrap_or_else(|e| panic!("{}: {e}", describe(object)));
+            // A denial reports the first failing validation only.
+            for message in offline.into_iter().flatten().take(1) {
+                if !verdict.output.contains(&message) {
+                    problem.push_str(&format!(" missing message {message:?};"));
+                }
+            }
         }
         if verdict.policies != expected || !problem.is_empty() {
             mismatches.push((

@@ -459,8 +459,16 @@ fn validations(policy: &ResidencyPolicy, name: &str) -> Vec<Value> {
             "pinWorkloads",
             format!("!variables.hasTemplate || ({})", guard(pinned())),
             format!(
-                "({cannot}variables.podSpecPath + ': pods may run outside ' + variables.locations.join(', ') + \
-                 '; add nodeSelector {topo}: <location> or a required node affinity {topo} In [' + variables.locations.join(', ') + '] to every nodeSelectorTerm (' + variables.scope + ')')"
+                "({cannot}variables.podSpecPath + ': ' + \
+                 ((has(variables.podSpec.nodeSelector) && {topo_lit} in variables.podSpec.nodeSelector) ? \
+                 'nodeSelector {topo}=' + variables.podSpec.nodeSelector[{topo_lit}] + ' is outside the allowed locations; set it to one of ' + variables.locations.join(', ') : \
+                 ((has(variables.podSpec.affinity) && has(variables.podSpec.affinity.nodeAffinity) && has(variables.podSpec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution) && has(variables.podSpec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms) && variables.podSpec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms.size() > 0) ? \
+                 'a required node affinity nodeSelectorTerm allows a location outside ' + variables.locations.join(', ') + ' or has no {topo} In expression (NotIn and Exists do not pin)' : \
+                 'pods may run outside ' + variables.locations.join(', ') + ': ' + \
+                 ((has(variables.podSpec.affinity) && has(variables.podSpec.affinity.nodeAffinity) && has(variables.podSpec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution)) ? 'only a preferred node affinity, which does not pin' : 'no region nodeSelector or required node affinity')) + \
+                 '; add nodeSelector {topo}: <location> or a required node affinity {topo} In [' + variables.locations.join(', ') + '] to every nodeSelectorTerm') + \
+                 ' (' + variables.scope + ')')",
+                topo_lit = lit(TOPOLOGY_REGION),
             ),
         ));
     }
@@ -476,12 +484,18 @@ fn validations(policy: &ResidencyPolicy, name: &str) -> Vec<Value> {
                 stored("c.spec")
             ))
         );
-        let what = format!(
-            "({cannot}(variables.storageClasses.size() == 0 ? variables.scope + ' declares no spec.storageClasses, so no volume of governed data can be proven in-region; list the region\\'s in-region storage classes and use one' : \
-             'a volume claim has no in-region storageClassName; set storageClassName to one of ' + variables.storageClasses.join(', ')))"
+        let none = format!(
+            "{cannot}variables.storageClasses.size() == 0 ? variables.scope + ' declares no spec.storageClasses, so no volume of governed data can be proven in-region; list the region\\'s in-region storage classes and use one' : "
         );
-        out.push(validation(name, "pinStorage", claim, what.clone()));
-        out.push(validation(name, "pinStorage", templates, what));
+        let claim_what = format!(
+            "({none}(has(object.spec.storageClassName) && object.spec.storageClassName != '' ? 'storageClassName ' + object.spec.storageClassName + ' is not an in-region class of ' + variables.scope + '; use one of ' + variables.storageClasses.join(', ') : 'no storageClassName (the cluster default, whose location is unknown); set storageClassName to one of ' + variables.storageClasses.join(', ')))"
+        );
+        let templates_what = format!(
+            "({none}object.spec.volumeClaimTemplates.filter(c, !({})).map(c, 'volumeClaimTemplates[' + c.metadata.name + ']: ' + (has(c.spec.storageClassName) && c.spec.storageClassName != '' ? 'storageClassName ' + c.spec.storageClassName + ' is not an in-region class of ' + variables.scope + '; use one of ' + variables.storageClasses.join(', ') : 'no storageClassName (the cluster default, whose location is unknown); set storageClassName to one of ' + variables.storageClasses.join(', '))).join('; '))",
+            stored("c.spec")
+        );
+        out.push(validation(name, "pinStorage", claim, claim_what));
+        out.push(validation(name, "pinStorage", templates, templates_what));
     }
     out
 }
