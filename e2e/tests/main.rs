@@ -7,6 +7,10 @@
 #[path = "../../tests/support/corpus.rs"]
 mod corpus;
 
+#[path = "../../tests/support/admission.rs"]
+mod admission_support;
+
+mod admission;
 mod harness;
 mod litellm;
 mod provisioning;

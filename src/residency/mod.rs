@@ -3,8 +3,10 @@
 //!
 //! [`engine`] holds the engine itself ([`Engine`]: regions + policies in, [`Finding`]s out);
 //! the other modules are the single rules it is built from, also used on their own by the
-//! controllers.
+//! controllers. [`admission`] compiles a policy into the ValidatingAdmissionPolicy the API
+//! server enforces, with the engine's semantics for the rules one object can decide.
 
+pub mod admission;
 pub mod engine;
 pub mod inference;
 pub mod jurisdiction;

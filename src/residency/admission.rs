@@ -1,0 +1,885 @@
+//! The admission compiler: a ResidencyPolicy (plus the SovereignRegions) compiled into a
+//! ValidatingAdmissionPolicy and its binding, so that the API server itself
+//! refuses (Enforce) or warns about (Audit) what the offline [`Engine`](super::Engine) would
+//! report — principle 4 of the design: one policy, the same verdict at every layer. Pure: no
+//! client; the controller that applies the objects is separate.
+//!
+//! # Objects (both named `sovereign-residency-<policy>`, cluster-scoped)
+//! - `ValidatingAdmissionPolicy`: the CEL, generated from the policy's spec (data classes,
+//!   residency kind, rules, exempt namespaces) and the regions' facts. It must be regenerated
+//!   when a SovereignRegion's locations or storage classes change.
+//! - `ValidatingAdmissionPolicyBinding`: Enforce → `[Deny]`, Audit → `[Warn, Audit]`.
+//!
+//! The region facts are the VAP's first variable, `facts`, a CEL map literal with these keys
+//! (values are strings, lists comma-joined, so the CEL looks them up with
+//! `variables.facts[...]` and `.split(',')`):
+//! - `regions`: region names; `namespaces`: the regions' stack namespaces (for messages);
+//! - `region.<r>.locations`, `region.<r>.storageClasses`, `region.<r>.jurisdiction`,
+//!   `region.<r>.namespace`;
+//! - `namespace.<ns>.region`: the region whose stack namespace `<ns>` is — the fallback when
+//!   the Namespace has no `sovereign.ai/region` label (the label itself is read from
+//!   `namespaceObject`);
+//! - AllowedJurisdictions policies only: `scope.regions`, `scope.locations`,
+//!   `scope.storageClasses` (union over the regions whose jurisdiction is allowed) and
+//!   `scope.description`.
+//!
+//! Why not a params ConfigMap (`paramKind`)? On kube-apiserver 1.36 the informer of a built-in
+//! paramKind stops for good once no binding uses it for a moment (kubernetes/kubernetes#133827,
+//! #130887; fix #141015 / backport #142150 not released): after a policy is deleted and
+//! re-created, every matched write is denied with "no params found" until the API server
+//! restarts — the e2e reproduced it. Facts compiled into the policy cannot go missing.
+//!
+//! # Admission vs audit
+//! Admission sees one object at a time, so it carries the rules that one object (plus its
+//! Namespace) decides, with the engine's semantics:
+//! - `dataLocation` — home region = the object's `sovereign.ai/region` label, else its pod
+//!   template's, else its namespace's (label, else stack namespace); it must be a declared
+//!   region, and (HomeRegion) the namespace's region must be it, or (AllowedJurisdictions) both
+//!   must be in scope;
+//! - `pinWorkloads` — nodeSelector / every required nodeSelectorTerm pins to the scope's
+//!   locations (Pod `spec`, workloads `spec.template.spec`, CronJob
+//!   `spec.jobTemplate.spec.template.spec`);
+//! - `pinStorage` — PVCs and StatefulSet `volumeClaimTemplates` use a scope storage class.
+//!
+//! Kinds matched: Pods, ReplicationControllers, PVCs, Secrets, ConfigMaps, Deployments,
+//! StatefulSets, DaemonSets, ReplicaSets, Jobs, CronJobs and the namespaced `sovereign.ai`
+//! kinds (InferenceBackends, TokenBudgets: `dataLocation` only), on CREATE and UPDATE, only
+//! when the object or its pod template carries one of the policy's data classes and is not
+//! being deleted (removing a finalizer is never refused).
+//!
+//! Audit only (the operator's audit and the offline `check`): `forbidCrossBorderReplication`
+//! (Velero BackupStorageLocation / Backup / Schedule, CloudNativePG, VolumeReplication and
+//! declared `sinks` — Backups and VolumeReplications need another object, and the sink
+//! expressions are user CEL best kept out of the API server's hot path), `inferenceHosting`
+//! (backend hosting facts) and `observabilityInRegion` (a region's endpoints, not a governed
+//! object), and the rules on cluster-scoped objects.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
+use serde_json::{Value, json};
+
+use crate::api::labels::{
+    COMPONENT, DATA_CLASS, INSTANCE, MANAGED_BY, MANAGER, PART_OF, PART_OF_VALUE, REGION,
+    TOPOLOGY_REGION,
+};
+use crate::api::policy::{PolicyMode, ResidencyKind, ResidencyPolicy};
+use crate::api::region::SovereignRegion;
+
+use super::jurisdiction::is_within;
+
+/// `app.kubernetes.io/component` of the generated objects.
+pub const COMPONENT_VALUE: &str = "admission";
+
+/// Kinds whose pod template is at `spec.template`.
+const TEMPLATE_KINDS: [&str; 6] = [
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "Job",
+    "ReplicationController",
+];
+
+/// What one ResidencyPolicy compiles into.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdmissionObjects {
+    /// The CEL rules.
+    pub policy: ValidatingAdmissionPolicy,
+    /// Where and how they apply.
+    pub binding: ValidatingAdmissionPolicyBinding,
+}
+
+impl AdmissionObjects {
+    /// Both objects as JSON documents, in the order to apply them (the policy first, so the
+    /// binding never points at nothing).
+    pub fn to_json(&self) -> Result<Vec<Value>, AdmissionError> {
+        let json = |v: Result<Value, serde_json::Error>| {
+            v.map_err(|e| AdmissionError::Serialize(e.to_string()))
+        };
+        Ok(vec![
+            json(serde_json::to_value(&self.policy))?,
+            json(serde_json::to_value(&self.binding))?,
+        ])
+    }
+}
+
+/// Why a policy cannot be compiled.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AdmissionError {
+    /// The policy has no name.
+    #[error("ResidencyPolicy without metadata.name")]
+    Unnamed,
+    /// A region has no name.
+    #[error("SovereignRegion without metadata.name")]
+    UnnamedRegion,
+    /// The generated object does not fit its type (a bug).
+    #[error("generated admission object does not serialize: {0}")]
+    Serialize(String),
+}
+
+/// `sovereign-residency-<policy>`: the name of both objects.
+pub fn object_name(policy: &str) -> String {
+    format!("sovereign-residency-{policy}")
+}
+
+/// A CEL string literal.
+fn lit(text: &str) -> String {
+    serde_json::to_string(text).expect("a string serializes")
+}
+
+/// A CEL list literal of strings.
+fn list(items: &[String]) -> String {
+    format!(
+        "[{}]",
+        items.iter().map(|i| lit(i)).collect::<Vec<_>>().join(", ")
+    )
+}
+
+/// CEL: `labels` (a map expression, possibly absent) has `DATA_CLASS` in `classes`.
+fn class_in(labels_path: &str, guards: &[&str], classes: &str) -> String {
+    let mut parts: Vec<String> = guards.iter().map(|g| format!("has({g})")).collect();
+    parts.push(format!("has({labels_path})"));
+    parts.push(format!("{} in {labels_path}", lit(DATA_CLASS)));
+    parts.push(format!("{labels_path}[{}] in {classes}", lit(DATA_CLASS)));
+    format!("({})", parts.join(" && "))
+}
+
+/// The matchCondition: the object or its pod template carries a governed data class.
+fn governed_condition(classes: &[String]) -> String {
+    let classes = list(classes);
+    let kinds = list(&TEMPLATE_KINDS.map(str::to_owned));
+    format!(
+        "{own} || (request.kind.kind in {kinds} && {template}) || (request.kind.kind == 'CronJob' && {cron})",
+        own = class_in("object.metadata.labels", &[], &classes),
+        template = class_in(
+            "object.spec.template.metadata.labels",
+            &[
+                "object.spec",
+                "object.spec.template",
+                "object.spec.template.metadata"
+            ],
+            &classes
+        ),
+        cron = class_in(
+            "object.spec.jobTemplate.spec.template.metadata.labels",
+            &[
+                "object.spec",
+                "object.spec.jobTemplate",
+                "object.spec.jobTemplate.spec",
+                "object.spec.jobTemplate.spec.template",
+                "object.spec.jobTemplate.spec.template.metadata",
+            ],
+            &classes
+        ),
+    )
+}
+
+/// The VAP `variables`, in evaluation order (later ones refer to earlier ones).
+fn variables(allowed: bool, facts: &BTreeMap<String, String>) -> Vec<(&'static str, String)> {
+    let region = lit(REGION);
+    let kinds = list(&TEMPLATE_KINDS.map(str::to_owned));
+    let split = |key: &str| format!("variables.facts[{key}].split(',').filter(x, x != '')");
+    let facts = format!(
+        "{{{}}}",
+        facts
+            .iter()
+            .map(|(k, v)| format!("{}: {}", lit(k), lit(v)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut out = vec![
+        ("facts", facts),
+        (
+            "labels",
+            "has(object.metadata.labels) ? object.metadata.labels : {}".to_owned(),
+        ),
+        (
+            "template",
+            format!(
+                "request.kind.kind == 'Pod' ? object : \
+                 (request.kind.kind == 'CronJob' ? \
+                 (has(object.spec) && has(object.spec.jobTemplate) && has(object.spec.jobTemplate.spec) && has(object.spec.jobTemplate.spec.template) ? object.spec.jobTemplate.spec.template : {{}}) : \
+                 (request.kind.kind in {kinds} && has(object.spec) && has(object.spec.template) ? object.spec.template : {{}}))"
+            ),
+        ),
+        (
+            "hasTemplate",
+            format!("request.kind.kind in ['Pod', 'CronJob'] || request.kind.kind in {kinds}"),
+        ),
+        (
+            "podSpecPath",
+            "request.kind.kind == 'Pod' ? 'spec' : (request.kind.kind == 'CronJob' ? 'spec.jobTemplate.spec.template.spec' : 'spec.template.spec')".to_owned(),
+        ),
+        (
+            "templateLabels",
+            "has(variables.template.metadata) && has(variables.template.metadata.labels) ? variables.template.metadata.labels : {}".to_owned(),
+        ),
+        (
+            "podSpec",
+            "has(variables.template.spec) ? variables.template.spec : {}".to_owned(),
+        ),
+        ("regions", split("'regions'")),
+        (
+            "namespaceRegion",
+            format!(
+                "namespaceObject != null && has(namespaceObject.metadata.labels) && {region} in namespaceObject.metadata.labels ? namespaceObject.metadata.labels[{region}] : \
+                 ('namespace.' + request.namespace + '.region' in variables.facts ? variables.facts['namespace.' + request.namespace + '.region'] : '')"
+            ),
+        ),
+        (
+            "home",
+            format!(
+                "{region} in variables.labels ? variables.labels[{region}] : \
+                 ({region} in variables.templateLabels ? variables.templateLabels[{region}] : variables.namespaceRegion)"
+            ),
+        ),
+        ("homeKnown", "variables.home in variables.regions".to_owned()),
+        (
+            "name",
+            "(has(object.metadata.namespace) ? object.metadata.namespace : request.namespace) + '/' + (has(object.metadata.name) ? object.metadata.name : request.name)".to_owned(),
+        ),
+    ];
+    if allowed {
+        out.extend([
+            ("scopeRegions", split("'scope.regions'")),
+            ("locations", split("'scope.locations'")),
+            ("storageClasses", split("'scope.storageClasses'")),
+            ("scope", "variables.facts['scope.description']".to_owned()),
+        ]);
+    } else {
+        out.extend([
+            (
+                "locations",
+                format!(
+                    "variables.homeKnown ? {} : []",
+                    split("'region.' + variables.home + '.locations'")
+                ),
+            ),
+            (
+                "storageClasses",
+                format!(
+                    "variables.homeKnown ? {} : []",
+                    split("'region.' + variables.home + '.storageClasses'")
+                ),
+            ),
+            ("scope", "'region ' + variables.home".to_owned()),
+        ]);
+    }
+    out
+}
+
+/// CEL: the pod spec in `variables.podSpec` is pinned to `variables.locations` (the engine's
+/// `placement::unpinned_reason` is None).
+fn pinned() -> String {
+    let topo = lit(TOPOLOGY_REGION);
+    let required =
+        "variables.podSpec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution";
+    format!(
+        "(has(variables.podSpec.nodeSelector) && {topo} in variables.podSpec.nodeSelector) ? \
+         variables.podSpec.nodeSelector[{topo}] in variables.locations : \
+         (has(variables.podSpec.affinity) && has(variables.podSpec.affinity.nodeAffinity) && \
+         has({required}) && has({required}.nodeSelectorTerms) && \
+         {required}.nodeSelectorTerms.size() > 0 && \
+         {required}.nodeSelectorTerms.all(t, has(t.matchExpressions) && \
+         t.matchExpressions.exists(e, e.key == {topo} && e.operator == 'In' && has(e.values) && \
+         e.values.size() > 0 && e.values.all(v, v in variables.locations))))"
+    )
+}
+
+/// CEL: claim spec `spec` uses one of `variables.storageClasses`.
+fn stored(spec: &str) -> String {
+    format!(
+        "has({spec}) && has({spec}.storageClassName) && {spec}.storageClassName in variables.storageClasses"
+    )
+}
+
+/// The metadata of a generated object: managed labels and, when the policy has a uid, an
+/// owner reference to it (the API server then deletes the objects with the policy).
+fn meta(policy: &ResidencyPolicy, name: &str) -> ObjectMeta {
+    let policy_name = policy.metadata.name.clone().unwrap_or_default();
+    let labels = BTreeMap::from([
+        (MANAGED_BY.to_owned(), MANAGER.to_owned()),
+        (PART_OF.to_owned(), PART_OF_VALUE.to_owned()),
+        (COMPONENT.to_owned(), COMPONENT_VALUE.to_owned()),
+        (INSTANCE.to_owned(), policy_name.clone()),
+    ]);
+    let owner = policy.metadata.uid.clone().map(|uid| OwnerReference {
+        api_version: ResidencyPolicy::api_version(&()).into_owned(),
+        kind: ResidencyPolicy::kind(&()).into_owned(),
+        name: policy_name,
+        uid,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    });
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        labels: Some(labels),
+        owner_references: owner.map(|o| vec![o]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The region facts for `policy` and `regions` (the `facts` variable).
+pub fn facts(
+    policy: &ResidencyPolicy,
+    regions: &[SovereignRegion],
+) -> Result<BTreeMap<String, String>, AdmissionError> {
+    let mut data = BTreeMap::new();
+    let mut names = Vec::new();
+    let mut namespaces = Vec::new();
+    let mut scope_regions = Vec::new();
+    let mut scope_locations: Vec<String> = Vec::new();
+    let mut scope_classes: Vec<String> = Vec::new();
+    let allowed = &policy.spec.residency.allowed_jurisdictions;
+    for region in regions {
+        let name = region
+            .metadata
+            .name
+            .clone()
+            .ok_or(AdmissionError::UnnamedRegion)?;
+        let namespace = region.stack_namespace();
+        data.insert(
+            format!("region.{name}.locations"),
+            region.spec.locations.join(","),
+        );
+        data.insert(
+            format!("region.{name}.storageClasses"),
+            region.spec.storage_classes.join(","),
+        );
+        data.insert(
+            format!("region.{name}.jurisdiction"),
+            region.spec.jurisdiction.clone(),
+        );
+        data.insert(format!("region.{name}.namespace"), namespace.clone());
+        data.insert(format!("namespace.{namespace}.region"), name.clone());
+        if allowed
+            .iter()
+            .any(|j| is_within(&region.spec.jurisdiction, j))
+        {
+            scope_regions.push(name.clone());
+            for l in &region.spec.locations {
+                if !scope_locations.contains(l) {
+                    scope_locations.push(l.clone());
+                }
+            }
+            for c in &region.spec.storage_classes {
+                if !scope_classes.contains(c) {
+                    scope_classes.push(c.clone());
+                }
+            }
+        }
+        names.push(name);
+        namespaces.push(namespace);
+    }
+    data.insert("regions".to_owned(), names.join(","));
+    data.insert("namespaces".to_owned(), namespaces.join(","));
+    if policy.spec.residency.kind == ResidencyKind::AllowedJurisdictions {
+        data.insert("scope.regions".to_owned(), scope_regions.join(","));
+        data.insert("scope.locations".to_owned(), scope_locations.join(","));
+        data.insert("scope.storageClasses".to_owned(), scope_classes.join(","));
+        data.insert(
+            "scope.description".to_owned(),
+            format!("jurisdictions {}", allowed.join(", ")),
+        );
+    }
+    Ok(data)
+}
+
+/// One validation: expression, static message, messageExpression (`<what>` appended after
+/// `Kind ns/name: rule (policy): `).
+fn validation(policy: &str, rule: &str, expression: String, what: String) -> Value {
+    json!({
+        "expression": expression,
+        "message": format!("{rule} ({policy}): the object breaks ResidencyPolicy {policy}"),
+        "messageExpression": format!(
+            "object.kind + ' ' + variables.name + ': {rule} ({policy}): ' + {what}"
+        ),
+        "reason": "Forbidden",
+    })
+}
+
+/// The validations of `policy`.
+fn validations(policy: &ResidencyPolicy, name: &str) -> Vec<Value> {
+    let rules = &policy.spec.rules;
+    let allowed = policy.spec.residency.kind == ResidencyKind::AllowedJurisdictions;
+    let region = REGION;
+    let mut out = Vec::new();
+    let no_home = format!(
+        "(variables.home == '' ? 'it carries governed data but has no home region: label it {region}=<region> or put it in a region\\'s namespace (' + variables.facts['namespaces'] + ')' : \
+         '{region}=' + variables.home + ' (on the object or its namespace) names no SovereignRegion; use one of ' + variables.facts['regions'])"
+    );
+    if rules.data_location {
+        let (expression, what) = if allowed {
+            (
+                "variables.homeKnown && variables.home in variables.scopeRegions && variables.namespaceRegion in variables.scopeRegions".to_owned(),
+                format!(
+                    "(!variables.homeKnown ? {no_home} : \
+                     (!(variables.home in variables.scopeRegions) ? 'its home region ' + variables.home + ' (jurisdiction ' + variables.facts['region.' + variables.home + '.jurisdiction'] + ') is outside ' + variables.scope + '; keep it in a region of those jurisdictions' : \
+                     'namespace ' + request.namespace + ' belongs to ' + (variables.namespaceRegion in variables.regions ? 'region ' + variables.namespaceRegion + ', outside ' + variables.scope : 'no region') + '; move it to ' + variables.facts['region.' + variables.home + '.namespace'] + ' or a namespace of ' + variables.scope))"
+                ),
+            )
+        } else {
+            (
+                "variables.homeKnown && variables.namespaceRegion == variables.home".to_owned(),
+                format!(
+                    "(!variables.homeKnown ? {no_home} : \
+                     'its home region is ' + variables.home + ' but namespace ' + request.namespace + \
+                     (variables.namespaceRegion in variables.regions ? ' belongs to region ' + variables.namespaceRegion + '; move it to ' + variables.facts['region.' + variables.home + '.namespace'] : \
+                     ' belongs to no region; move it to ' + variables.facts['region.' + variables.home + '.namespace'] + ' or label namespace ' + request.namespace + ' {region}=' + variables.home))"
+                ),
+            )
+        };
+        out.push(validation(name, "dataLocation", expression, what));
+    }
+    // With dataLocation on, an unknown home region is its finding alone; with it off, the
+    // other rules fail closed (the engine reports "cannot be checked").
+    let guard = |check: String| {
+        if allowed {
+            check
+        } else if rules.data_location {
+            format!("!variables.homeKnown || ({check})")
+        } else {
+            format!("variables.homeKnown && ({check})")
+        }
+    };
+    let cannot = if allowed {
+        String::new()
+    } else {
+        format!("!variables.homeKnown ? {no_home} : ")
+    };
+    if rules.pin_workloads {
+        let topo = TOPOLOGY_REGION;
+        out.push(validation(
+            name,
+            "pinWorkloads",
+            format!("!variables.hasTemplate || ({})", guard(pinned())),
+            format!(
+                "({cannot}variables.podSpecPath + ': ' + \
+                 ((has(variables.podSpec.nodeSelector) && {topo_lit} in variables.podSpec.nodeSelector) ? \
+                 'nodeSelector {topo}=' + variables.podSpec.nodeSelector[{topo_lit}] + ' is outside the allowed locations; set it to one of ' + variables.locations.join(', ') : \
+                 ((has(variables.podSpec.affinity) && has(variables.podSpec.affinity.nodeAffinity) && has(variables.podSpec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution) && has(variables.podSpec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms) && variables.podSpec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms.size() > 0) ? \
+                 'a required node affinity nodeSelectorTerm allows a location outside ' + variables.locations.join(', ') + ' or has no {topo} In expression (NotIn and Exists do not pin)' : \
+                 'pods may run outside ' + variables.locations.join(', ') + ': ' + \
+                 ((has(variables.podSpec.affinity) && has(variables.podSpec.affinity.nodeAffinity) && has(variables.podSpec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution)) ? 'only a preferred node affinity, which does not pin' : 'no region nodeSelector or required node affinity')) + \
+                 '; add nodeSelector {topo}: <location> or a required node affinity {topo} In [' + variables.locations.join(', ') + '] to every nodeSelectorTerm') + \
+                 ' (' + variables.scope + ')')",
+                topo_lit = lit(TOPOLOGY_REGION),
+            ),
+        ));
+    }
+    if rules.pin_storage {
+        let claim = format!(
+            "request.kind.kind != 'PersistentVolumeClaim' || ({})",
+            guard(stored("object.spec"))
+        );
+        let templates = format!(
+            "request.kind.kind != 'StatefulSet' || ({})",
+            guard(format!(
+                "!has(object.spec.volumeClaimTemplates) || object.spec.volumeClaimTemplates.all(c, {})",
+                stored("c.spec")
+            ))
+        );
+        let none = format!(
+            "{cannot}variables.storageClasses.size() == 0 ? variables.scope + ' declares no spec.storageClasses, so no volume of governed data can be proven in-region; list the region\\'s in-region storage classes and use one' : "
+        );
+        let claim_what = format!(
+            "({none}(has(object.spec.storageClassName) && object.spec.storageClassName != '' ? 'storageClassName ' + object.spec.storageClassName + ' is not an in-region class of ' + variables.scope + '; use one of ' + variables.storageClasses.join(', ') : 'no storageClassName (the cluster default, whose location is unknown); set storageClassName to one of ' + variables.storageClasses.join(', ')))"
+        );
+        let templates_what = format!(
+            "({none}object.spec.volumeClaimTemplates.filter(c, !({})).map(c, 'volumeClaimTemplates[' + c.metadata.name + ']: ' + (has(c.spec.storageClassName) && c.spec.storageClassName != '' ? 'storageClassName ' + c.spec.storageClassName + ' is not an in-region class of ' + variables.scope + '; use one of ' + variables.storageClasses.join(', ') : 'no storageClassName (the cluster default, whose location is unknown); set storageClassName to one of ' + variables.storageClasses.join(', '))).join('; '))",
+            stored("c.spec")
+        );
+        out.push(validation(name, "pinStorage", claim, claim_what));
+        out.push(validation(name, "pinStorage", templates, templates_what));
+    }
+    out
+}
+
+/// Compiles `policy` against `regions` into its admission objects.
+pub fn compile(
+    policy: &ResidencyPolicy,
+    regions: &[SovereignRegion],
+) -> Result<AdmissionObjects, AdmissionError> {
+    let policy_name = policy
+        .metadata
+        .name
+        .clone()
+        .ok_or(AdmissionError::Unnamed)?;
+    let name = object_name(&policy_name);
+    let allowed = policy.spec.residency.kind == ResidencyKind::AllowedJurisdictions;
+    let ops = json!(["CREATE", "UPDATE"]);
+    let mut match_resources = json!({
+        "resourceRules": [
+            {"apiGroups": [""], "apiVersions": ["v1"], "operations": ops,
+             "resources": ["pods", "replicationcontrollers", "persistentvolumeclaims", "secrets", "configmaps"],
+             "scope": "Namespaced"},
+            {"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ops,
+             "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"],
+             "scope": "Namespaced"},
+            {"apiGroups": ["batch"], "apiVersions": ["v1"], "operations": ops,
+             "resources": ["jobs", "cronjobs"], "scope": "Namespaced"},
+            {"apiGroups": ["sovereign.ai"], "apiVersions": ["*"], "operations": ops,
+             "resources": ["inferencebackends", "tokenbudgets"], "scope": "Namespaced"},
+        ],
+        "matchPolicy": "Equivalent",
+    });
+    if !policy.spec.exempt_namespaces.is_empty() {
+        match_resources["namespaceSelector"] = json!({"matchExpressions": [{
+            "key": "kubernetes.io/metadata.name",
+            "operator": "NotIn",
+            "values": policy.spec.exempt_namespaces,
+        }]});
+    }
+    let vap = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": meta(policy, &name),
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": match_resources,
+            "matchConditions": [
+                {
+                    "name": "governed",
+                    "expression": governed_condition(&policy.spec.data_classes),
+                },
+                // An object being deleted only loses finalizers: refusing that update would
+                // leave a violating object stuck in deletion rather than gone.
+                {
+                    "name": "not-being-deleted",
+                    "expression": "!has(object.metadata.deletionTimestamp)",
+                },
+            ],
+            "variables": variables(allowed, &facts(policy, regions)?)
+                .into_iter()
+                .map(|(name, expression)| json!({"name": name, "expression": expression}))
+                .collect::<Vec<_>>(),
+            "validations": validations(policy, &policy_name),
+        }
+    });
+    let actions = match policy.spec.mode {
+        PolicyMode::Enforce => json!(["Deny"]),
+        PolicyMode::Audit => json!(["Warn", "Audit"]),
+    };
+    let binding = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": meta(policy, &name),
+        "spec": {
+            "policyName": name,
+            "validationActions": actions,
+        }
+    });
+    Ok(AdmissionObjects {
+        policy: typed(vap)?,
+        binding: typed(binding)?,
+    })
+}
+
+fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, AdmissionError> {
+    serde_json::from_value(value).map_err(|e| AdmissionError::Serialize(e.to_string()))
+}
+
+/// Offline evaluation of a compiled policy with kube's CEL engine (the functions the API server
+/// has): whether `object` passes, and the messages of the validations it fails. Used by the
+/// tests to hold the CEL to the engine without an API server. `namespace` is the object's
+/// Namespace (None: an unlabelled one).
+pub fn evaluate_offline(
+    objects: &AdmissionObjects,
+    object: &Value,
+    namespace: Option<&Value>,
+) -> Result<Option<Vec<String>>, String> {
+    use kube::core::cel::cel::objects::{Key, Map};
+    use kube::core::cel::cel::{Program, Value as CelValue};
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use super::sinks::{functions, json_to_cel};
+
+    let spec = objects
+        .policy
+        .spec
+        .as_ref()
+        .ok_or("the policy has no spec")?;
+    let (group, version) = object["apiVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .rsplit_once('/')
+        .unwrap_or(("", object["apiVersion"].as_str().unwrap_or_default()));
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let ns = object["metadata"]["namespace"].as_str().unwrap_or_default();
+    let request = json!({
+        "operation": "CREATE",
+        "kind": {"group": group, "version": version, "kind": kind},
+        "namespace": ns,
+        "name": object["metadata"]["name"],
+    });
+    let namespace_object = namespace.cloned().unwrap_or_else(
+        || json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+    );
+    if !namespace_selected(spec, &namespace_object) {
+        return Ok(None);
+    }
+    let mut ctx = functions();
+    ctx.add_variable_from_value("object", json_to_cel(object));
+    ctx.add_variable_from_value("oldObject", CelValue::Null);
+    ctx.add_variable_from_value("request", json_to_cel(&request));
+    ctx.add_variable_from_value("namespaceObject", json_to_cel(&namespace_object));
+    let run = |ctx: &kube::core::cel::cel::Context<'_>, expression: &str| {
+        Program::compile(expression)
+            .map_err(|e| format!("{expression}: {e}"))?
+            .execute(ctx)
+            .map_err(|e| format!("{expression}: {e}"))
+    };
+    for condition in spec.match_conditions.iter().flatten() {
+        match run(&ctx, &condition.expression)? {
+            CelValue::Bool(true) => {}
+            CelValue::Bool(false) => return Ok(None),
+            other => return Err(format!("matchCondition yielded {other:?}")),
+        }
+    }
+    let mut values: HashMap<Key, CelValue> = HashMap::new();
+    for variable in spec.variables.iter().flatten() {
+        ctx.add_variable_from_value(
+            "variables",
+            CelValue::Map(Map {
+                map: Arc::new(values.clone()),
+            }),
+        );
+        // An error leaves the variable unbound; expressions that use it then fail, which the
+        // API server (failurePolicy Fail) treats as a denial too.
+        if let Ok(value) = run(&ctx, &variable.expression) {
+            values.insert(Key::String(Arc::new(variable.name.clone())), value);
+        }
+    }
+    ctx.add_variable_from_value(
+        "variables",
+        CelValue::Map(Map {
+            map: Arc::new(values),
+        }),
+    );
+    let mut failures = Vec::new();
+    for validation in spec.validations.iter().flatten() {
+        let passed = matches!(run(&ctx, &validation.expression), Ok(CelValue::Bool(true)));
+        if !passed {
+            let message = validation
+                .message_expression
+                .as_deref()
+                .and_then(|m| match run(&ctx, m) {
+                    Ok(CelValue::String(s)) => Some((*s).clone()),
+                    _ => None,
+                })
+                .or_else(|| validation.message.clone())
+                .unwrap_or_default();
+            failures.push(message);
+        }
+    }
+    Ok(Some(failures))
+}
+
+/// Whether the policy's `matchConstraints.namespaceSelector` selects `namespace` (with the
+/// `kubernetes.io/metadata.name` label the API server sets on every Namespace).
+fn namespace_selected(
+    spec: &k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicySpec,
+    namespace: &Value,
+) -> bool {
+    let Some(selector) = spec
+        .match_constraints
+        .as_ref()
+        .and_then(|m| m.namespace_selector.as_ref())
+    else {
+        return true;
+    };
+    let mut labels: BTreeMap<String, String> =
+        serde_json::from_value(namespace["metadata"]["labels"].clone()).unwrap_or_default();
+    if let Some(name) = namespace["metadata"]["name"].as_str() {
+        labels.insert("kubernetes.io/metadata.name".to_owned(), name.to_owned());
+    }
+    let by_labels = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let by_expressions = selector.match_expressions.iter().flatten().all(|e| {
+        let value = labels.get(&e.key);
+        let values = e.values.clone().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => !value.is_some_and(|v| values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        }
+    });
+    by_labels && by_expressions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest;
+    use std::path::PathBuf;
+
+    fn example() -> (Vec<SovereignRegion>, Vec<ResidencyPolicy>) {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/eu-india");
+        let documents = manifest::read_paths(&[path]).expect("example");
+        let resources = manifest::classify(documents).expect("typed");
+        (resources.regions, resources.policies)
+    }
+
+    #[test]
+    fn example_policies_compile_to_named_bound_objects() {
+        let (regions, policies) = example();
+        assert_eq!(policies.len(), 2);
+        for policy in &policies {
+            let objects = compile(policy, &regions).expect("compiles");
+            let name = object_name(policy.metadata.name.as_deref().unwrap());
+            assert_eq!(objects.policy.metadata.name.as_deref(), Some(name.as_str()));
+            assert_eq!(
+                objects.binding.metadata.name.as_deref(),
+                Some(name.as_str())
+            );
+            let binding = objects.binding.spec.as_ref().unwrap();
+            assert_eq!(binding.policy_name.as_deref(), Some(name.as_str()));
+            assert_eq!(
+                binding.validation_actions.as_deref(),
+                Some(&["Deny".to_owned()][..])
+            );
+            assert!(binding.param_ref.is_none());
+            let spec = objects.policy.spec.as_ref().unwrap();
+            assert_eq!(spec.failure_policy.as_deref(), Some("Fail"));
+            let selector = spec
+                .match_constraints
+                .as_ref()
+                .unwrap()
+                .namespace_selector
+                .as_ref()
+                .unwrap();
+            let expression = &selector.match_expressions.as_ref().unwrap()[0];
+            assert_eq!(expression.operator, "NotIn");
+            assert_eq!(
+                expression.values.as_deref(),
+                Some(&["kube-system".to_owned()][..])
+            );
+            let rules: Vec<_> = spec
+                .validations
+                .iter()
+                .flatten()
+                .map(|v| v.message.clone().unwrap_or_default())
+                .collect();
+            assert_eq!(rules.len(), 4, "dataLocation, pinWorkloads, pinStorage x2");
+            let labels = objects.policy.metadata.labels.as_ref().unwrap();
+            assert_eq!(labels[MANAGED_BY], MANAGER);
+            assert_eq!(labels[COMPONENT], COMPONENT_VALUE);
+            assert!(spec.param_kind.is_none());
+            let variables = spec.variables.as_ref().unwrap();
+            assert_eq!(variables[0].name, "facts");
+            assert!(variables[0].expression.contains(r#""regions": "eu,in""#));
+            let data = facts(policy, &regions).unwrap();
+            assert_eq!(data["regions"], "eu,in");
+            assert_eq!(
+                data["region.eu.locations"],
+                "europe-west9,eu-central-1,fr-par"
+            );
+            assert_eq!(data["region.in.storageClasses"], "in-regional-ssd");
+            assert_eq!(data["namespace.sovereign-in.region"], "in");
+            assert!(!data.contains_key("scope.regions"));
+            assert_eq!(objects.to_json().unwrap().len(), 2);
+        }
+    }
+
+    #[test]
+    fn audit_allowed_jurisdictions_warns_and_carries_its_scope() {
+        let (regions, _) = example();
+        let policy: ResidencyPolicy = serde_json::from_value(json!({
+            "apiVersion": "sovereign.ai/v1alpha1", "kind": "ResidencyPolicy",
+            "metadata": {"name": "financial", "uid": "u-1"},
+            "spec": {"mode": "Audit", "dataClasses": ["financial"],
+                     "residency": {"kind": "AllowedJurisdictions", "allowedJurisdictions": ["EU"]},
+                     "rules": {"pinStorage": false}}
+        }))
+        .unwrap();
+        let objects = compile(&policy, &regions).unwrap();
+        let binding = objects.binding.spec.as_ref().unwrap();
+        assert_eq!(
+            binding.validation_actions.as_deref(),
+            Some(&["Warn".to_owned(), "Audit".to_owned()][..])
+        );
+        let data = facts(&policy, &regions).unwrap();
+        assert_eq!(data["scope.regions"], "eu");
+        assert_eq!(data["scope.storageClasses"], "eu-regional-ssd");
+        let spec = objects.policy.spec.as_ref().unwrap();
+        assert!(
+            spec.match_constraints
+                .as_ref()
+                .unwrap()
+                .namespace_selector
+                .is_none()
+        );
+        assert_eq!(
+            spec.validations.as_ref().unwrap().len(),
+            2,
+            "pinStorage is off"
+        );
+        let owner = &objects.binding.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("ResidencyPolicy", "u-1")
+        );
+        assert!(objects.policy.metadata.owner_references.is_some());
+    }
+
+    #[test]
+    fn objects_being_deleted_are_not_evaluated() {
+        let (regions, policies) = example();
+        let objects = compile(&policies[0], &regions).unwrap();
+        let claim = json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data", "namespace": "sovereign-eu",
+                         "labels": {DATA_CLASS: "pii"},
+                         "deletionTimestamp": "2026-01-01T00:00:00Z",
+                         "finalizers": ["kubernetes.io/pvc-protection"]},
+            "spec": {"storageClassName": "gp3"}
+        });
+        assert_eq!(evaluate_offline(&objects, &claim, None).unwrap(), None);
+    }
+
+    #[test]
+    fn offline_messages_name_object_rule_and_fix() {
+        let (regions, policies) = example();
+        let objects = compile(&policies[0], &regions).unwrap();
+        let claim = json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data", "namespace": "sovereign-eu",
+                         "labels": {DATA_CLASS: "pii"}},
+            "spec": {"storageClassName": "gp3"}
+        });
+        let failures = evaluate_offline(&objects, &claim, None).unwrap().unwrap();
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(
+            failures[0].starts_with(
+                "PersistentVolumeClaim sovereign-eu/data: pinStorage (pii-home-region): "
+            ),
+            "{failures:?}"
+        );
+        assert!(failures[0].contains("eu-regional-ssd"), "{failures:?}");
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "sovereign-eu", "labels": {DATA_CLASS: "pii"}},
+            "spec": {"containers": []}
+        });
+        let failures = evaluate_offline(&objects, &pod, None).unwrap().unwrap();
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(
+            failures[0].contains("spec: pods may run outside europe-west9"),
+            "{failures:?}"
+        );
+        let public = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "x", "labels": {DATA_CLASS: "public"}}});
+        assert_eq!(evaluate_offline(&objects, &public, None).unwrap(), None);
+    }
+}
