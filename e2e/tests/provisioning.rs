@@ -586,7 +586,27 @@ async fn the_operator_provisions_the_example_and_follows_changes() {
         "sovereign_residency_violations for the audit policy: {gauge}"
     );
 
-    // A restart writes nothing: the new process finds everything as it wants it.
+    // A restart writes nothing: the new process finds everything as it wants it. First let the
+    // running operator finish its own work (rollouts, the last status writes): its write
+    // counter must stand still for five seconds in a row.
+    let deadline = tokio::time::Instant::now() + crate::harness::PATIENCE;
+    let (mut last, mut still) = (-1.0, 0);
+    while still < 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first operator kept writing: {last} writes"
+        );
+        let writes = operator
+            .metric_sum("sovereign_api_writes_total", "")
+            .await
+            .expect("metrics");
+        if writes == last {
+            still += 1;
+        } else {
+            (last, still) = (writes, 0);
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
     operator.stop();
     let operator = Operator::start(&["--region", "eu", "--region", "in", "--region", "nowhere"]);
     let expected_backends = (EXAMPLE_BACKENDS.len() + 1) as f64; // + orphan
