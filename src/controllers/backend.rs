@@ -2,7 +2,6 @@
 //! policies, runs self-hosted models on the region's GPU nodes, and reports readiness.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -16,10 +15,7 @@ use kube::{Api, Resource, ResourceExt};
 use rust_decimal::Decimal;
 use tracing::{Instrument, info_span};
 
-use super::{
-    Context, Error, PROGRESS_CHECK, RESYNC, RegionScope, managed_elsewhere, reset_backoff,
-    updated_conditions,
-};
+use super::{Context, Error, PROGRESS_CHECK, RESYNC, managed_elsewhere, updated_conditions};
 use crate::api::backend::{InferenceBackend, InferenceBackendStatus, ReplicaStatus};
 use crate::api::common::Money;
 use crate::api::conditions::{self, DesiredCondition, Status};
@@ -91,7 +87,6 @@ pub async fn run(
 }
 
 async fn reconcile(backend: Arc<InferenceBackend>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
     let span = info_span!(
         "reconcile",
         controller = "backend",
@@ -99,16 +94,13 @@ async fn reconcile(backend: Arc<InferenceBackend>, ctx: Arc<Context>) -> Result<
         namespace = %backend.namespace().unwrap_or_default(),
         region = %backend.spec.region
     );
-    let result = reconcile_inner(&backend, &ctx).instrument(span).await;
-    let label = match &result {
-        Ok(_) => "ok",
-        Err(e) => e.metric_label(),
-    };
-    ctx.metrics.reconciled("backend", label, started.elapsed());
-    if result.is_ok() {
-        reset_backoff(&ctx, &*backend);
-    }
-    result
+    super::measured(
+        "backend",
+        &*backend,
+        &ctx,
+        reconcile_inner(&backend, &ctx).instrument(span),
+    )
+    .await
 }
 
 /// What the reconcile found, turned into status at the end.
@@ -149,7 +141,6 @@ async fn reconcile_inner(backend: &InferenceBackend, ctx: &Context) -> Result<Ac
                     endpoint: None,
                     settled: true,
                 },
-                &ctx.scope,
             )
             .await;
         }
@@ -162,7 +153,7 @@ async fn reconcile_inner(backend: &InferenceBackend, ctx: &Context) -> Result<Ac
         ),
         Some(region) => provision(backend, &region, ctx).await?,
     };
-    write_status(backend, ctx, verdict, &ctx.scope).await
+    write_status(backend, ctx, verdict).await
 }
 
 fn not_ready(reason: &'static str, message: String) -> Verdict {
@@ -478,7 +469,6 @@ async fn write_status(
     backend: &InferenceBackend,
     ctx: &Context,
     verdict: Verdict,
-    _scope: &RegionScope,
 ) -> Result<Action, Error> {
     let current = backend.status.clone().unwrap_or_default();
     let generation = backend.metadata.generation;

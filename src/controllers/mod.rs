@@ -185,6 +185,27 @@ pub fn error_policy<K: Resource>(object: Arc<K>, error: &Error, ctx: Arc<Context
     Action::requeue(Duration::from_secs(seconds.min(300)))
 }
 
+/// Runs one reconcile of `object` by `controller`: counts it and its duration by result, and
+/// clears the object's back-off when it succeeded.
+pub async fn measured<K: Resource>(
+    controller: &'static str,
+    object: &K,
+    ctx: &Context,
+    work: impl std::future::Future<Output = Result<Action, Error>>,
+) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = work.await;
+    let label = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.metric_label(),
+    };
+    ctx.metrics.reconciled(controller, label, started.elapsed());
+    if result.is_ok() {
+        reset_backoff(ctx, object);
+    }
+    result
+}
+
 /// Clears the back-off of an object after a successful reconcile.
 pub fn reset_backoff<K: Resource>(ctx: &Context, object: &K) {
     let key = format!(

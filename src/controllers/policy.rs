@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -22,7 +22,7 @@ use kube::{Api, ResourceExt};
 use serde_json::Value;
 use tracing::{Instrument, info_span};
 
-use super::{Context, Error, reset_backoff, updated_conditions};
+use super::{Context, Error, updated_conditions};
 use crate::api::conditions::{self, DesiredCondition, Status};
 use crate::api::policy::{PolicyMode, ResidencyPolicy, ResidencyPolicyStatus, Violation};
 use crate::api::region::SovereignRegion;
@@ -99,18 +99,14 @@ pub async fn run(
 }
 
 async fn reconcile(policy: Arc<ResidencyPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
     let span = info_span!("reconcile", controller = "policy", policy = %policy.name_any());
-    let result = audit(&policy, &ctx).instrument(span).await;
-    let label = match &result {
-        Ok(_) => "ok",
-        Err(e) => e.metric_label(),
-    };
-    ctx.metrics.reconciled("policy", label, started.elapsed());
-    if result.is_ok() {
-        reset_backoff(&ctx, &*policy);
-    }
-    result
+    super::measured(
+        "policy",
+        &*policy,
+        &ctx,
+        audit(&policy, &ctx).instrument(span),
+    )
+    .await
 }
 
 /// Every object of the audited kinds (and the policy's declared sink kinds) that the cluster

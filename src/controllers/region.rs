@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use std::time::Instant;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -16,9 +15,7 @@ use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
 use tracing::{Instrument, info_span};
 
-use super::{
-    Context, Error, PROGRESS_CHECK, RESYNC, managed_elsewhere, reset_backoff, updated_conditions,
-};
+use super::{Context, Error, PROGRESS_CHECK, RESYNC, managed_elsewhere, updated_conditions};
 use crate::api::backend::InferenceBackend;
 use crate::api::conditions::{self, DesiredCondition, Status};
 use crate::api::labels;
@@ -75,18 +72,14 @@ pub async fn run(
 }
 
 async fn reconcile(region: Arc<SovereignRegion>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
     let span = info_span!("reconcile", controller = "region", region = %region.name_any());
-    let result = reconcile_inner(&region, &ctx).instrument(span).await;
-    let label = match &result {
-        Ok(_) => "ok",
-        Err(e) => e.metric_label(),
-    };
-    ctx.metrics.reconciled("region", label, started.elapsed());
-    if result.is_ok() {
-        reset_backoff(&ctx, &*region);
-    }
-    result
+    super::measured(
+        "region",
+        &*region,
+        &ctx,
+        reconcile_inner(&region, &ctx).instrument(span),
+    )
+    .await
 }
 
 async fn reconcile_inner(region: &SovereignRegion, ctx: &Context) -> Result<Action, Error> {
