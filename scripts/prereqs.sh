@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what `make test` and `make demo` need and a fresh machine may lack: Debian packages
-# (openssl, curl, iproute2 for `ss`) and the rustfmt / clippy components. Go and Rust
+# (openssl, curl, iproute2 for `ss`, python3 with venv) and the rustfmt / clippy components. Go and Rust
 # themselves are expected (see README). Idempotent and quick when everything is present.
 set -euo pipefail
 
@@ -8,6 +8,11 @@ missing=()
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+# The LiteLLM e2e builds a venv: Debian's python3 needs python3-venv for that.
+if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+  missing+=(python3-venv)
+fi
 if ((${#missing[@]})); then
   echo "prereqs: installing ${missing[*]}" >&2
   sudo=""
