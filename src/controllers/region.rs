@@ -21,7 +21,7 @@ use crate::api::conditions::{self, DesiredCondition, Status};
 use crate::api::labels;
 use crate::api::region::{BackendCount, SovereignRegion, SovereignRegionStatus, VectorStoreEngine};
 use crate::render::region::region_plan;
-use crate::render::{Owner, gateway, vectorstore};
+use crate::render::{Owner, gateway, observability, vectorstore};
 use crate::residency::observability::out_of_region_endpoints;
 
 /// Field manager of everything this controller writes.
@@ -185,7 +185,8 @@ async fn reconcile_inner(region: &SovereignRegion, ctx: &Context) -> Result<Acti
         .as_ref()
         .is_some_and(|o| o.otlp_endpoint.is_some())
     {
-        let (available, settled) = deployment_available(ctx, &namespace, "otel-collector").await?;
+        let (available, settled) =
+            deployment_available(ctx, &namespace, observability::COLLECTOR).await?;
         (
             condition(
                 conditions::OBSERVABILITY_READY,
@@ -339,8 +340,8 @@ async fn vector_store_readiness(
                 true,
             ));
         }
-        VectorStoreEngine::Qdrant => "qdrant",
-        VectorStoreEngine::PgVector => "pgvector",
+        VectorStoreEngine::Qdrant => vectorstore::QDRANT,
+        VectorStoreEngine::PgVector => vectorstore::PGVECTOR,
     };
     let set = super::get_cached(
         &Api::<StatefulSet>::namespaced(ctx.client.clone(), namespace),
