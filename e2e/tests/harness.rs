@@ -318,3 +318,53 @@ impl Drop for Operator {
         let _ = self.child.wait();
     }
 }
+
+/// Held by the tests that put residency admission policies in place (the admission parity test
+/// and the operator's provisioning test): both name them `sovereign-residency-<policy>`, and
+/// one's policies would judge the other's objects.
+pub static ADMISSION_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Deletes every residency admission policy and binding the operator generates (by label) and
+/// waits until they are gone.
+pub async fn remove_admission_policies(client: &Client) {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let selector = format!(
+        "{},app.kubernetes.io/component={}",
+        sovereign_operator::api::labels::managed_selector(),
+        sovereign_operator::residency::admission::COMPONENT_VALUE
+    );
+    let list = kube::api::ListParams::default().labels(&selector);
+    let delete = kube::api::DeleteParams::default();
+    let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(client.clone());
+    let policies = Api::<ValidatingAdmissionPolicy>::all(client.clone());
+    bindings
+        .delete_collection(&delete, &list)
+        .await
+        .expect("delete bindings");
+    policies
+        .delete_collection(&delete, &list)
+        .await
+        .expect("delete policies");
+    eventually("the generated admission policies are gone", || async {
+        let left = policies
+            .list(&list)
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .len()
+            + bindings
+                .list(&list)
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .len();
+        if left == 0 {
+            Ok(())
+        } else {
+            Err(format!("{left} left"))
+        }
+    })
+    .await;
+}

@@ -153,6 +153,7 @@ async fn remove_leftovers(client: &Client) {
 
 #[tokio::test]
 async fn the_operator_provisions_the_example_and_follows_changes() {
+    let _exclusive = crate::harness::ADMISSION_LOCK.lock().await;
     install_example_with_fixtures().await;
     let client = client().await;
     remove_leftovers(&client).await;
@@ -502,6 +503,57 @@ async fn the_operator_provisions_the_example_and_follows_changes() {
     )
     .await;
 
+    // Enforcement: the operator compiled the PII policy into admission rules, and the API
+    // server itself refuses a PII pod pinned abroad.
+    eventually("pii-home-region says Enforcing", || async {
+        let policy = Api::<ResidencyPolicy>::all(client.clone())
+            .get("pii-home-region")
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = policy.status.unwrap_or_default();
+        let seen = condition(&status.conditions, "Enforcing");
+        let installed = status.admission_policies == ["sovereign-residency-pii-home-region"];
+        if seen.starts_with("True/") && installed {
+            Ok(())
+        } else {
+            Err(format!("{seen} {:?}", status.admission_policies))
+        }
+    })
+    .await;
+    let abroad: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "pii-abroad", "namespace": "sovereign-eu",
+                     "labels": {"sovereign.ai/data-class": "pii"}},
+        "spec": {
+            "nodeSelector": {"topology.kubernetes.io/region": "us-east-1"},
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 1000,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "app", "image": "busybox",
+                            "securityContext": {"allowPrivilegeEscalation": false,
+                                                "capabilities": {"drop": ["ALL"]}}}]
+        }
+    }))
+    .expect("pod");
+    let pods_eu = Api::<Pod>::namespaced(client.clone(), "sovereign-eu");
+    let dry_run = kube::api::PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    // Admission policies take effect a moment after they are created: retry until denied.
+    let refusal = eventually(
+        "the API server denies a PII pod pinned to us-east-1",
+        || async {
+            match pods_eu.create(&dry_run, &abroad).await {
+                Err(kube::Error::Api(status)) if status.message.contains("pinWorkloads") => {
+                    Ok(status.message)
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert!(refusal.contains("pii-home-region"), "{refusal}");
+
     // The audit: an object that existed before its policy shows up in the policy's status and
     // as an Event on the object.
     let violating = json!({
@@ -637,4 +689,7 @@ async fn the_operator_provisions_the_example_and_follows_changes() {
         operator.log.display()
     );
     operator.stop();
+    // The example's policies stay; their admission objects go, so that other tests' objects are
+    // judged only by what those tests install.
+    crate::harness::remove_admission_policies(&client).await;
 }

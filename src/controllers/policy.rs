@@ -26,6 +26,8 @@ use super::{Context, Error, updated_conditions};
 use crate::api::conditions::{self, DesiredCondition, Status};
 use crate::api::policy::{PolicyMode, ResidencyPolicy, ResidencyPolicyStatus, Violation};
 use crate::api::region::SovereignRegion;
+use crate::render::Child;
+use crate::residency::admission;
 use crate::residency::engine::{Engine, Inventory};
 
 /// Field manager of the status this controller writes.
@@ -276,16 +278,41 @@ async fn audit(policy: &ResidencyPolicy, ctx: &Context) -> Result<Action, Error>
             message: errors.join("; "),
         }
     };
-    let enforcing = DesiredCondition {
-        type_: conditions::ENFORCING,
-        status: Status::False,
-        reason: match policy.spec.mode {
-            PolicyMode::Enforce => "AuditOnly",
-            PolicyMode::Audit => "AuditMode",
-        },
-        message: "violations are reported by the audit; admission policies are not installed by \
-                  this version"
-            .into(),
+    // Admission: the same policy compiled for the API server, regenerated on every audit (a
+    // region change triggers one), applied only when it changed.
+    let (enforcing, admission_policies) = match install_admission(policy, &regions, ctx).await? {
+        Ok(installed) => {
+            let condition = match policy.spec.mode {
+                PolicyMode::Enforce => DesiredCondition {
+                    type_: conditions::ENFORCING,
+                    status: Status::True,
+                    reason: "AdmissionInstalled",
+                    message: format!(
+                        "the API server denies violating objects ({})",
+                        installed.join(", ")
+                    ),
+                },
+                PolicyMode::Audit => DesiredCondition {
+                    type_: conditions::ENFORCING,
+                    status: Status::False,
+                    reason: "AuditMode",
+                    message: format!(
+                        "the API server warns about violating objects and audits them ({})",
+                        installed.join(", ")
+                    ),
+                },
+            };
+            (condition, installed)
+        }
+        Err(message) => (
+            DesiredCondition {
+                type_: conditions::ENFORCING,
+                status: Status::False,
+                reason: "AdmissionNotCompiled",
+                message,
+            },
+            Vec::new(),
+        ),
     };
     let generation = policy.metadata.generation;
     let mut status = ResidencyPolicyStatus {
@@ -293,7 +320,7 @@ async fn audit(policy: &ResidencyPolicy, ctx: &Context) -> Result<Action, Error>
         conditions: updated_conditions(&current.conditions, vec![ready, enforcing], generation),
         violation_count: Some(i64::try_from(findings.len()).unwrap_or(i64::MAX)),
         violations,
-        admission_policies: current.admission_policies.clone(),
+        admission_policies,
         last_audit_time: current.last_audit_time.clone(),
     };
     let stale = current.last_audit_time.as_ref().is_none_or(|t| {
@@ -338,4 +365,24 @@ fn object_reference(object: &Value) -> ObjectReference {
         uid: text(&object["metadata"]["uid"]),
         ..ObjectReference::default()
     }
+}
+
+/// Compiles the policy into its ValidatingAdmissionPolicy and binding and applies them. The
+/// outer error is a failed request (retried); the inner one a policy that cannot be compiled
+/// (reported in the Enforcing condition).
+async fn install_admission(
+    policy: &ResidencyPolicy,
+    regions: &[SovereignRegion],
+    ctx: &Context,
+) -> Result<Result<Vec<String>, String>, Error> {
+    let objects = match admission::compile(policy, regions) {
+        Ok(objects) => objects,
+        Err(error) => return Ok(Err(error.to_string())),
+    };
+    let name = objects.policy.metadata.name.clone().unwrap_or_default();
+    let applier = ctx.applier(MANAGER);
+    // The policy first, so the binding never points at nothing.
+    applier.apply(&Child::from(objects.policy)).await?;
+    applier.apply(&Child::from(objects.binding)).await?;
+    Ok(Ok(vec![name]))
 }

@@ -18,6 +18,9 @@ pub mod vllm;
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
@@ -111,6 +114,10 @@ pub enum Child {
     PodDisruptionBudget(Box<PodDisruptionBudget>),
     /// vLLM autoscaling between `replicas.min` and `replicas.max`.
     HorizontalPodAutoscaler(Box<HorizontalPodAutoscaler>),
+    /// A ResidencyPolicy's rules, enforced by the API server.
+    ValidatingAdmissionPolicy(Box<ValidatingAdmissionPolicy>),
+    /// Where and how those rules apply.
+    ValidatingAdmissionPolicyBinding(Box<ValidatingAdmissionPolicyBinding>),
 }
 
 impl Child {
@@ -138,6 +145,10 @@ impl Child {
             Child::Service(o) => ("Service", &o.metadata),
             Child::PodDisruptionBudget(o) => ("PodDisruptionBudget", &o.metadata),
             Child::HorizontalPodAutoscaler(o) => ("HorizontalPodAutoscaler", &o.metadata),
+            Child::ValidatingAdmissionPolicy(o) => ("ValidatingAdmissionPolicy", &o.metadata),
+            Child::ValidatingAdmissionPolicyBinding(o) => {
+                ("ValidatingAdmissionPolicyBinding", &o.metadata)
+            }
         }
     }
 
@@ -168,7 +179,9 @@ child_from!(
     StatefulSet,
     Service,
     PodDisruptionBudget,
-    HorizontalPodAutoscaler
+    HorizontalPodAutoscaler,
+    ValidatingAdmissionPolicy,
+    ValidatingAdmissionPolicyBinding
 );
 
 /// A short, stable digest of `content` (the first 16 hex digits of its SHA-256), used as a
