@@ -122,9 +122,11 @@ async fn remove_leftovers(client: &Client) {
             .delete(name, &DeleteParams::default())
             .await;
     }
-    let _ = Api::<ResidencyPolicy>::all(client.clone())
-        .delete("e2e-financial-audit", &DeleteParams::default())
-        .await;
+    for name in ["e2e-financial-audit", "e2e-broken-sink"] {
+        let _ = Api::<ResidencyPolicy>::all(client.clone())
+            .delete(name, &DeleteParams::default())
+            .await;
+    }
     let _ = Api::<Deployment>::namespaced(client.clone(), "sovereign-eu")
         .delete("ledger-export", &DeleteParams::default())
         .await;
@@ -637,6 +639,37 @@ async fn the_operator_provisions_the_example_and_follows_changes() {
         gauge >= 1.0,
         "sovereign_residency_violations for the audit policy: {gauge}"
     );
+
+    // A declared sink whose expression is not CEL: the policy says so instead of guessing.
+    let broken = json!({
+        "apiVersion": "sovereign.ai/v1alpha1", "kind": "ResidencyPolicy",
+        "metadata": {"name": "e2e-broken-sink"},
+        "spec": {"mode": "Audit", "dataClasses": ["e2e-mirrored"],
+                 "sinks": [{"group": "storage.example.com", "kinds": ["Mirror"],
+                            "locationExpression": "object.spec.(target"}]}
+    });
+    Api::<ResidencyPolicy>::all(client.clone())
+        .patch(
+            "e2e-broken-sink",
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&broken),
+        )
+        .await
+        .expect("create the policy with a broken sink");
+    let seen = eventually("the broken sink makes its policy Ready=False", || async {
+        let policy = Api::<ResidencyPolicy>::all(client.clone())
+            .get("e2e-broken-sink")
+            .await
+            .map_err(|e| e.to_string())?;
+        let seen = condition(&policy.status.unwrap_or_default().conditions, "Ready");
+        if seen.starts_with("False/InvalidSink") {
+            Ok(seen)
+        } else {
+            Err(seen)
+        }
+    })
+    .await;
+    assert!(seen.contains("locationExpression"), "{seen}");
 
     // A restart writes nothing: the new process finds everything as it wants it. First let the
     // running operator finish its own work (rollouts, the last status writes): its write
