@@ -76,6 +76,21 @@ async fn gateway_routes(
     Ok((models, bases))
 }
 
+/// Whether the namespaced object `name` of kind `K` exists.
+async fn exists<K>(client: &Client, namespace: &str, name: &str) -> Result<bool, String>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map(|found| found.is_some())
+        .map_err(|e| e.to_string())
+}
+
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
@@ -293,35 +308,19 @@ async fn the_operator_provisions_the_example_and_follows_changes() {
             }
         };
         gone(
-            Api::<Deployment>::namespaced(client.clone(), "sovereign-in")
-                .get_opt("vllm-scratch")
-                .await
-                .map_err(|e| e.to_string())?
-                .is_some(),
+            exists::<Deployment>(&client, "sovereign-in", "vllm-scratch").await?,
             "Deployment",
         )?;
         gone(
-            Api::<Service>::namespaced(client.clone(), "sovereign-in")
-                .get_opt("vllm-scratch")
-                .await
-                .map_err(|e| e.to_string())?
-                .is_some(),
+            exists::<Service>(&client, "sovereign-in", "vllm-scratch").await?,
             "Service",
         )?;
         gone(
-            Api::<PodDisruptionBudget>::namespaced(client.clone(), "sovereign-in")
-                .get_opt("vllm-scratch")
-                .await
-                .map_err(|e| e.to_string())?
-                .is_some(),
+            exists::<PodDisruptionBudget>(&client, "sovereign-in", "vllm-scratch").await?,
             "PDB",
         )?;
         gone(
-            Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), "sovereign-in")
-                .get_opt("vllm-scratch")
-                .await
-                .map_err(|e| e.to_string())?
-                .is_some(),
+            exists::<HorizontalPodAutoscaler>(&client, "sovereign-in", "vllm-scratch").await?,
             "HPA",
         )?;
         let (models, _) = gateway_routes(&client, "sovereign-in").await?;
