@@ -46,6 +46,59 @@ pub struct ViolationLabels {
     pub rule: String,
 }
 
+/// Labels of token usage and spend: the aggregates that may leave a region. There is no
+/// end-user, e-mail or key-hash label, by design.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UsageLabels {
+    /// The gateway team (team alias, else the `team` request metadata); empty when unknown.
+    pub team: String,
+    /// The `cost_center` request metadata; empty when unknown.
+    pub cost_center: String,
+    /// The model as clients request it.
+    pub model: String,
+    /// The SovereignRegion.
+    pub region: String,
+}
+
+/// Labels of spend: usage labels plus the currency.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SpendLabels {
+    /// The gateway team.
+    pub team: String,
+    /// The cost centre.
+    pub cost_center: String,
+    /// The model.
+    pub model: String,
+    /// The SovereignRegion.
+    pub region: String,
+    /// ISO 4217 currency of the amount.
+    pub currency: String,
+}
+
+/// Labels of token counters: usage labels plus the direction.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    /// The gateway team.
+    pub team: String,
+    /// The cost centre.
+    pub cost_center: String,
+    /// The model.
+    pub model: String,
+    /// The SovereignRegion.
+    pub region: String,
+    /// `input` or `output`.
+    pub direction: String,
+}
+
+/// Labels of a budget gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BudgetLabels {
+    /// Namespace of the TokenBudget.
+    pub namespace: String,
+    /// Name of the TokenBudget.
+    pub budget: String,
+}
+
 /// All metrics of the operator, registered in one registry.
 pub struct Metrics {
     /// The registry `/metrics` encodes.
@@ -59,6 +112,29 @@ pub struct Metrics {
     pub api_writes: Family<WriteLabels, Counter>,
     /// `sovereign_residency_violations{policy,rule}`: violations found by the last audit.
     pub residency_violations: Family<ViolationLabels, Gauge>,
+    /// `sovereign_token_spend{team,cost_center,model,region,currency}`: money spent since the
+    /// region's ledger began (a gauge because it is read from the ledger in the API server,
+    /// which outlives this process).
+    pub token_spend: Family<SpendLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// `sovereign_tokens{team,cost_center,model,region,direction}`: tokens counted by the
+    /// ledger.
+    pub tokens: Family<TokenLabels, Gauge>,
+    /// `sovereign_budget_used_ratio{namespace,budget}`: period-to-date use of a TokenBudget,
+    /// 1.0 = the limit.
+    pub budget_used_ratio: Family<BudgetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// `sovereign_budget_forecast_ratio{namespace,budget}`: projected use at period end.
+    pub budget_forecast_ratio: Family<BudgetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// `sovereign_usage_scrapes_total{region,result}`: gateway scrapes by result.
+    pub usage_scrapes: Family<ScrapeLabels, Counter>,
+}
+
+/// Labels of a usage scrape.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScrapeLabels {
+    /// The SovereignRegion.
+    pub region: String,
+    /// `ok` or the error kind.
+    pub result: String,
 }
 
 impl Default for Metrics {
@@ -91,12 +167,47 @@ impl Default for Metrics {
             "Objects breaking a residency rule, as of the last audit",
             residency_violations.clone(),
         );
+        let token_spend = Family::default();
+        registry.register(
+            "token_spend",
+            "Money spent on tokens, by team, cost centre, model, region and currency",
+            token_spend.clone(),
+        );
+        let tokens = Family::default();
+        registry.register(
+            "tokens",
+            "Tokens counted exactly once, by team, cost centre, model, region and direction",
+            tokens.clone(),
+        );
+        let budget_used_ratio = Family::default();
+        registry.register(
+            "budget_used_ratio",
+            "Period-to-date use of a TokenBudget (1 = the limit)",
+            budget_used_ratio.clone(),
+        );
+        let budget_forecast_ratio = Family::default();
+        registry.register(
+            "budget_forecast_ratio",
+            "Projected use of a TokenBudget at the end of its period (1 = the limit)",
+            budget_forecast_ratio.clone(),
+        );
+        let usage_scrapes = Family::default();
+        registry.register(
+            "usage_scrapes",
+            "Gateway metrics scrapes by region and result",
+            usage_scrapes.clone(),
+        );
         Self {
             registry,
             reconciliations,
             reconcile_duration,
             api_writes,
             residency_violations,
+            token_spend,
+            tokens,
+            budget_used_ratio,
+            budget_forecast_ratio,
+            usage_scrapes,
         }
     }
 }
