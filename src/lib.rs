@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod controllers;
+pub mod finops;
 pub mod manifest;
 pub mod metrics;
 pub mod render;

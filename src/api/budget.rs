@@ -140,6 +140,11 @@ pub struct Threshold {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub downgrade_to: Option<String>,
+    /// Requests per minute each gateway replica lets the scope make when action is Throttle;
+    /// 10 when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("thresholds[].requestsPerMinute must be at least 1"))]
+    pub requests_per_minute: Option<i32>,
 }
 
 /// Where notifications go.
@@ -192,6 +197,37 @@ pub struct BreakdownEntry {
     pub tokens: i64,
 }
 
+/// Usage of one team, cost centre, model and region: period-to-date in `usage`, cumulative
+/// since the ledger began in `periodOpening`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageLine {
+    /// Gateway team; `(unallocated)` for idle GPU time, empty when the request named none.
+    #[serde(default)]
+    pub team: String,
+    /// Cost centre; empty when the request named none.
+    #[serde(default)]
+    pub cost_center: String,
+    /// Model as clients request it.
+    #[serde(default)]
+    pub model: String,
+    /// SovereignRegion.
+    #[serde(default)]
+    pub region: String,
+    /// Input tokens.
+    #[serde(default)]
+    pub input_tokens: i64,
+    /// Output tokens.
+    #[serde(default)]
+    pub output_tokens: i64,
+    /// Requests.
+    #[serde(default)]
+    pub requests: i64,
+    /// Money, a decimal in the budget's currency.
+    #[serde(default)]
+    pub amount: String,
+}
+
 /// A threshold crossed in the current period.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -216,6 +252,9 @@ pub struct ClosedPeriod {
     pub spent: Spend,
     /// Percent of the limit used.
     pub percent_used: f64,
+    /// What was spent, by team, cost centre, model and region.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usage: Vec<UsageLine>,
 }
 
 /// Observed state of a TokenBudget.
@@ -243,6 +282,16 @@ pub struct TokenBudgetStatus {
     /// Top spenders by team, cost centre, model and region.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub breakdown: Vec<BreakdownEntry>,
+    /// Period-to-date usage by team, cost centre, model and region; the lines add up to
+    /// `spent` exactly (what `sovereign-operator report` reads).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usage: Vec<UsageLine>,
+    /// Cumulative usage of every in-scope line, as read from the regions' ledgers when the
+    /// current period opened (or the budget was created). Period-to-date usage is the
+    /// ledger now minus this, which counts each token once however often the operator
+    /// restarts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub period_opening: Vec<UsageLine>,
     /// Thresholds crossed in the current period.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub thresholds_crossed: Vec<CrossedThreshold>,

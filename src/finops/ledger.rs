@@ -1,0 +1,553 @@
+//! The usage ledger of a region: exactly-once accounting of gateway counters.
+//!
+//! Counters reset when a gateway restarts, scrapes fail, pods come and go and the operator
+//! itself restarts. The ledger keeps, per source (gateway pod UID or metrics URL), the
+//! process start time and the last value of every series, and the running totals those
+//! values have added up to. Both live in one object in the API server (a ConfigMap in the
+//! region namespace, written with a resourceVersion precondition), so a scrape's delta and
+//! the cursor that prevents counting it twice are committed together or not at all.
+//!
+//! What no pull-based collector can recover: tokens a gateway counted after the last
+//! successful scrape and before it died. Those are lost, and the README says so.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use super::pricing::{Price, PriceBook, gpu_cost, token_cost};
+use super::usage::{Counters, Scrape, SeriesKey};
+
+/// Version of the serialized ledger.
+pub const LEDGER_VERSION: u32 = 1;
+
+/// Money per currency.
+pub type Amounts = BTreeMap<String, Decimal>;
+
+/// Running totals of one series since the ledger began.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Totals {
+    /// Input tokens.
+    #[serde(default)]
+    pub input_tokens: u64,
+    /// Output tokens.
+    #[serde(default)]
+    pub output_tokens: u64,
+    /// Successful requests.
+    #[serde(default)]
+    pub requests: u64,
+    /// Cost per currency.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cost: Amounts,
+}
+
+impl Totals {
+    fn add_counters(&mut self, delta: &Counters) {
+        self.input_tokens += delta.input_tokens;
+        self.output_tokens += delta.output_tokens;
+        self.requests += delta.requests;
+    }
+}
+
+/// Adds `amount` in `currency` to `amounts`.
+pub fn add_amount(amounts: &mut Amounts, currency: &str, amount: Decimal) {
+    if amount.is_zero() {
+        return;
+    }
+    *amounts.entry(currency.to_owned()).or_default() += amount;
+}
+
+/// What the ledger remembers of a source between scrapes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cursor {
+    /// `process_start_time_seconds` of the last scrape: a new value means a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_start: Option<f64>,
+    /// Unix time of the last successful scrape.
+    pub last_seen: i64,
+    /// Last value of every series.
+    #[serde(with = "entries")]
+    pub series: BTreeMap<SeriesKey, Counters>,
+}
+
+/// GPU time of a self-hosted deployment.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuMeter {
+    /// Model name clients use for the deployment.
+    pub model: String,
+    /// Unix time GPU time was last charged up to.
+    pub charged_until: i64,
+    /// GPU-seconds charged.
+    #[serde(default)]
+    pub gpu_seconds: u64,
+    /// Cost of intervals in which the deployment served no token: nobody's, reported as
+    /// its own line.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub idle_cost: Amounts,
+}
+
+/// The ledger of one region.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ledger {
+    /// Serialization version.
+    #[serde(default)]
+    pub version: u32,
+    /// Cursors by source.
+    #[serde(default)]
+    pub sources: BTreeMap<String, Cursor>,
+    /// Totals by series, since the ledger began.
+    #[serde(default, with = "entries")]
+    pub usage: BTreeMap<SeriesKey, Totals>,
+    /// GPU meters by deployment.
+    #[serde(default)]
+    pub gpu: BTreeMap<String, GpuMeter>,
+}
+
+/// A self-hosted deployment running during a collection interval.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunningGpus {
+    /// Deployment id.
+    pub deployment: String,
+    /// Model name clients use.
+    pub model: String,
+    /// Ready replicas now.
+    pub replicas: u32,
+}
+
+/// Pod sources not seen for this long, and no longer listed, are forgotten. A pod UID never
+/// comes back, so forgetting it cannot double count.
+const FORGET_POD_AFTER_SECONDS: i64 = 3600;
+
+impl Ledger {
+    /// Adds what `scrape` of `source` says happened since the last scrape of that source and
+    /// returns that delta per series.
+    pub fn record(
+        &mut self,
+        source: &str,
+        scrape: &Scrape,
+        now: i64,
+        prices: &PriceBook,
+    ) -> BTreeMap<SeriesKey, Counters> {
+        self.version = LEDGER_VERSION;
+        let known = self.sources.contains_key(source);
+        let cursor = self.sources.entry(source.to_owned()).or_default();
+        // A new process start time means every counter began again at zero. Without one,
+        // each series that went down is taken as reset on its own. A source never seen
+        // before has counted everything since its start: all of it is new.
+        let same_process = known && cursor.process_start == scrape.process_start;
+        let mut deltas = BTreeMap::new();
+        for (key, now_counters) in &scrape.series {
+            let previous = if same_process {
+                cursor.series.get(key)
+            } else {
+                None
+            };
+            let delta = match previous {
+                None => *now_counters,
+                Some(previous) => now_counters.since(previous).unwrap_or(*now_counters),
+            };
+            if !delta.is_zero() {
+                deltas.insert(key.clone(), delta);
+            }
+        }
+        if same_process {
+            for (key, counters) in &scrape.series {
+                cursor.series.insert(key.clone(), *counters);
+            }
+        } else {
+            cursor.series = scrape.series.clone();
+        }
+        cursor.process_start = scrape.process_start;
+        cursor.last_seen = now;
+        for (key, delta) in &deltas {
+            let totals = self.usage.entry(key.clone()).or_default();
+            totals.add_counters(delta);
+            match prices.get(&key.deployment) {
+                Some(Price::Tokens {
+                    currency,
+                    input_per_million,
+                    output_per_million,
+                }) => {
+                    let cost = token_cost(
+                        delta.input_tokens,
+                        delta.output_tokens,
+                        *input_per_million,
+                        *output_per_million,
+                    );
+                    add_amount(&mut totals.cost, currency, cost);
+                }
+                // Charged by GPU time in `charge_gpus`.
+                Some(Price::GpuHours { .. }) => {}
+                // A deployment the operator did not render (e.g. added through the gateway's
+                // admin API): what the gateway itself reports, in USD.
+                None => {
+                    let reported = Decimal::from_f64_retain(delta.gateway_spend_usd)
+                        .unwrap_or_default()
+                        .round_dp(10);
+                    add_amount(&mut totals.cost, "USD", reported);
+                }
+            }
+        }
+        deltas
+    }
+
+    /// Charges the GPU time of `running` deployments since they were last charged, shared by
+    /// the series that used them in this interval (`interval` is the sum of the deltas
+    /// `record` returned this tick) in proportion to their tokens; an interval without
+    /// tokens is idle cost.
+    pub fn charge_gpus(
+        &mut self,
+        now: i64,
+        running: &[RunningGpus],
+        interval: &BTreeMap<SeriesKey, Counters>,
+        prices: &PriceBook,
+    ) {
+        for deployment in running {
+            let Some(Price::GpuHours {
+                currency,
+                per_gpu_hour,
+                gpus_per_replica,
+            }) = prices.get(&deployment.deployment)
+            else {
+                continue;
+            };
+            let meter = self
+                .gpu
+                .entry(deployment.deployment.clone())
+                .or_insert_with(|| GpuMeter {
+                    model: deployment.model.clone(),
+                    charged_until: now,
+                    ..GpuMeter::default()
+                });
+            let seconds = u64::try_from(now - meter.charged_until).unwrap_or(0);
+            meter.charged_until = meter.charged_until.max(now);
+            if seconds == 0 || deployment.replicas == 0 {
+                continue;
+            }
+            let gpus = gpus_per_replica * deployment.replicas;
+            meter.gpu_seconds += u64::from(gpus) * seconds;
+            let cost = gpu_cost(gpus, seconds, *per_gpu_hour);
+            let users: Vec<(&SeriesKey, u64)> = interval
+                .iter()
+                .filter(|(key, _)| key.deployment == deployment.deployment)
+                .map(|(key, c)| (key, c.input_tokens + c.output_tokens))
+                .filter(|(_, tokens)| *tokens > 0)
+                .collect();
+            let tokens: u64 = users.iter().map(|(_, t)| t).sum();
+            if tokens == 0 {
+                add_amount(&mut meter.idle_cost, currency, cost);
+                continue;
+            }
+            // Shares rounded to 1e-12; the last user gets the remainder, so the shares add up
+            // to the interval's cost exactly.
+            let mut left = cost;
+            for (i, (key, used)) in users.iter().enumerate() {
+                let share = if i + 1 == users.len() {
+                    left
+                } else {
+                    (cost * Decimal::from(*used) / Decimal::from(tokens)).round_dp(12)
+                };
+                left -= share;
+                let totals = self.usage.entry((*key).clone()).or_default();
+                add_amount(&mut totals.cost, currency, share);
+            }
+        }
+        // A deployment no longer running stops accruing, and restarts from `now` when back.
+        let running: BTreeSet<&str> = running.iter().map(|r| r.deployment.as_str()).collect();
+        for (name, meter) in &mut self.gpu {
+            if !running.contains(name.as_str()) {
+                meter.charged_until = now;
+            }
+        }
+    }
+
+    /// Forgets pod sources that are gone: not in `live` and not seen for an hour.
+    pub fn forget_gone_pods(&mut self, live: &BTreeSet<String>, now: i64) {
+        self.sources.retain(|source, cursor| {
+            !source.starts_with("pod/")
+                || live.contains(source)
+                || now - cursor.last_seen < FORGET_POD_AFTER_SECONDS
+        });
+    }
+
+    /// Totals summed over every series.
+    pub fn grand_total(&self) -> Totals {
+        let mut sum = Totals::default();
+        for totals in self.usage.values() {
+            sum.input_tokens += totals.input_tokens;
+            sum.output_tokens += totals.output_tokens;
+            sum.requests += totals.requests;
+            for (currency, amount) in &totals.cost {
+                add_amount(&mut sum.cost, currency, *amount);
+            }
+        }
+        for meter in self.gpu.values() {
+            for (currency, amount) in &meter.idle_cost {
+                add_amount(&mut sum.cost, currency, *amount);
+            }
+        }
+        sum
+    }
+}
+
+/// Serializes a map with struct keys as a list of `{key, value}` entries (JSON object keys
+/// must be strings).
+mod entries {
+    use std::collections::BTreeMap;
+
+    use serde::de::DeserializeOwned;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Entry<K, V> {
+        key: K,
+        value: V,
+    }
+
+    pub fn serialize<S, K, V>(map: &BTreeMap<K, V>, serializer: S) -> Result<S::Ok, S::Error>
+    where
+        S: Serializer,
+        K: Serialize,
+        V: Serialize,
+    {
+        serializer.collect_seq(map.iter().map(|(key, value)| Entry { key, value }))
+    }
+
+    pub fn deserialize<'de, D, K, V>(deserializer: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        D: Deserializer<'de>,
+        K: DeserializeOwned + Ord,
+        V: DeserializeOwned,
+    {
+        let entries = Vec::<Entry<K, V>>::deserialize(deserializer)?;
+        Ok(entries.into_iter().map(|e| (e.key, e.value)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+    use crate::finops::fixture_path;
+    use crate::finops::usage::read_scrape;
+
+    fn fixture(file: &str) -> Scrape {
+        let text = std::fs::read_to_string(fixture_path(file)).expect("fixture");
+        read_scrape(&text).expect("parses")
+    }
+
+    fn usd_prices(scrape: &Scrape) -> PriceBook {
+        // The fixture config's prices: llama 1/2, mistral 0.2/0.6 USD per million tokens.
+        let mut book = PriceBook::default();
+        for key in scrape.series.keys() {
+            let (input, output) = if key.model.starts_with("llama") {
+                ("1", "2")
+            } else {
+                ("0.2", "0.6")
+            };
+            book.insert(
+                &key.deployment,
+                Price::Tokens {
+                    currency: "USD".into(),
+                    input_per_million: Decimal::from_str(input).expect("decimal"),
+                    output_per_million: Decimal::from_str(output).expect("decimal"),
+                },
+            );
+        }
+        book
+    }
+
+    #[test]
+    fn a_restart_between_two_fixture_scrapes_counts_both_exactly_once() {
+        let before = fixture("metrics-before-restart.txt");
+        let after = fixture("metrics-after-restart.txt");
+        let prices = usd_prices(&before);
+        let mut ledger = Ledger::default();
+        ledger.record("url/gw", &before, 100, &prices);
+        // The same scrape again (a retry, or a scrape that raced a failed write) adds nothing.
+        assert!(ledger.record("url/gw", &before, 110, &prices).is_empty());
+        ledger.record("url/gw", &after, 200, &prices);
+        // And an operator restart: the ledger goes through JSON and on.
+        let json = serde_json::to_string(&ledger).expect("serializes");
+        let mut ledger: Ledger = serde_json::from_str(&json).expect("deserializes");
+        assert!(ledger.record("url/gw", &after, 210, &prices).is_empty());
+        let total = ledger.grand_total();
+        assert_eq!(
+            (total.input_tokens, total.output_tokens, total.requests),
+            (1474 + 284, 713 + 139, 29 + 5)
+        );
+        // 0.0019124 + 0.000352 USD, exactly.
+        assert_eq!(total.cost["USD"].normalize().to_string(), "0.0022644");
+    }
+
+    #[test]
+    fn gpu_time_is_shared_by_token_share_and_idle_time_is_its_own_line() {
+        let mut prices = PriceBook::default();
+        prices.insert(
+            "ns.llama",
+            Price::GpuHours {
+                currency: "EUR".into(),
+                per_gpu_hour: Decimal::from_str("3").expect("decimal"),
+                gpus_per_replica: 2,
+            },
+        );
+        let running = [RunningGpus {
+            deployment: "ns.llama".into(),
+            model: "llama".into(),
+            replicas: 1,
+        }];
+        let key = |team: &str| SeriesKey {
+            team: team.into(),
+            model: "llama".into(),
+            deployment: "ns.llama".into(),
+            ..SeriesKey::default()
+        };
+        let mut ledger = Ledger::default();
+        ledger.charge_gpus(0, &running, &BTreeMap::new(), &prices);
+        // An hour with no tokens: 2 GPUs × 1 h × 3 EUR of idle cost.
+        ledger.charge_gpus(3600, &running, &BTreeMap::new(), &prices);
+        assert_eq!(ledger.gpu["ns.llama"].idle_cost["EUR"], Decimal::from(6));
+        // An hour in which team a used 1 token and b 2: 6 EUR split 2 : 4.
+        let tokens = |n| Counters {
+            input_tokens: n,
+            ..Counters::default()
+        };
+        let interval = BTreeMap::from([(key("a"), tokens(1)), (key("b"), tokens(2))]);
+        ledger.charge_gpus(7200, &running, &interval, &prices);
+        assert_eq!(ledger.usage[&key("a")].cost["EUR"], Decimal::from(2));
+        assert_eq!(ledger.usage[&key("b")].cost["EUR"], Decimal::from(4));
+        assert_eq!(ledger.grand_total().cost["EUR"], Decimal::from(12));
+        assert_eq!(ledger.gpu["ns.llama"].gpu_seconds, 2 * 7200);
+    }
+
+    #[test]
+    fn gone_pods_are_forgotten_but_urls_are_not() {
+        let mut ledger = Ledger::default();
+        let prices = PriceBook::default();
+        ledger.record("pod/old", &Scrape::default(), 0, &prices);
+        ledger.record("url/x", &Scrape::default(), 0, &prices);
+        ledger.forget_gone_pods(&BTreeSet::new(), 10);
+        assert_eq!(ledger.sources.len(), 2);
+        ledger.forget_gone_pods(&BTreeSet::new(), 10_000);
+        assert_eq!(ledger.sources.keys().collect::<Vec<_>>(), ["url/x"]);
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// What can happen between two ticks of the collector.
+        #[derive(Clone, Debug)]
+        enum Step {
+            /// A request through gateway `gw` for series `series`.
+            Request { gw: usize, series: usize, input: u64, output: u64 },
+            /// The collector scrapes `gw`; `committed` says whether the ledger write
+            /// succeeded (a conflict or a crash before the write loses the whole tick).
+            Scrape { gw: usize, committed: bool },
+            /// The gateway process restarts: every counter starts again from zero.
+            Restart { gw: usize },
+            /// The gateway pod is replaced by a new pod (a new source).
+            Replace { gw: usize },
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                4 => (0..2usize, 0..3usize, 0..500u64, 0..500u64).prop_map(|(gw, series, input, output)| Step::Request { gw, series, input, output }),
+                3 => (0..2usize, proptest::bool::weighted(0.8)).prop_map(|(gw, committed)| Step::Scrape { gw, committed }),
+                1 => (0..2usize).prop_map(|gw| Step::Restart { gw }),
+                1 => (0..2usize).prop_map(|gw| Step::Replace { gw }),
+            ]
+        }
+
+        struct Gateway {
+            source: String,
+            start: f64,
+            series: BTreeMap<SeriesKey, Counters>,
+            /// Tokens counted by the gateway since the last committed scrape.
+            pending: u64,
+        }
+
+        fn key(series: usize) -> SeriesKey {
+            SeriesKey {
+                team: format!("team-{series}"),
+                model: "m".into(),
+                deployment: "d".into(),
+                ..SeriesKey::default()
+            }
+        }
+
+        /// One collector tick as the controller runs it: read the ledger from the API
+        /// server, record, write back only if the write succeeds.
+        fn tick(stored: &mut String, gw: &Gateway, now: i64, committed: bool) {
+            let mut ledger: Ledger = serde_json::from_str(stored).expect("stored ledger");
+            let scrape = Scrape { process_start: Some(gw.start), series: gw.series.clone() };
+            ledger.record(&gw.source, &scrape, now, &PriceBook::default());
+            if committed {
+                *stored = serde_json::to_string(&ledger).expect("serializes");
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+            /// Whatever happens, the ledger counts every token exactly once, except the
+            /// tokens a gateway counted after its last committed scrape and before it
+            /// restarted or went away, which nothing can recover.
+            #[test]
+            fn every_token_is_counted_once(steps in proptest::collection::vec(step(), 0..80)) {
+                let mut gateways: Vec<Gateway> = (0..2).map(|i| Gateway {
+                    source: format!("pod/{i}-0"),
+                    start: 1.0,
+                    series: BTreeMap::new(),
+                    pending: 0,
+                }).collect();
+                let mut stored = serde_json::to_string(&Ledger::default()).expect("json");
+                let (mut made, mut lost, mut now, mut pods) = (0u64, 0u64, 0i64, 0usize);
+                for step in steps {
+                    now += 1;
+                    match step {
+                        Step::Request { gw, series, input, output } => {
+                            let c = gateways[gw].series.entry(key(series)).or_default();
+                            c.input_tokens += input;
+                            c.output_tokens += output;
+                            c.requests += 1;
+                            gateways[gw].pending += input + output;
+                            made += input + output;
+                        }
+                        Step::Scrape { gw, committed } => {
+                            tick(&mut stored, &gateways[gw], now, committed);
+                            if committed {
+                                gateways[gw].pending = 0;
+                            }
+                        }
+                        Step::Restart { gw } => {
+                            let g = &mut gateways[gw];
+                            lost += std::mem::take(&mut g.pending);
+                            g.series.clear();
+                            g.start += 1.0;
+                        }
+                        Step::Replace { gw } => {
+                            pods += 1;
+                            let g = &mut gateways[gw];
+                            lost += std::mem::take(&mut g.pending);
+                            g.series.clear();
+                            g.source = format!("pod/{gw}-{pods}");
+                        }
+                    }
+                }
+                for gw in &gateways {
+                    now += 1;
+                    tick(&mut stored, gw, now, true);
+                }
+                let ledger: Ledger = serde_json::from_str(&stored).expect("json");
+                let total = ledger.grand_total();
+                prop_assert_eq!(total.input_tokens + total.output_tokens, made - lost);
+            }
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! Token FinOps, pure: the Prometheus text parser, usage extraction, the exactly-once
+//! ledger, pricing, budget evaluation and finance reports. Nothing here talks to the
+//! cluster; `controllers::usage`, `controllers::budget` and the `report` command do.
+
+pub mod budget;
+pub mod exposition;
+pub mod ledger;
+pub mod pricing;
+
+pub mod usage;
+
+/// Path of a file of the LiteLLM fixtures in `../shared/fixtures/litellm`.
+#[cfg(test)]
+pub(crate) fn fixture_path(file: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/litellm")
+        .join(file)
+}
