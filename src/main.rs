@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::FutureExt;
 use sovereign_operator::controllers::{self, Context, RegionScope};
+use sovereign_operator::finops::report;
 use sovereign_operator::metrics::Metrics;
 use sovereign_operator::render::region::offline_children;
 use sovereign_operator::residency::{Engine, Finding, Inventory};
@@ -50,6 +51,10 @@ enum Command {
         /// Log format.
         #[arg(long, value_enum, default_value = "json")]
         log_format: LogFormat,
+        /// Seconds between two scrapes of the gateways' usage counters (and budget
+        /// evaluations).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600), env = "SOVEREIGN_USAGE_INTERVAL")]
+        usage_interval: u64,
     },
     /// Print, as multi-document YAML, every object the operator would create for the custom
     /// resources in the given files or directories — no cluster needed.
@@ -74,6 +79,37 @@ enum Command {
         #[arg(short = 'o', long, value_enum, default_value = "text")]
         output: OutputFormat,
     },
+    /// Finance report from the TokenBudgets of one or more clusters (kube contexts, one per
+    /// regional cluster) or files. Exit 0 on success, 1 when a budget's figures are
+    /// inconsistent, 2 when a context or file cannot be read.
+    Report {
+        /// Kube context to read budgets from (repeatable); the current context when neither
+        /// this nor `-f` is given.
+        #[arg(long = "context", value_name = "NAME")]
+        contexts: Vec<String>,
+        /// Files or directories of TokenBudgets with status (e.g. `kubectl get tb -A -o
+        /// yaml`), instead of or besides clusters; `-` reads stdin.
+        #[arg(short = 'f', long = "filename", value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Only budgets in this namespace.
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// The period: `2026-11` (Monthly budgets), `2026-Q4`, `2026-W48`, `2026-11-28`; each
+        /// budget's current period when absent.
+        #[arg(long)]
+        period: Option<String>,
+        /// Dimensions to group by, comma-separated.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "cost-center,team,model,region"
+        )]
+        by: Vec<report::Dimension>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "csv")]
+        format: report::Format,
+    },
     /// Print the operator version and the API it serves.
     Version,
 }
@@ -95,10 +131,11 @@ fn main() -> ExitCode {
             regions,
             metrics_address,
             log_format,
+            usage_interval,
         } => {
             telemetry::init(log_format);
             match tokio::runtime::Runtime::new() {
-                Ok(runtime) => runtime.block_on(run(regions, metrics_address)),
+                Ok(runtime) => runtime.block_on(run(regions, metrics_address, usage_interval)),
                 Err(err) => {
                     eprintln!("error: cannot start the async runtime: {err}");
                     ExitCode::FAILURE
@@ -111,6 +148,22 @@ fn main() -> ExitCode {
             policies,
             output,
         } => check(&paths, &policies, output),
+        Command::Report {
+            contexts,
+            paths,
+            namespace,
+            period,
+            by,
+            format,
+        } => match tokio::runtime::Runtime::new() {
+            Ok(runtime) => runtime.block_on(finance_report(
+                contexts, paths, namespace, period, by, format,
+            )),
+            Err(err) => {
+                eprintln!("error: cannot start the async runtime: {err}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Version => {
             println!(
                 "sovereign-operator {} (API {}/{}, Kubernetes >= 1.33)",
@@ -149,6 +202,87 @@ fn print_crds(out_dir: Option<PathBuf>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Reads the budgets of every context and file, and prints the report.
+async fn finance_report(
+    mut contexts: Vec<String>,
+    paths: Vec<PathBuf>,
+    namespace: Option<String>,
+    period: Option<String>,
+    by: Vec<report::Dimension>,
+    format: report::Format,
+) -> ExitCode {
+    let mut budgets: Vec<(String, api::TokenBudget)> = Vec::new();
+    if !paths.is_empty() {
+        let documents = match manifest::read_paths(&paths).and_then(manifest::classify) {
+            Ok(resources) => resources.budgets,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return ExitCode::from(2);
+            }
+        };
+        budgets.extend(documents.into_iter().map(|b| ("file".to_owned(), b)));
+    }
+    let use_current = contexts.is_empty() && paths.is_empty();
+    if use_current {
+        contexts.push(String::new());
+    }
+    for context in contexts {
+        let options = kube::config::KubeConfigOptions {
+            context: (!context.is_empty()).then(|| context.clone()),
+            ..Default::default()
+        };
+        let shown = if context.is_empty() {
+            "current context".to_owned()
+        } else {
+            context.clone()
+        };
+        let config = match kube::Config::from_kubeconfig(&options).await {
+            Ok(config) => config,
+            Err(err) => {
+                eprintln!("error: kube context {shown}: {err}");
+                return ExitCode::from(2);
+            }
+        };
+        let source = if context.is_empty() {
+            config.cluster_url.to_string()
+        } else {
+            context.clone()
+        };
+        let client = match kube::Client::try_from(config) {
+            Ok(client) => client,
+            Err(err) => {
+                eprintln!("error: kube context {shown}: {err}");
+                return ExitCode::from(2);
+            }
+        };
+        let api: kube::Api<api::TokenBudget> = match &namespace {
+            Some(ns) => kube::Api::namespaced(client, ns),
+            None => kube::Api::all(client),
+        };
+        match api.list(&Default::default()).await {
+            Ok(list) => budgets.extend(list.items.into_iter().map(|b| (source.clone(), b))),
+            Err(err) => {
+                eprintln!("error: kube context {shown}: cannot list TokenBudgets: {err}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Some(ns) = &namespace {
+        budgets.retain(|(_, b)| b.metadata.namespace.as_deref() == Some(ns.as_str()));
+    }
+    let built = report::build(&budgets, period.as_deref(), &by).and_then(|r| r.render(format));
+    match built {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// Resolves on SIGTERM (what Kubernetes sends) or Ctrl-C.
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -172,7 +306,7 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested: finishing in-flight reconciles");
 }
 
-async fn run(regions: Vec<String>, metrics_address: SocketAddr) -> ExitCode {
+async fn run(regions: Vec<String>, metrics_address: SocketAddr, usage_interval: u64) -> ExitCode {
     let client = match kube::Client::try_default().await {
         Ok(client) => client,
         Err(err) => {
@@ -189,7 +323,10 @@ async fn run(regions: Vec<String>, metrics_address: SocketAddr) -> ExitCode {
         ready: ready.clone(),
     };
     let server = tokio::spawn(serve(metrics_address, state, shutdown.clone()));
-    let ctx = Arc::new(Context::new(client, RegionScope::new(regions), metrics));
+    let ctx = Arc::new(
+        Context::new(client, RegionScope::new(regions), metrics)
+            .with_usage_interval(std::time::Duration::from_secs(usage_interval)),
+    );
     ready.store(true, Ordering::Relaxed);
     controllers::run_all(ctx, shutdown).await;
     match server.await {

@@ -126,6 +126,16 @@ pub struct Metrics {
     pub budget_forecast_ratio: Family<BudgetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// `sovereign_usage_scrapes_total{region,result}`: gateway scrapes by result.
     pub usage_scrapes: Family<ScrapeLabels, Counter>,
+    /// `sovereign_usage_ledger_commits_total{region}`: ledger writes (usage or GPU time
+    /// recorded).
+    pub ledger_commits: Family<RegionLabels, Counter>,
+}
+
+/// Labels naming a region.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegionLabels {
+    /// The SovereignRegion.
+    pub region: String,
 }
 
 /// Labels of a usage scrape.
@@ -197,7 +207,14 @@ impl Default for Metrics {
             "Gateway metrics scrapes by region and result",
             usage_scrapes.clone(),
         );
+        let ledger_commits = Family::default();
+        registry.register(
+            "usage_ledger_commits",
+            "Writes of a region's usage ledger",
+            ledger_commits.clone(),
+        );
         Self {
+            ledger_commits,
             registry,
             reconciliations,
             reconcile_duration,
@@ -254,6 +271,37 @@ impl Metrics {
                 })
                 .set(counts.get(rule).copied().unwrap_or(0));
         }
+    }
+
+    /// Counts one usage scrape of `region`.
+    pub fn scraped(&self, region: &str, result: &str) {
+        self.usage_scrapes
+            .get_or_create(&ScrapeLabels {
+                region: region.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one ledger commit of `region`.
+    pub fn ledger_written(&self, region: &str) {
+        self.ledger_commits
+            .get_or_create(&RegionLabels {
+                region: region.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Sets the use and forecast ratios of a budget.
+    pub fn budget_ratios(&self, namespace: &str, budget: &str, used: f64, forecast: f64) {
+        let labels = BudgetLabels {
+            namespace: namespace.to_owned(),
+            budget: budget.to_owned(),
+        };
+        self.budget_used_ratio.get_or_create(&labels).set(used);
+        self.budget_forecast_ratio
+            .get_or_create(&labels)
+            .set(forecast);
     }
 
     /// The registry in the Prometheus text format.

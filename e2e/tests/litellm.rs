@@ -18,12 +18,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sovereign_operator::api::{InferenceBackend, SovereignRegion};
-use sovereign_operator::render::gateway_config::{GatewayConfig, litellm_config};
+use sovereign_operator::render::gateway_config::{
+    GUARD_FILE, GUARD_MODULE, GatewayConfig, litellm_config,
+};
 
 use crate::harness::{repo_path, yaml_documents};
 
 /// Master key the test gives the proxy (through LITELLM_MASTER_KEY, as in the cluster).
-const MASTER_KEY: &str = "sk-e2e-master";
+pub(crate) const MASTER_KEY: &str = "sk-e2e-master";
 /// Upper bound for LiteLLM to start (about 6 s on a quiet machine; builds run beside it).
 const STARTUP: Duration = Duration::from_secs(240);
 /// Upper bound for asynchronous effects (metrics, Langfuse export) to show.
@@ -209,12 +211,12 @@ fn example(name: &str) -> (SovereignRegion, Vec<InferenceBackend>) {
 }
 
 /// The value the test puts in secret-backed variable `name`.
-fn dummy_secret(name: &str) -> String {
+pub(crate) fn dummy_secret(name: &str) -> String {
     format!("dummy-{}", name.to_ascii_lowercase())
 }
 
 /// Polls `check` until it yields, panicking after [`PATIENCE`].
-fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + PATIENCE;
     loop {
         if let Some(value) = check() {
@@ -226,23 +228,23 @@ fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
 }
 
 /// A fresh directory for one test's files (config, logs), kept after the run for diagnosis.
-struct WorkDir(PathBuf);
+pub(crate) struct WorkDir(pub(crate) PathBuf);
 
 impl WorkDir {
-    fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let dir = repo_path("target/e2e-litellm").join(format!("{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("work dir");
         Self(dir)
     }
 
-    fn path(&self, file: &str) -> PathBuf {
+    pub(crate) fn path(&self, file: &str) -> PathBuf {
         self.0.join(file)
     }
 }
 
 /// A child process killed (and reaped) when the guard goes, also when the test panics.
-struct Guard(Child);
+pub(crate) struct Guard(pub(crate) Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -252,7 +254,7 @@ impl Drop for Guard {
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")
@@ -260,14 +262,14 @@ fn free_port() -> u16 {
 }
 
 /// The stub upstream (`e2e/litellm/stub_backend.py`).
-struct Stub {
+pub(crate) struct Stub {
     port: u16,
     log: PathBuf,
     _process: Guard,
 }
 
 impl Stub {
-    fn start(work: &WorkDir) -> Self {
+    pub(crate) fn start(work: &WorkDir) -> Self {
         let port = free_port();
         let log = work.path("stub-requests.jsonl");
         fs::write(&log, "").expect("stub log");
@@ -291,7 +293,7 @@ impl Stub {
         stub
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
@@ -309,24 +311,58 @@ impl Stub {
 }
 
 /// A real LiteLLM proxy on a rendered config.
-struct Proxy {
-    port: u16,
+pub(crate) struct Proxy {
+    pub(crate) port: u16,
     _process: Guard,
 }
 
 impl Proxy {
     fn start(work: &WorkDir, config: &GatewayConfig, stub: &Stub) -> Self {
+        // The variables the Deployment would get: secrets get dummy values; TEST PLUMBING: the
+        // Langfuse host (an https host of the example) is the stub too.
+        let env: Vec<(String, String)> = config
+            .env
+            .iter()
+            .map(|var| {
+                let value = match var.name.as_str() {
+                    "LITELLM_MASTER_KEY" => MASTER_KEY.to_owned(),
+                    "LANGFUSE_HOST" => stub.url(),
+                    name => var.value.clone().unwrap_or_else(|| dummy_secret(name)),
+                };
+                (var.name.clone(), value)
+            })
+            .collect();
+        let files = [(GUARD_FILE, GUARD_MODULE)];
+        Self::launch(work, &config.config_yaml, &files, &env, stub, free_port())
+    }
+
+    /// Starts LiteLLM on `port` with config `yaml`, the other files of the gateway ConfigMap
+    /// beside it (the budget guard module) and `env`; waits until it is live.
+    pub(crate) fn launch(
+        work: &WorkDir,
+        yaml: &str,
+        files: &[(&str, &str)],
+        env: &[(String, String)],
+        stub: &Stub,
+        port: u16,
+    ) -> Self {
         let litellm = litellm_binary();
         // TEST PLUMBING: every upstream of the rendered config points at the local stub. Only
         // the scheme and host of each `api_base` change, the path stays (`/v1`, or none for
         // Azure), and the text is edited line by line so that the YAML is otherwise exactly
         // what the operator renders.
-        let yaml = point_api_bases_at(&config.config_yaml, &stub.url());
+        let yaml = point_api_bases_at(yaml, &stub.url());
         let config_file = work.path("config.yaml");
         fs::write(&config_file, &yaml).expect("config file");
+        for (name, content) in files {
+            fs::write(work.path(name), content).expect("gateway file");
+        }
 
-        let port = free_port();
-        let output = fs::File::create(work.path("litellm.log")).expect("proxy log");
+        let output = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(work.path("litellm.log"))
+            .expect("proxy log");
         let mut command = Command::new(&litellm);
         command
             .arg("--config")
@@ -334,18 +370,15 @@ impl Proxy {
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .current_dir(&work.0)
             .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            // TEST PLUMBING: where the pod would mount the budget actions ConfigMap.
+            .env("SOVEREIGN_BUDGET_ACTIONS", work.path("actions.json"))
             .stdin(Stdio::null())
             .stdout(output.try_clone().expect("fd"))
             .stderr(output);
-        // The variables the Deployment would get: secrets get dummy values; TEST PLUMBING: the
-        // Langfuse host (an https host of the example) is the stub too.
-        for var in &config.env {
-            let value = match var.name.as_str() {
-                "LITELLM_MASTER_KEY" => MASTER_KEY.to_owned(),
-                "LANGFUSE_HOST" => stub.url(),
-                name => var.value.clone().unwrap_or_else(|| dummy_secret(name)),
-            };
-            command.env(&var.name, value);
+        for (name, value) in env {
+            if name != "SOVEREIGN_BUDGET_ACTIONS" {
+                command.env(name, value);
+            }
         }
         let process = command
             .spawn()
@@ -374,11 +407,35 @@ impl Proxy {
         }
     }
 
+    /// Stops the proxy the way Kubernetes does (SIGTERM), and waits for it to exit.
+    pub(crate) fn stop(mut self) {
+        let pid = self._process.0.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self._process.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = self._process.0.kill();
+    }
+
     /// POST a one-message chat completion for `model`, with extra top-level JSON fields.
-    fn chat(&self, model: &str, extra: &[(&str, &str)]) -> (u16, String) {
-        let mut body = format!(
-            r#"{{"model": "{model}", "messages": [{{"role": "user", "content": "Bonjour, what is the capital of France?"}}]"#
-        );
+    pub(crate) fn chat(&self, model: &str, extra: &[(&str, &str)]) -> (u16, String) {
+        let messages =
+            r#"[{"role": "user", "content": "Bonjour, what is the capital of France?"}]"#;
+        self.chat_with(model, messages, extra)
+    }
+
+    /// POST a chat completion for `model` with `messages` (JSON) and extra top-level fields.
+    pub(crate) fn chat_with(
+        &self,
+        model: &str,
+        messages: &str,
+        extra: &[(&str, &str)],
+    ) -> (u16, String) {
+        let mut body = format!(r#"{{"model": "{model}", "messages": {messages}"#);
         for (key, json) in extra {
             body.push_str(&format!(r#", "{key}": {json}"#));
         }
@@ -393,7 +450,7 @@ impl Proxy {
         (status, body)
     }
 
-    fn get(&self, path: &str) -> (u16, String, String) {
+    pub(crate) fn get(&self, path: &str) -> (u16, String, String) {
         http(
             self.port,
             "GET",
@@ -405,7 +462,7 @@ impl Proxy {
 }
 
 /// The venv's `litellm`, creating the venv first if needed (`e2e/litellm/setup.sh`).
-fn litellm_binary() -> PathBuf {
+pub(crate) fn litellm_binary() -> PathBuf {
     let output = Command::new("bash")
         .arg(repo_path("e2e/litellm/setup.sh"))
         .stderr(Stdio::inherit())
@@ -423,7 +480,7 @@ fn litellm_binary() -> PathBuf {
 }
 
 /// `yaml` with the scheme and host of every `api_base:` replaced by `base`.
-fn point_api_bases_at(yaml: &str, base: &str) -> String {
+pub(crate) fn point_api_bases_at(yaml: &str, base: &str) -> String {
     let mut out = String::new();
     for line in yaml.lines() {
         match line.split_once("api_base: ") {
@@ -444,7 +501,7 @@ fn point_api_bases_at(yaml: &str, base: &str) -> String {
 }
 
 /// The last lines of a log file.
-fn tail(file: &Path) -> String {
+pub(crate) fn tail(file: &Path) -> String {
     let text = fs::read_to_string(file).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(60)..].join("\n")
@@ -452,7 +509,7 @@ fn tail(file: &Path) -> String {
 
 /// A minimal HTTP/1.0 exchange on 127.0.0.1 (the server closes the connection, so the answer is
 /// read to its end): status (0 when nothing answered), body and raw headers.
-fn http(
+pub(crate) fn http(
     port: u16,
     method: &str,
     path: &str,

@@ -11,6 +11,7 @@ mod corpus;
 mod admission_support;
 
 mod admission;
+mod finops;
 mod harness;
 mod litellm;
 mod provisioning;

@@ -144,6 +144,13 @@ pub struct GatewaySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "free_form_object")]
     pub extra_config: Option<serde_json::Value>,
+    /// `/metrics` URLs of gateways that do not run as this region's pods (e.g. a gateway run
+    /// by another team inside the region). When set, the usage collector scrapes these
+    /// instead of the gateway pods it finds through the gateway Service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(u, u.startsWith('http://') || u.startsWith('https://'))").message("gateway.metricsUrls entries must be absolute http:// or https:// URLs"))]
+    #[schemars(length(max = 16))]
+    pub metrics_urls: Vec<String>,
 }
 
 impl Default for GatewaySpec {
@@ -155,6 +162,7 @@ impl Default for GatewaySpec {
             master_key_secret: None,
             database_secret: None,
             extra_config: None,
+            metrics_urls: Vec::new(),
         }
     }
 }

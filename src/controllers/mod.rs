@@ -4,8 +4,10 @@
 
 pub mod apply;
 pub mod backend;
+pub mod budget;
 pub mod policy;
 pub mod region;
+pub mod usage;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -61,7 +63,15 @@ pub struct Context {
     /// UIDs pruned at least once by this process: the first reconcile after a start prunes
     /// whatever the spec says, so children an older operator version made are cleaned up.
     pruned: Mutex<std::collections::HashSet<String>>,
+    /// How often gateways are scraped and budgets re-evaluated.
+    pub usage_interval: Duration,
+    /// Budget thresholds announced by this process (budget UID, period, percent): a reconcile
+    /// that ran on a status older than its own last write must not announce twice.
+    announced: Mutex<std::collections::HashSet<String>>,
 }
+
+/// Default of `--usage-interval`.
+pub const DEFAULT_USAGE_INTERVAL: Duration = Duration::from_secs(30);
 
 impl Context {
     /// A context for `client`.
@@ -77,6 +87,8 @@ impl Context {
             metrics,
             failures: Mutex::new(HashMap::new()),
             pruned: Mutex::new(std::collections::HashSet::new()),
+            usage_interval: DEFAULT_USAGE_INTERVAL,
+            announced: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -91,6 +103,18 @@ impl Context {
     pub fn mark_pruned(&self, uid: &str) {
         let mut pruned = self.pruned.lock().unwrap_or_else(|e| e.into_inner());
         pruned.insert(uid.to_owned());
+    }
+
+    /// The context with another usage interval.
+    pub fn with_usage_interval(mut self, interval: Duration) -> Self {
+        self.usage_interval = interval;
+        self
+    }
+
+    /// Whether `key` is announced for the first time by this process (and records it).
+    pub fn first_announcement(&self, key: &str) -> bool {
+        let mut announced = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+        announced.insert(key.to_owned())
     }
 
     /// An applier writing as `manager`.
@@ -286,7 +310,7 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 /// Re-check period while something is still converging (pods starting, rollouts).
 pub const PROGRESS_CHECK: Duration = Duration::from_secs(10);
 
-/// Runs the region, backend and policy controllers until `shutdown` resolves, then returns once both
+/// Runs the region, backend, policy and budget controllers and the usage collector until `shutdown` resolves, then returns once both
 /// have finished their in-flight reconciles.
 pub async fn run_all(
     ctx: Arc<Context>,
@@ -295,10 +319,13 @@ pub async fn run_all(
     >,
 ) {
     tracing::info!(regions = %ctx.scope.describe(), "starting controllers");
+    let interval = ctx.usage_interval;
     futures::join!(
         region::run(ctx.clone(), shutdown.clone()),
         backend::run(ctx.clone(), shutdown.clone()),
-        policy::run(ctx, shutdown),
+        policy::run(ctx.clone(), shutdown.clone()),
+        usage::run(ctx.clone(), interval, shutdown.clone()),
+        budget::run(ctx, interval, shutdown),
     );
 }
 

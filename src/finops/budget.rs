@@ -145,7 +145,8 @@ pub fn period_bounds(
     now: Timestamp,
 ) -> Result<(Timestamp, Timestamp), BudgetError> {
     let today = now.to_zoned(zone.clone()).date();
-    let (start, end) = period_dates(period, today).ok_or_else(|| BudgetError::Period(now.to_string()))?;
+    let (start, end) =
+        period_dates(period, today).ok_or_else(|| BudgetError::Period(now.to_string()))?;
     let at_midnight = |day: Date| {
         day.to_zoned(zone.clone())
             .map(|z| z.timestamp())
@@ -246,8 +247,10 @@ pub fn evaluate(
 ) -> Result<Evaluation, BudgetError> {
     let zone = time_zone(spec)?;
     let (start, end) = period_bounds(spec.period, &zone, now)?;
-    let scoped: BTreeMap<&LineKey, &LineUsage> =
-        lines.iter().filter(|(key, _)| in_scope(&spec.scope, key)).collect();
+    let scoped: BTreeMap<&LineKey, &LineUsage> = lines
+        .iter()
+        .filter(|(key, _)| in_scope(&spec.scope, key))
+        .collect();
 
     // The budget's currency: the limit's, else the only one the usage has.
     let currencies: std::collections::BTreeSet<&String> =
@@ -256,7 +259,11 @@ pub fn evaluate(
         .limit
         .currency
         .clone()
-        .or_else(|| (currencies.len() == 1).then(|| currencies.iter().next().map(|c| (*c).clone())).flatten())
+        .or_else(|| {
+            (currencies.len() == 1)
+                .then(|| currencies.iter().next().map(|c| (*c).clone()))
+                .flatten()
+        })
         .unwrap_or_default();
     let foreign: Vec<&String> = currencies.into_iter().filter(|c| **c != currency).collect();
 
@@ -300,7 +307,9 @@ pub fn evaluate(
 
     let mut fired = Vec::new();
     for threshold in &spec.thresholds {
-        let done = crossed.iter().any(|c: &CrossedThreshold| c.percent == threshold.percent);
+        let done = crossed
+            .iter()
+            .any(|c: &CrossedThreshold| c.percent == threshold.percent);
         if !done && percent >= f64::from(threshold.percent) {
             let event = CrossedThreshold {
                 percent: threshold.percent,
@@ -357,7 +366,10 @@ pub fn active_actions(
         if crossed.action == ThresholdAction::Notify {
             continue;
         }
-        let threshold = spec.thresholds.iter().find(|t| t.percent == crossed.percent);
+        let threshold = spec
+            .thresholds
+            .iter()
+            .find(|t| t.percent == crossed.percent);
         actions.push(GatewayAction {
             budget: format!("{namespace}/{name}"),
             action: crossed.action,
@@ -419,9 +431,12 @@ fn subtract(now: &[UsageLine], opening: &[UsageLine]) -> Vec<UsageLine> {
             delta.input_tokens = (line.input_tokens - base.input_tokens).max(0);
             delta.output_tokens = (line.output_tokens - base.output_tokens).max(0);
             delta.requests = (line.requests - base.requests).max(0);
-            delta.amount = money((decimal(&line.amount) - decimal(&base.amount)).max(Decimal::ZERO));
+            delta.amount =
+                money((decimal(&line.amount) - decimal(&base.amount)).max(Decimal::ZERO));
         }
-        if delta.input_tokens + delta.output_tokens + delta.requests > 0 || !decimal(&delta.amount).is_zero() {
+        if delta.input_tokens + delta.output_tokens + delta.requests > 0
+            || !decimal(&delta.amount).is_zero()
+        {
             out.push(delta);
         }
     }
@@ -461,7 +476,11 @@ fn percent_used(spec: &TokenBudgetSpec, spent: &Spend) -> Result<f64, BudgetErro
 
 fn ratio(used: Decimal, limit: Decimal) -> f64 {
     if limit.is_zero() {
-        return if used.is_zero() { 0.0 } else { f64::INFINITY.min(1e9) };
+        return if used.is_zero() {
+            0.0
+        } else {
+            f64::INFINITY.min(1e9)
+        };
     }
     (used / limit).to_f64().unwrap_or(0.0)
 }
@@ -547,7 +566,11 @@ fn conditions(
         }
     };
     if !foreign.is_empty() {
-        let list = foreign.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ");
+        let list = foreign
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         let message = format!(
             "usage in {list} cannot be counted against a budget in {currency} without a rates table; narrow the scope to backends priced in {currency} (spend shown covers {currency} only)"
         );
@@ -565,14 +588,24 @@ fn conditions(
         condition(
             "WithinBudget",
             Status::from(within),
-            if within { "UnderLimit" } else if exceeded { "LimitReached" } else { "AtRisk" },
+            if within {
+                "UnderLimit"
+            } else if exceeded {
+                "LimitReached"
+            } else {
+                "AtRisk"
+            },
             format!("{used}; {forecast}"),
         ),
         condition(
             "AtRisk",
             Status::from(at_risk),
             if at_risk {
-                if percent >= AT_RISK_PERCENT { "HighUse" } else { "ForecastOverLimit" }
+                if percent >= AT_RISK_PERCENT {
+                    "HighUse"
+                } else {
+                    "ForecastOverLimit"
+                }
             } else {
                 "NotAtRisk"
             },
@@ -581,36 +614,49 @@ fn conditions(
         condition(
             "Exceeded",
             Status::from(exceeded),
-            if exceeded { "LimitReached" } else { "UnderLimit" },
+            if exceeded {
+                "LimitReached"
+            } else {
+                "UnderLimit"
+            },
             used,
         ),
     ]
 }
 
+/// The value of breakdown dimension `dimension` of `line`.
+fn dimension_value<'a>(dimension: &str, line: &'a UsageLine) -> &'a str {
+    match dimension {
+        "team" => &line.team,
+        "costCenter" => &line.cost_center,
+        "model" => &line.model,
+        _ => &line.region,
+    }
+}
+
 /// Top spenders per dimension.
 fn breakdown(lines: &[UsageLine]) -> Vec<BreakdownEntry> {
     let mut out = Vec::new();
-    let dimensions: [(&str, fn(&UsageLine) -> &str); 4] = [
-        ("team", |l| &l.team),
-        ("costCenter", |l| &l.cost_center),
-        ("model", |l| &l.model),
-        ("region", |l| &l.region),
-    ];
-    for (dimension, value_of) in dimensions {
+    for dimension in ["team", "costCenter", "model", "region"] {
         let mut sums: BTreeMap<&str, (Decimal, i64)> = BTreeMap::new();
         for line in lines {
-            let sum = sums.entry(value_of(line)).or_default();
+            let sum = sums.entry(dimension_value(dimension, line)).or_default();
             sum.0 += decimal(&line.amount);
             sum.1 += line.input_tokens + line.output_tokens;
         }
         let mut ranked: Vec<_> = sums.into_iter().collect();
         ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        out.extend(ranked.into_iter().take(TOP_N).map(|(value, (amount, tokens))| BreakdownEntry {
-            dimension: dimension.to_owned(),
-            value: value.to_owned(),
-            amount: money(amount),
-            tokens,
-        }));
+        out.extend(
+            ranked
+                .into_iter()
+                .take(TOP_N)
+                .map(|(value, (amount, tokens))| BreakdownEntry {
+                    dimension: dimension.to_owned(),
+                    value: value.to_owned(),
+                    amount: money(amount),
+                    tokens,
+                }),
+        );
     }
     out
 }

@@ -132,7 +132,10 @@ impl<'a> Iterator for Samples<'a> {
             self.rest = rest;
             self.line += 1;
             let line = line.strip_suffix('\r').unwrap_or(line);
-            let first = line.as_bytes().iter().position(|b| *b != b' ' && *b != b'\t');
+            let first = line
+                .as_bytes()
+                .iter()
+                .position(|b| *b != b' ' && *b != b'\t');
             let Some(first) = first else { continue };
             if line.as_bytes()[first] == b'#' {
                 continue;
@@ -304,7 +307,10 @@ mod tests {
     fn names_the_line_of_a_bad_sample() {
         for (text, message) in [
             ("ok 1\nbad{a=1} 2\n", "a label value must be quoted"),
-            ("ok 1\nbad{a=\"1\"x} 2\n", "label values must be separated by ','"),
+            (
+                "ok 1\nbad{a=\"1\"x} 2\n",
+                "label values must be separated by ','",
+            ),
             ("ok 1\nbad{a=\"1\n", "unterminated label value"),
             ("ok 1\nbad 12abc\n", "the value is not a number"),
             ("ok 1\nbad\n", "a sample needs a value"),

@@ -446,7 +446,12 @@ mod tests {
         #[derive(Clone, Debug)]
         enum Step {
             /// A request through gateway `gw` for series `series`.
-            Request { gw: usize, series: usize, input: u64, output: u64 },
+            Request {
+                gw: usize,
+                series: usize,
+                input: u64,
+                output: u64,
+            },
             /// The collector scrapes `gw`; `committed` says whether the ledger write
             /// succeeded (a conflict or a crash before the write loses the whole tick).
             Scrape { gw: usize, committed: bool },
@@ -486,7 +491,10 @@ mod tests {
         /// server, record, write back only if the write succeeds.
         fn tick(stored: &mut String, gw: &Gateway, now: i64, committed: bool) {
             let mut ledger: Ledger = serde_json::from_str(stored).expect("stored ledger");
-            let scrape = Scrape { process_start: Some(gw.start), series: gw.series.clone() };
+            let scrape = Scrape {
+                process_start: Some(gw.start),
+                series: gw.series.clone(),
+            };
             ledger.record(&gw.source, &scrape, now, &PriceBook::default());
             if committed {
                 *stored = serde_json::to_string(&ledger).expect("serializes");

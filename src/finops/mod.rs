@@ -6,6 +6,7 @@ pub mod budget;
 pub mod exposition;
 pub mod ledger;
 pub mod pricing;
+pub mod report;
 
 pub mod usage;
 

@@ -90,7 +90,12 @@ fn price_of(backend: &InferenceBackend) -> Option<Price> {
 }
 
 /// Cost of `input` and `output` tokens at a token price: exact, no rounding.
-pub fn token_cost(input: u64, output: u64, per_million_in: Decimal, per_million_out: Decimal) -> Decimal {
+pub fn token_cost(
+    input: u64,
+    output: u64,
+    per_million_in: Decimal,
+    per_million_out: Decimal,
+) -> Decimal {
     let million = Decimal::from(1_000_000u32);
     (Decimal::from(input) * per_million_in + Decimal::from(output) * per_million_out) / million
 }

@@ -2,7 +2,8 @@
 //! attributed by team, key alias, cost centre, model and deployment, with every end-user
 //! identifier dropped on the way in.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -133,31 +134,60 @@ fn family(name: &str) -> Option<Family> {
     }
 }
 
-/// LiteLLM writes a missing label value as the string `None`.
-fn present(value: &str) -> &str {
-    if value == "None" { "" } else { value }
+/// A series key borrowing from the scrape: building one allocates nothing unless a label
+/// value had escapes, so summing a million samples costs no million allocations.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+struct BorrowedKey<'a> {
+    team: Cow<'a, str>,
+    key_alias: Cow<'a, str>,
+    cost_center: Cow<'a, str>,
+    model: Cow<'a, str>,
+    deployment: Cow<'a, str>,
 }
 
-fn series_key(sample: &Sample<'_>) -> SeriesKey {
-    let mut key = SeriesKey::default();
-    let mut team_alias = String::new();
-    let mut metadata_team = String::new();
-    let mut team_id = String::new();
+impl BorrowedKey<'_> {
+    fn to_owned_key(&self) -> SeriesKey {
+        SeriesKey {
+            team: self.team.clone().into_owned(),
+            key_alias: self.key_alias.clone().into_owned(),
+            cost_center: self.cost_center.clone().into_owned(),
+            model: self.model.clone().into_owned(),
+            deployment: self.deployment.clone().into_owned(),
+        }
+    }
+}
+
+/// LiteLLM writes a missing label value as the string `None`.
+fn present_cow(value: Cow<'_, str>) -> Cow<'_, str> {
+    if value == "None" {
+        Cow::Borrowed("")
+    } else {
+        value
+    }
+}
+
+fn series_key<'a>(sample: &Sample<'a>) -> BorrowedKey<'a> {
+    let mut key = BorrowedKey::default();
+    let (mut team_alias, mut metadata_team, mut team_id) =
+        (Cow::Borrowed(""), Cow::Borrowed(""), Cow::Borrowed(""));
+    let mut model_label = Cow::Borrowed("");
     for (name, value) in sample.labels() {
-        let value = present(&value);
         match name {
-            "team_alias" => team_alias = value.to_owned(),
-            "metadata_team" => metadata_team = value.to_owned(),
-            "team" => team_id = value.to_owned(),
-            "api_key_alias" => key.key_alias = value.to_owned(),
-            "metadata_cost_center" => key.cost_center = value.to_owned(),
-            "requested_model" => key.model = value.to_owned(),
-            "model" if key.model.is_empty() => key.model = value.to_owned(),
-            "model_id" => key.deployment = value.to_owned(),
+            "team_alias" => team_alias = present_cow(value),
+            "metadata_team" => metadata_team = present_cow(value),
+            "team" => team_id = present_cow(value),
+            "api_key_alias" => key.key_alias = present_cow(value),
+            "metadata_cost_center" => key.cost_center = present_cow(value),
+            "requested_model" => key.model = present_cow(value),
+            "model" => model_label = present_cow(value),
+            "model_id" => key.deployment = present_cow(value),
             // end_user, user, user_email, hashed_api_key, client_ip, user_agent and the rest
             // are dropped here: they never reach the ledger, status, logs or reports.
             _ => {}
         }
+    }
+    if key.model.is_empty() {
+        key.model = model_label;
     }
     key.team = [team_alias, metadata_team, team_id]
         .into_iter()
@@ -180,18 +210,18 @@ fn count(sample: &Sample<'_>) -> Result<u64, UsageError> {
 
 /// Reads the usage counters out of a LiteLLM `/metrics` response.
 pub fn read_scrape(text: &str) -> Result<Scrape, UsageError> {
-    let mut scrape = Scrape::default();
+    let mut process_start = None;
+    let mut series: HashMap<BorrowedKey<'_>, Counters> = HashMap::new();
     for sample in exposition::samples(text) {
         let sample = sample?;
         if sample.name == "process_start_time_seconds" {
-            scrape.process_start = Some(sample.value);
+            process_start = Some(sample.value);
             continue;
         }
         let Some(family) = family(sample.name) else {
             continue;
         };
-        let key = series_key(&sample);
-        let counters = scrape.series.entry(key).or_default();
+        let counters = series.entry(series_key(&sample)).or_default();
         match family {
             Family::InputTokens => counters.input_tokens += count(&sample)?,
             Family::OutputTokens => counters.output_tokens += count(&sample)?,
@@ -206,6 +236,17 @@ pub fn read_scrape(text: &str) -> Result<Scrape, UsageError> {
                 counters.gateway_spend_usd += sample.value;
             }
         }
+    }
+    let mut scrape = Scrape {
+        process_start,
+        series: BTreeMap::new(),
+    };
+    for (key, counters) in series {
+        scrape
+            .series
+            .entry(key.to_owned_key())
+            .or_default()
+            .add(&counters);
     }
     Ok(scrape)
 }
@@ -238,7 +279,10 @@ mod tests {
             assert_eq!(family(name), Some(Family::InputTokens), "{name}");
         }
         assert_eq!(family("litellm_spend_metric_total"), Some(Family::Spend));
-        assert_eq!(family("litellm_requests_metric_total"), Some(Family::Requests));
+        assert_eq!(
+            family("litellm_requests_metric_total"),
+            Some(Family::Requests)
+        );
         assert_eq!(family("litellm_spend_metric_created"), None);
         assert_eq!(family("litellm_total_tokens_metric_total"), None);
         assert_eq!(family("litellm_proxy_total_requests_metric_total"), None);
@@ -279,11 +323,19 @@ mod tests {
         };
         let support = scrape.series.get(&key).expect("CC-200/support/llama");
         assert_eq!(
-            (support.requests, support.input_tokens, support.output_tokens),
+            (
+                support.requests,
+                support.input_tokens,
+                support.output_tokens
+            ),
             (5, 259, 105)
         );
         let debug = format!("{:?}", scrape.series);
-        for secret in ["@example.com", "litellm_proxy_master_key", "default_user_id"] {
+        for secret in [
+            "@example.com",
+            "litellm_proxy_master_key",
+            "default_user_id",
+        ] {
             assert!(!debug.contains(secret), "{secret} leaked into the usage");
         }
     }

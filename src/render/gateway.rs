@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, PodSpec, PodTempl
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::BTreeMap;
 
+use super::gateway_config::{GUARD_FILE, GUARD_MODULE};
 use super::k8s::{self, Disruption};
 use super::pod::{
     region_affinity, region_node_selector, region_tolerations, restricted_container_security,
@@ -24,6 +25,12 @@ pub const PORT: i32 = 4000;
 /// Pod-template annotation carrying the hash of the config: a new config, a new rollout.
 pub const CONFIG_HASH_ANNOTATION: &str = "sovereign.ai/config-hash";
 const CONFIG_DIR: &str = "/etc/litellm";
+/// ConfigMap (in the region namespace) with the budget actions in force, written by the usage
+/// controller and read by the guard module.
+pub const ACTIONS_CONFIG_MAP: &str = "sovereign-budget-actions";
+/// Key of the actions in that ConfigMap.
+pub const ACTIONS_KEY: &str = "actions.json";
+const ACTIONS_DIR: &str = "/etc/sovereign/actions";
 const GATEWAY_UID: i64 = 1000;
 
 /// In-cluster URL of a region's gateway.
@@ -46,16 +53,20 @@ pub fn gateway_children(
 
     let config_map = ConfigMap {
         metadata: meta(),
-        data: Some(BTreeMap::from([(
-            "config.yaml".to_owned(),
-            config_yaml.to_owned(),
-        )])),
+        data: Some(BTreeMap::from([
+            ("config.yaml".to_owned(), config_yaml.to_owned()),
+            (GUARD_FILE.to_owned(), GUARD_MODULE.to_owned()),
+        ])),
         ..ConfigMap::default()
     };
 
     // Never fetch LiteLLM's model cost map from GitHub: that is a call abroad at every start,
     // and our prices come from the InferenceBackends anyway.
     env.push(k8s::env("LITELLM_LOCAL_MODEL_COST_MAP", "True"));
+    env.push(k8s::env(
+        "SOVEREIGN_BUDGET_ACTIONS",
+        &format!("{ACTIONS_DIR}/{ACTIONS_KEY}"),
+    ));
     env.sort_by(|a, b| a.name.cmp(&b.name));
     env.dedup_by(|a, b| a.name == b.name);
 
@@ -80,6 +91,7 @@ pub fn gateway_children(
             resources: gateway.resources.clone(),
             volume_mounts: Some(vec![
                 k8s::mount("config", CONFIG_DIR, true),
+                k8s::mount("budget-actions", ACTIONS_DIR, true),
                 k8s::mount("tmp", "/tmp", false),
             ]),
             readiness_probe: Some(probe("/health/readiness")),
@@ -89,6 +101,9 @@ pub fn gateway_children(
         }],
         volumes: Some(vec![
             k8s::config_map_volume("config", NAME),
+            // Optional: until a budget acts, the ConfigMap does not exist and the gateway
+            // must start anyway. Its updates reach the pod without a rollout.
+            k8s::optional_config_map_volume("budget-actions", ACTIONS_CONFIG_MAP),
             k8s::empty_dir("tmp", None),
         ]),
         ..PodSpec::default()

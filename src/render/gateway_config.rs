@@ -42,6 +42,17 @@ pub const LANGFUSE_HOST_ENV: &str = "LANGFUSE_HOST";
 pub const LANGFUSE_PUBLIC_KEY_ENV: &str = "LANGFUSE_PUBLIC_KEY";
 /// Environment variable (and key in the region's Langfuse Secret) of the Langfuse secret key.
 pub const LANGFUSE_SECRET_KEY_ENV: &str = "LANGFUSE_SECRET_KEY";
+/// File name of the budget guard module, next to `config.yaml` in the gateway ConfigMap.
+pub const GUARD_FILE: &str = "sovereign_guard.py";
+/// The budget guard: a LiteLLM pre-call hook that enforces the Block, Throttle and Downgrade
+/// actions of crossed TokenBudget thresholds (see the module's docstring).
+pub const GUARD_MODULE: &str = include_str!("sovereign_guard.py");
+/// How the config names the guard: `<module>.<instance>`, which LiteLLM imports from the
+/// directory of the config file (litellm/proxy/types_utils/utils.py `get_instance_fn`).
+pub const GUARD_CALLBACK: &str = "sovereign_guard.guard";
+/// Request metadata LiteLLM turns into `metadata_<key>` labels of its usage counters, which
+/// the usage collector attributes by (team and cost centre).
+pub const USAGE_METADATA_LABELS: [&str; 2] = ["metadata.cost_center", "metadata.team"];
 
 /// The rendered gateway configuration and what the gateway Deployment needs with it.
 #[derive(Clone, Debug, PartialEq)]
@@ -107,6 +118,7 @@ pub const RESERVED_PATHS: &[&str] = &[
     "router_settings.content_policy_fallbacks",
     "router_settings.router_general_settings",
     "litellm_settings.callbacks",
+    "litellm_settings.custom_prometheus_metadata_labels",
     "litellm_settings.success_callback",
     "litellm_settings.failure_callback",
     "litellm_settings.fallbacks",
@@ -178,7 +190,7 @@ pub fn litellm_config(
         router_settings.insert("fallbacks".into(), Value::Sequence(fallbacks));
     }
 
-    let mut callbacks = vec![Value::from("prometheus")];
+    let mut callbacks = vec![Value::from("prometheus"), Value::from(GUARD_CALLBACK)];
     let observability = region.spec.observability.as_ref();
     if let Some(host) = observability.and_then(|o| o.langfuse_host.as_deref()) {
         // LiteLLM's Langfuse logger reads LANGFUSE_HOST / LANGFUSE_PUBLIC_KEY /
@@ -206,6 +218,17 @@ pub fn litellm_config(
     // `prometheus_client` package in the image. "langfuse" is one of the custom-logger
     // compatible callback names (litellm/__init__.py `_custom_logger_compatible_callbacks_literal`).
     litellm_settings.insert("callbacks".into(), Value::Sequence(callbacks));
+    // Usage is attributed to teams and cost centres through these labels; the collector drops
+    // every end-user label (end_user, user, user_email, hashed_api_key) when it reads them.
+    litellm_settings.insert(
+        "custom_prometheus_metadata_labels".into(),
+        Value::Sequence(
+            USAGE_METADATA_LABELS
+                .iter()
+                .map(|l| Value::from(*l))
+                .collect(),
+        ),
+    );
 
     let mut general_settings = Mapping::new();
     if let Some(master) = &region.spec.gateway.master_key_secret {
@@ -876,7 +899,7 @@ mod tests {
         assert_eq!(yaml["general_settings"]["store_model_in_db"], false);
         assert_eq!(
             yaml["litellm_settings"]["callbacks"],
-            serde_json::json!(["prometheus", "langfuse"])
+            serde_json::json!(["prometheus", GUARD_CALLBACK, "langfuse"])
         );
     }
 
@@ -979,7 +1002,7 @@ mod tests {
         assert!(yaml["general_settings"].get("master_key").is_none());
         assert_eq!(
             yaml["litellm_settings"]["callbacks"],
-            serde_json::json!(["prometheus"])
+            serde_json::json!(["prometheus", GUARD_CALLBACK])
         );
     }
 
@@ -1080,6 +1103,7 @@ mod tests {
                 "general_settings.store_model_in_db",
                 "include",
                 "litellm_settings.callbacks",
+                "litellm_settings.custom_prometheus_metadata_labels",
                 "litellm_settings.success_callback",
                 "model_list",
                 "router_settings.enable_tag_filtering",
@@ -1098,7 +1122,7 @@ mod tests {
         assert!(yaml["router_settings"].get("model_list").is_none());
         assert_eq!(
             yaml["litellm_settings"]["callbacks"],
-            serde_json::json!(["prometheus", "langfuse"])
+            serde_json::json!(["prometheus", GUARD_CALLBACK, "langfuse"])
         );
         assert!(yaml["litellm_settings"].get("success_callback").is_none());
         assert_eq!(

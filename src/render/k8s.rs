@@ -47,6 +47,15 @@ pub fn config_map_volume(name: &str, config_map: &str) -> Volume {
     }
 }
 
+/// Volume `name` holding the keys of ConfigMap `config_map`, which need not exist.
+pub fn optional_config_map_volume(name: &str, config_map: &str) -> Volume {
+    let mut volume = config_map_volume(name, config_map);
+    if let Some(source) = volume.config_map.as_mut() {
+        source.optional = Some(true);
+    }
+    volume
+}
+
 /// Mounts volume `name` at `path`. A read-only mount says `readOnly: true`; a writable one leaves
 /// the field unset (the API default, false).
 pub fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {

@@ -135,6 +135,7 @@ pub fn budget() -> Value {
             "thresholds": [
                 {"percent": 50, "action": "Notify"},
                 {"percent": 90, "action": "Downgrade", "downgradeTo": "small"},
+                {"percent": 95, "action": "Throttle", "requestsPerMinute": 5},
                 {"percent": 100, "action": "Block"}
             ]
         }
@@ -292,6 +293,29 @@ pub fn cases() -> Vec<Case> {
             object: with(&region(), "/spec/gateway/replicas", json!(0)),
             old: None,
             expect: Some("spec.gateway.replicas: gateway.replicas must be between 1 and 100"),
+        });
+    }
+    {
+        cases.push(Case {
+            name: "region_gateway_metrics_urls_http/1",
+            kind: Kind::SovereignRegion,
+            object: with(
+                &region(),
+                "/spec/gateway/metricsUrls",
+                json!([
+                    "http://10.0.0.7:4000/metrics/",
+                    "https://gw.eu.example/metrics"
+                ]),
+            ),
+            old: None,
+            expect: None,
+        });
+        cases.push(Case {
+            name: "region_gateway_metrics_urls_http/2",
+            kind: Kind::SovereignRegion,
+            object: with(&region(), "/spec/gateway/metricsUrls", json!(["gw.eu.example:4000/metrics"])),
+            old: None,
+            expect: Some("spec.gateway.metricsUrls: gateway.metricsUrls entries must be absolute http:// or https:// URLs"),
         });
     }
     {
@@ -707,6 +731,19 @@ pub fn cases() -> Vec<Case> {
             expect: Some(
                 "spec.thresholds[0].percent: thresholds[].percent must be between 1 and 1000",
             ),
+        });
+    }
+    {
+        cases.push(Case {
+            name: "budget_threshold_requests_per_minute_positive/1",
+            kind: Kind::TokenBudget,
+            object: with(
+                &budget(),
+                "/spec/thresholds",
+                json!([{"percent": 80, "action": "Throttle", "requestsPerMinute": 0}]),
+            ),
+            old: None,
+            expect: Some("spec.thresholds[0].requestsPerMinute: thresholds[].requestsPerMinute must be at least 1"),
         });
     }
     {

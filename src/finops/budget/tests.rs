@@ -64,72 +64,144 @@ fn condition<'a>(status: &'a TokenBudgetStatus, type_: &str) -> &'a str {
 fn periods_start_at_midnight_in_the_budget_time_zone() {
     let kolkata = TimeZone::get("Asia/Kolkata").expect("zone");
     // 20:00 UTC on 30 November is 01:30 on 1 December in India.
-    let (start, end) = period_bounds(BudgetPeriod::Monthly, &kolkata, at("2026-11-30T20:00:00Z"))
-        .expect("bounds");
+    let (start, end) =
+        period_bounds(BudgetPeriod::Monthly, &kolkata, at("2026-11-30T20:00:00Z")).expect("bounds");
     assert_eq!(start, at("2026-11-30T18:30:00Z"));
     assert_eq!(end, at("2026-12-31T18:30:00Z"));
-    assert_eq!(period_label(BudgetPeriod::Monthly, &kolkata, start), "2026-12");
+    assert_eq!(
+        period_label(BudgetPeriod::Monthly, &kolkata, start),
+        "2026-12"
+    );
 
     let paris = TimeZone::get("Europe/Paris").expect("zone");
     // The day DST starts in Paris is 23 hours long.
     let (start, end) =
         period_bounds(BudgetPeriod::Daily, &paris, at("2026-03-29T12:00:00Z")).expect("bounds");
-    assert_eq!((start, end), (at("2026-03-28T23:00:00Z"), at("2026-03-29T22:00:00Z")));
+    assert_eq!(
+        (start, end),
+        (at("2026-03-28T23:00:00Z"), at("2026-03-29T22:00:00Z"))
+    );
 
-    let (start, end) =
-        period_bounds(BudgetPeriod::Weekly, &TimeZone::UTC, at("2026-11-28T10:00:00Z")).expect("bounds");
-    assert_eq!((start, end), (at("2026-11-23T00:00:00Z"), at("2026-11-30T00:00:00Z")));
-    assert_eq!(period_label(BudgetPeriod::Weekly, &TimeZone::UTC, start), "2026-W48");
+    let (start, end) = period_bounds(
+        BudgetPeriod::Weekly,
+        &TimeZone::UTC,
+        at("2026-11-28T10:00:00Z"),
+    )
+    .expect("bounds");
+    assert_eq!(
+        (start, end),
+        (at("2026-11-23T00:00:00Z"), at("2026-11-30T00:00:00Z"))
+    );
+    assert_eq!(
+        period_label(BudgetPeriod::Weekly, &TimeZone::UTC, start),
+        "2026-W48"
+    );
 
-    let (start, end) =
-        period_bounds(BudgetPeriod::Quarterly, &TimeZone::UTC, at("2026-11-28T10:00:00Z")).expect("bounds");
-    assert_eq!((start, end), (at("2026-10-01T00:00:00Z"), at("2027-01-01T00:00:00Z")));
-    assert_eq!(period_label(BudgetPeriod::Quarterly, &TimeZone::UTC, start), "2026-Q4");
+    let (start, end) = period_bounds(
+        BudgetPeriod::Quarterly,
+        &TimeZone::UTC,
+        at("2026-11-28T10:00:00Z"),
+    )
+    .expect("bounds");
+    assert_eq!(
+        (start, end),
+        (at("2026-10-01T00:00:00Z"), at("2027-01-01T00:00:00Z"))
+    );
+    assert_eq!(
+        period_label(BudgetPeriod::Quarterly, &TimeZone::UTC, start),
+        "2026-Q4"
+    );
 }
 
 #[test]
 fn an_unknown_time_zone_is_an_error_naming_it() {
     let mut spec = budget("100", &[]);
     spec.time_zone = Some("Mars/Olympus_Mons".into());
-    let err = evaluate(&spec, Some(1), None, &BTreeMap::new(), at("2026-11-28T10:00:00Z"))
-        .expect_err("unknown zone");
+    let err = evaluate(
+        &spec,
+        Some(1),
+        None,
+        &BTreeMap::new(),
+        at("2026-11-28T10:00:00Z"),
+    )
+    .expect_err("unknown zone");
     assert!(err.to_string().contains("Mars/Olympus_Mons"), "{err}");
 }
 
 #[test]
 fn spend_counts_from_the_opening_and_thresholds_fire_once_per_period() {
-    let spec = budget("10", &[(50, ThresholdAction::Notify), (100, ThresholdAction::Block)]);
+    let spec = budget(
+        "10",
+        &[(50, ThresholdAction::Notify), (100, ThresholdAction::Block)],
+    );
     let search = key("search", "CC-100", "llama", "eu");
     let support = key("support", "CC-100", "llama", "eu");
     // What the ledger held before the budget existed is not the budget's.
-    let mut lines = BTreeMap::from([(search.clone(), usage(100, 50, "3")), (support.clone(), usage(7, 7, "99"))]);
+    let mut lines = BTreeMap::from([
+        (search.clone(), usage(100, 50, "3")),
+        (support.clone(), usage(7, 7, "99")),
+    ]);
     let first = evaluate(&spec, Some(1), None, &lines, at("2026-11-10T00:00:00Z")).expect("eval");
-    assert_eq!(first.status.spent.as_ref().map(|s| s.amount.as_str()), Some("0"));
+    assert_eq!(
+        first.status.spent.as_ref().map(|s| s.amount.as_str()),
+        Some("0")
+    );
     assert!(first.fired.is_empty());
     assert_eq!(condition(&first.status, "WithinBudget"), "True");
 
     // 6 EUR more for search (support is out of scope): 60%, the 50% threshold fires.
     lines.insert(search.clone(), usage(400, 150, "9"));
     lines.insert(support.clone(), usage(8, 8, "150"));
-    let second = evaluate(&spec, Some(1), Some(&first.status), &lines, at("2026-11-11T00:00:00Z"))
-        .expect("eval");
+    let second = evaluate(
+        &spec,
+        Some(1),
+        Some(&first.status),
+        &lines,
+        at("2026-11-11T00:00:00Z"),
+    )
+    .expect("eval");
     let spent = second.status.spent.clone().expect("spent");
-    assert_eq!((spent.amount.as_str(), spent.input_tokens, spent.output_tokens), ("6", 300, 100));
+    assert_eq!(
+        (
+            spent.amount.as_str(),
+            spent.input_tokens,
+            spent.output_tokens
+        ),
+        ("6", 300, 100)
+    );
     assert_eq!(second.status.percent_used, Some(60.0));
-    assert_eq!(second.fired.iter().map(|f| f.percent).collect::<Vec<_>>(), [50]);
+    assert_eq!(
+        second.fired.iter().map(|f| f.percent).collect::<Vec<_>>(),
+        [50]
+    );
     assert!(active_actions("ns", "b", &spec, &second.status).is_empty());
 
     // Same usage again: nothing fires twice.
-    let third = evaluate(&spec, Some(1), Some(&second.status), &lines, at("2026-11-12T00:00:00Z"))
-        .expect("eval");
+    let third = evaluate(
+        &spec,
+        Some(1),
+        Some(&second.status),
+        &lines,
+        at("2026-11-12T00:00:00Z"),
+    )
+    .expect("eval");
     assert!(third.fired.is_empty());
     assert_eq!(third.status.thresholds_crossed.len(), 1);
 
     // Over the limit: Block fires, the budget is Exceeded, the action is in force.
     lines.insert(search.clone(), usage(500, 200, "13.5"));
-    let fourth = evaluate(&spec, Some(1), Some(&third.status), &lines, at("2026-11-13T00:00:00Z"))
-        .expect("eval");
-    assert_eq!(fourth.fired.iter().map(|f| f.percent).collect::<Vec<_>>(), [100]);
+    let fourth = evaluate(
+        &spec,
+        Some(1),
+        Some(&third.status),
+        &lines,
+        at("2026-11-13T00:00:00Z"),
+    )
+    .expect("eval");
+    assert_eq!(
+        fourth.fired.iter().map(|f| f.percent).collect::<Vec<_>>(),
+        [100]
+    );
     assert_eq!(condition(&fourth.status, "Exceeded"), "True");
     assert_eq!(condition(&fourth.status, "WithinBudget"), "False");
     let actions = active_actions("ns", "b", &spec, &fourth.status);
@@ -139,13 +211,22 @@ fn spend_counts_from_the_opening_and_thresholds_fire_once_per_period() {
 
     // December (in Paris): November closes with 10.5 EUR, the block is lifted.
     lines.insert(search.clone(), usage(510, 210, "13.9"));
-    let december = evaluate(&spec, Some(1), Some(&fourth.status), &lines, at("2026-11-30T23:30:00Z"))
-        .expect("eval");
+    let december = evaluate(
+        &spec,
+        Some(1),
+        Some(&fourth.status),
+        &lines,
+        at("2026-11-30T23:30:00Z"),
+    )
+    .expect("eval");
     let closed = december.closed.clone().expect("November closed");
     assert_eq!(closed.spent.amount, "10.9");
     assert_eq!(closed.period_start.0, at("2026-10-31T23:00:00Z"));
     assert_eq!(december.status.history.len(), 1);
-    assert_eq!(december.status.spent.as_ref().map(|s| s.amount.as_str()), Some("0"));
+    assert_eq!(
+        december.status.spent.as_ref().map(|s| s.amount.as_str()),
+        Some("0")
+    );
     assert!(december.status.thresholds_crossed.is_empty());
     assert!(active_actions("ns", "b", &spec, &december.status).is_empty());
     // Nothing is lost or counted twice across the boundary: 3 → 13.9 EUR is 10.9.
@@ -163,15 +244,39 @@ fn usage_lines_add_up_to_spent_and_the_breakdown_ranks_by_amount() {
             usage(i as u64, 1, &format!("0.{i:03}")),
         );
     }
-    let now = evaluate(&spec, Some(1), Some(&opening.status), &lines, at("2026-11-02T12:00:00Z"))
-        .expect("eval");
+    let now = evaluate(
+        &spec,
+        Some(1),
+        Some(&opening.status),
+        &lines,
+        at("2026-11-02T12:00:00Z"),
+    )
+    .expect("eval");
     let status = now.status;
     assert_eq!(status.usage.len(), MAX_USAGE_LINES);
-    assert_eq!(status.usage.last().map(|l| l.team.as_str()), Some("(other)"));
+    assert_eq!(
+        status.usage.last().map(|l| l.team.as_str()),
+        Some("(other)")
+    );
     let sum: Decimal = status.usage.iter().map(|l| decimal(&l.amount)).sum();
-    assert_eq!(money(sum), status.spent.as_ref().map(|s| s.amount.clone()).unwrap_or_default());
-    let teams: Vec<_> = status.breakdown.iter().filter(|b| b.dimension == "team").map(|b| b.value.as_str()).collect();
-    assert_eq!(teams, ["team-249", "team-248", "team-247", "team-246", "team-245"]);
+    assert_eq!(
+        money(sum),
+        status
+            .spent
+            .as_ref()
+            .map(|s| s.amount.clone())
+            .unwrap_or_default()
+    );
+    let teams: Vec<_> = status
+        .breakdown
+        .iter()
+        .filter(|b| b.dimension == "team")
+        .map(|b| b.value.as_str())
+        .collect();
+    assert_eq!(
+        teams,
+        ["team-249", "team-248", "team-247", "team-246", "team-245"]
+    );
 }
 
 #[test]
@@ -184,11 +289,20 @@ fn forecast_projects_the_burn_rate_to_period_end() {
     let opening = evaluate(&spec, Some(1), None, &start, at("2026-11-01T00:00:00Z")).expect("eval");
     // 20 EUR in the first 6 of 30 days: 100 EUR by the end, the limit reached on day 30.
     let lines = BTreeMap::from([(k, usage(10, 10, "20"))]);
-    let later = evaluate(&spec, Some(1), Some(&opening.status), &lines, at("2026-11-07T00:00:00Z"))
-        .expect("eval");
+    let later = evaluate(
+        &spec,
+        Some(1),
+        Some(&opening.status),
+        &lines,
+        at("2026-11-07T00:00:00Z"),
+    )
+    .expect("eval");
     let forecast = later.status.forecast.clone().expect("forecast");
     assert_eq!(forecast.amount, "100");
-    assert_eq!(forecast.exhausts_at, None, "reached exactly at period end, not inside it");
+    assert_eq!(
+        forecast.exhausts_at, None,
+        "reached exactly at period end, not inside it"
+    );
     assert_eq!(condition(&later.status, "AtRisk"), "True");
     assert!((later.forecast_ratio - 1.0).abs() < 1e-9);
 }
@@ -201,25 +315,61 @@ fn usage_in_another_currency_is_refused_with_a_condition() {
     add_amount(&mut usd, "USD", Decimal::ONE);
     let lines = BTreeMap::from([
         (key("a", "", "m", "eu"), usage(1, 1, "1")),
-        (key("b", "", "gpt", "eu"), LineUsage { cost: usd, ..LineUsage::default() }),
+        (
+            key("b", "", "gpt", "eu"),
+            LineUsage {
+                cost: usd,
+                ..LineUsage::default()
+            },
+        ),
     ]);
     let eval = evaluate(&spec, Some(1), None, &lines, at("2026-11-07T00:00:00Z")).expect("eval");
     for type_ in ["WithinBudget", "AtRisk", "Exceeded"] {
-        let c = eval.status.conditions.iter().find(|c| c.type_ == type_).expect("condition");
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("Unknown", "CurrencyMismatch"));
-        assert!(c.message.contains("USD") && c.message.contains("EUR"), "{}", c.message);
+        let c = eval
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .expect("condition");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("Unknown", "CurrencyMismatch")
+        );
+        assert!(
+            c.message.contains("USD") && c.message.contains("EUR"),
+            "{}",
+            c.message
+        );
     }
 }
 
 #[test]
 fn a_token_limit_counts_input_and_output_tokens() {
     let mut spec = budget("100", &[(80, ThresholdAction::Notify)]);
-    spec.limit = BudgetLimit { amount: None, currency: None, tokens: Some(1000) };
+    spec.limit = BudgetLimit {
+        amount: None,
+        currency: None,
+        tokens: Some(1000),
+    };
     spec.scope = BudgetScope::default();
     let k = key("a", "", "m", "eu");
-    let first = evaluate(&spec, None, None, &BTreeMap::from([(k.clone(), usage(0, 0, "0"))]), at("2026-11-07T00:00:00Z")).expect("eval");
+    let first = evaluate(
+        &spec,
+        None,
+        None,
+        &BTreeMap::from([(k.clone(), usage(0, 0, "0"))]),
+        at("2026-11-07T00:00:00Z"),
+    )
+    .expect("eval");
     let lines = BTreeMap::from([(k, usage(500, 350, "1"))]);
-    let eval = evaluate(&spec, None, Some(&first.status), &lines, at("2026-11-08T00:00:00Z")).expect("eval");
+    let eval = evaluate(
+        &spec,
+        None,
+        Some(&first.status),
+        &lines,
+        at("2026-11-08T00:00:00Z"),
+    )
+    .expect("eval");
     assert_eq!(eval.status.percent_used, Some(85.0));
     assert_eq!(eval.fired.len(), 1);
 }
@@ -239,5 +389,11 @@ fn idle_gpu_cost_is_its_own_line_and_only_in_unscoped_budgets() {
     let idle = key(UNALLOCATED, "", "llama", "eu");
     assert_eq!(lines[&idle].cost["EUR"], Decimal::from(6));
     assert!(in_scope(&BudgetScope::default(), &idle));
-    assert!(!in_scope(&BudgetScope { teams: vec!["search".into()], ..Default::default() }, &idle));
+    assert!(!in_scope(
+        &BudgetScope {
+            teams: vec!["search".into()],
+            ..Default::default()
+        },
+        &idle
+    ));
 }

@@ -1,0 +1,525 @@
+//! The usage collector: on an interval, inside each managed region, scrapes the gateways'
+//! `/metrics`, adds what is new to the region's ledger (a ConfigMap in the region namespace,
+//! written with a resourceVersion precondition so that a delta and its cursor are committed
+//! together), charges self-hosted GPU time, exports the totals as metrics, and writes the
+//! budget actions in force for the gateways' guard.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, ResourceExt};
+use tracing::{Instrument, info_span};
+
+use super::{Context, Error};
+use crate::api::backend::InferenceBackend;
+use crate::api::budget::{ThresholdAction, TokenBudget};
+use crate::api::common::SecretKeyReference;
+use crate::api::conditions;
+use crate::api::region::SovereignRegion;
+use crate::finops::budget::{GatewayAction, active_actions, ledger_lines};
+use crate::finops::ledger::{Ledger, RunningGpus};
+use crate::finops::pricing::{PriceBook, deployment_id};
+use crate::finops::usage::{Counters, SeriesKey, read_scrape};
+use crate::metrics::{SpendLabels, TokenLabels};
+use crate::render::{Child, Owner, gateway};
+
+/// Field manager of the budget actions ConfigMap.
+pub const MANAGER: &str = "sovereign-operator-usage";
+/// Name of a region's ledger ConfigMap, in the region namespace.
+pub const LEDGER_NAME: &str = "sovereign-usage-ledger";
+/// Key of the ledger in that ConfigMap.
+pub const LEDGER_KEY: &str = "ledger.json";
+/// `app.kubernetes.io/component` of the ledger and the actions.
+pub const COMPONENT: &str = "finops";
+/// Upper bound of a scrape.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest `/metrics` response read; LiteLLM's grows with label cardinality.
+const MAX_SCRAPE_BYTES: usize = 64 << 20;
+/// Attempts to commit a tick when another writer changed the ledger in between.
+const COMMIT_ATTEMPTS: usize = 3;
+
+/// Why a region's usage could not be collected.
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    /// A request to the API server failed.
+    #[error(transparent)]
+    Kube(#[from] Error),
+    /// The stored ledger is not valid JSON of the expected shape.
+    #[error("ConfigMap {namespace}/{LEDGER_NAME} does not hold a ledger: {message}")]
+    CorruptLedger {
+        /// Region namespace.
+        namespace: String,
+        /// serde's message.
+        message: String,
+    },
+    /// Another writer kept changing the ledger.
+    #[error("the ledger of {0} kept changing under this writer; retried next tick")]
+    Contention(String),
+}
+
+/// One place to scrape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Source {
+    /// Ledger key: `pod/<uid>` or `url/<url>`.
+    id: String,
+    url: String,
+}
+
+/// Runs the collector every `interval` until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    interval: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let http = match reqwest::Client::builder()
+        .timeout(SCRAPE_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::limited(2))
+        .build()
+    {
+        Ok(http) => http,
+        Err(error) => {
+            tracing::error!(%error, "cannot build the HTTP client: usage collection is off");
+            return;
+        }
+    };
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tick(&ctx, &http).await;
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+async fn tick(ctx: &Context, http: &reqwest::Client) {
+    let regions = match Api::<SovereignRegion>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(list) => list.items,
+        Err(error) => {
+            tracing::warn!(%error, "cannot list SovereignRegions; usage collection skipped");
+            return;
+        }
+    };
+    let budgets = match Api::<TokenBudget>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(list) => list.items,
+        Err(error) => {
+            tracing::warn!(%error, "cannot list TokenBudgets; budget actions not refreshed");
+            Vec::new()
+        }
+    };
+    for region in regions.iter().filter(|r| ctx.scope.manages(&r.name_any())) {
+        let span = info_span!("collect", region = %region.name_any());
+        if let Err(error) = collect_region(ctx, http, region)
+            .instrument(span.clone())
+            .await
+        {
+            tracing::warn!(parent: &span, %error, "usage collection failed");
+        }
+        if let Err(error) = write_actions(ctx, region, &budgets)
+            .instrument(span.clone())
+            .await
+        {
+            tracing::warn!(parent: &span, %error, "cannot write the budget actions");
+        }
+    }
+}
+
+/// Where the gateways of `region` serve `/metrics`: its `metricsUrls`, else every endpoint of
+/// the gateway Service, ready or not (a pod that is not ready still holds counters).
+async fn sources(ctx: &Context, region: &SovereignRegion) -> Result<Vec<Source>, Error> {
+    if !region.spec.gateway.metrics_urls.is_empty() {
+        return Ok(region
+            .spec
+            .gateway
+            .metrics_urls
+            .iter()
+            .map(|url| Source {
+                id: format!("url/{url}"),
+                url: url.clone(),
+            })
+            .collect());
+    }
+    let namespace = region.stack_namespace();
+    let slices = Api::<EndpointSlice>::namespaced(ctx.client.clone(), &namespace)
+        .list(
+            &ListParams::default().labels(&format!("kubernetes.io/service-name={}", gateway::NAME)),
+        )
+        .await
+        .map_err(|e| {
+            Error::kube(
+                format!("list EndpointSlices of {namespace}/{}", gateway::NAME),
+                e,
+            )
+        })?;
+    let mut sources = Vec::new();
+    for slice in slices.items {
+        for endpoint in slice.endpoints {
+            let Some(uid) = endpoint.target_ref.as_ref().and_then(|r| r.uid.clone()) else {
+                continue;
+            };
+            let Some(address) = endpoint.addresses.first() else {
+                continue;
+            };
+            let host = if address.contains(':') {
+                format!("[{address}]")
+            } else {
+                address.clone()
+            };
+            sources.push(Source {
+                id: format!("pod/{uid}"),
+                url: format!("http://{host}:{}/metrics/", gateway::PORT),
+            });
+        }
+    }
+    sources.sort_by(|a, b| a.id.cmp(&b.id));
+    sources.dedup_by(|a, b| a.id == b.id);
+    Ok(sources)
+}
+
+/// The value of a Secret key, for the scrape's bearer token.
+async fn secret_value(
+    ctx: &Context,
+    namespace: &str,
+    reference: &SecretKeyReference,
+) -> Result<Option<String>, Error> {
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(&reference.name)
+        .await
+        .map_err(|e| Error::kube(format!("get Secret {namespace}/{}", reference.name), e))?;
+    Ok(secret
+        .and_then(|s| s.data)
+        .and_then(|data| data.get(&reference.key).cloned())
+        .and_then(|bytes| String::from_utf8(bytes.0).ok())
+        .map(|value| value.trim().to_owned()))
+}
+
+async fn scrape(
+    http: &reqwest::Client,
+    source: &Source,
+    token: Option<&str>,
+) -> Result<String, String> {
+    let mut request = http.get(&source.url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let mut response = request
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("read failed: {e}"))?
+    {
+        if body.len() + chunk.len() > MAX_SCRAPE_BYTES {
+            return Err(format!("response larger than {MAX_SCRAPE_BYTES} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).map_err(|_| "response is not UTF-8".to_owned())
+}
+
+async fn collect_region(
+    ctx: &Context,
+    http: &reqwest::Client,
+    region: &SovereignRegion,
+) -> Result<(), UsageError> {
+    let name = region.name_any();
+    let namespace = region.stack_namespace();
+
+    // fetch: sources, the bearer token, the region's backends
+    let sources = sources(ctx, region).await?;
+    let token = match &region.spec.gateway.master_key_secret {
+        Some(reference) => secret_value(ctx, &namespace, reference).await?,
+        None => None,
+    };
+    let scrapes = futures::future::join_all(
+        sources
+            .iter()
+            .map(|source| scrape(http, source, token.as_deref())),
+    )
+    .await;
+    let mut parsed = Vec::new();
+    for (source, result) in sources.iter().zip(scrapes) {
+        let outcome = result.and_then(|text| read_scrape(&text).map_err(|e| e.to_string()));
+        match outcome {
+            Ok(scrape) => {
+                ctx.metrics.scraped(&name, "ok");
+                parsed.push((source.id.clone(), scrape));
+            }
+            Err(error) => {
+                // A failed scrape adds nothing and moves no cursor: the next one that works
+                // counts what this one missed.
+                ctx.metrics.scraped(&name, "error");
+                tracing::info!(source = %source.url, %error, "scrape failed");
+            }
+        }
+    }
+    let backends: Vec<InferenceBackend> =
+        Api::<InferenceBackend>::namespaced(ctx.client.clone(), &namespace)
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| Error::kube(format!("list InferenceBackends in {namespace}"), e))?
+            .items
+            .into_iter()
+            .filter(|b| b.spec.region == name)
+            .collect();
+    let prices = PriceBook::from_backends(&backends);
+    let running: Vec<RunningGpus> = backends
+        .iter()
+        .filter(|b| b.spec.vllm.is_some())
+        .map(|b| RunningGpus {
+            deployment: deployment_id(b),
+            model: b.spec.model_name.clone(),
+            replicas: b
+                .status
+                .as_ref()
+                .and_then(|s| s.replicas.as_ref())
+                .map(|r| u32::try_from(r.ready).unwrap_or(0))
+                .unwrap_or(0),
+        })
+        .collect();
+    let live: BTreeSet<String> = sources.iter().map(|s| s.id.clone()).collect();
+
+    // build + apply, retried when another writer got in between
+    let api = Api::<ConfigMap>::namespaced(ctx.client.clone(), &namespace);
+    for _ in 0..COMMIT_ATTEMPTS {
+        let stored = api
+            .get_opt(LEDGER_NAME)
+            .await
+            .map_err(|e| Error::kube(format!("get ConfigMap {namespace}/{LEDGER_NAME}"), e))?;
+        let mut ledger = match stored
+            .as_ref()
+            .and_then(|cm| cm.data.as_ref())
+            .and_then(|d| d.get(LEDGER_KEY))
+        {
+            Some(json) => {
+                serde_json::from_str::<Ledger>(json).map_err(|e| UsageError::CorruptLedger {
+                    namespace: namespace.clone(),
+                    message: e.to_string(),
+                })?
+            }
+            None => Ledger::default(),
+        };
+        let before = without_clock(&ledger);
+        let now = Timestamp::now().as_second();
+        let mut interval: BTreeMap<SeriesKey, Counters> = BTreeMap::new();
+        for (source, scrape) in &parsed {
+            for (key, delta) in ledger.record(source, scrape, now, &prices) {
+                interval.entry(key).or_default().add(&delta);
+            }
+        }
+        ledger.charge_gpus(now, &running, &interval, &prices);
+        ledger.forget_gone_pods(&live, now);
+        export(ctx, &name, &ledger);
+        if without_clock(&ledger) == before && stored.is_some() {
+            // Nothing counted, nothing charged: no write.
+            return Ok(());
+        }
+        match commit(ctx, &api, region, stored, &ledger).await {
+            Ok(()) => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(e) => {
+                return Err(
+                    Error::kube(format!("write ConfigMap {namespace}/{LEDGER_NAME}"), e).into(),
+                );
+            }
+        }
+    }
+    Err(UsageError::Contention(name))
+}
+
+/// The ledger with the clocks of its cursors and meters zeroed: what must change for a
+/// write to be worth it.
+fn without_clock(ledger: &Ledger) -> Ledger {
+    let mut copy = ledger.clone();
+    for cursor in copy.sources.values_mut() {
+        cursor.last_seen = 0;
+    }
+    for meter in copy.gpu.values_mut() {
+        meter.charged_until = 0;
+    }
+    copy
+}
+
+/// Creates the ledger, or replaces it if it is still at the resourceVersion it was read at.
+async fn commit(
+    ctx: &Context,
+    api: &Api<ConfigMap>,
+    region: &SovereignRegion,
+    stored: Option<ConfigMap>,
+    ledger: &Ledger,
+) -> Result<(), kube::Error> {
+    let json = serde_json::to_string(ledger).map_err(kube::Error::SerdeError)?;
+    let owner = Owner {
+        region: region.name_any(),
+        instance: region.name_any(),
+        // No owner reference: the ledger lives in the region namespace, which goes with the
+        // region, and a reference would wake the region controller on every write.
+        reference: None,
+    };
+    let mut config_map = ConfigMap {
+        metadata: owner.meta(COMPONENT, LEDGER_NAME, Some(&region.stack_namespace())),
+        data: Some(BTreeMap::from([(LEDGER_KEY.to_owned(), json)])),
+        ..ConfigMap::default()
+    };
+    match stored {
+        Some(stored) => {
+            config_map.metadata.resource_version = stored.metadata.resource_version;
+            api.replace(LEDGER_NAME, &PostParams::default(), &config_map)
+                .await?;
+        }
+        None => {
+            api.create(&PostParams::default(), &config_map).await?;
+        }
+    }
+    // Counted apart from `sovereign_api_writes_total`: a ledger commit records usage and GPU
+    // time, which accrue while every object stays as it is.
+    ctx.metrics.ledger_written(&region.name_any());
+    Ok(())
+}
+
+/// Sets the token and spend gauges of `region` from its ledger.
+fn export(ctx: &Context, region: &str, ledger: &Ledger) {
+    for (line, usage) in ledger_lines(ledger, region) {
+        for (direction, tokens) in [
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+        ] {
+            ctx.metrics
+                .tokens
+                .get_or_create(&TokenLabels {
+                    team: line.team.clone(),
+                    cost_center: line.cost_center.clone(),
+                    model: line.model.clone(),
+                    region: line.region.clone(),
+                    direction: direction.to_owned(),
+                })
+                .set(i64::try_from(tokens).unwrap_or(i64::MAX));
+        }
+        for (currency, amount) in &usage.cost {
+            use rust_decimal::prelude::ToPrimitive;
+            ctx.metrics
+                .token_spend
+                .get_or_create(&SpendLabels {
+                    team: line.team.clone(),
+                    cost_center: line.cost_center.clone(),
+                    model: line.model.clone(),
+                    region: line.region.clone(),
+                    currency: currency.clone(),
+                })
+                .set(amount.to_f64().unwrap_or(0.0));
+        }
+    }
+}
+
+/// The actions file the gateways' guard reads.
+#[derive(serde::Serialize)]
+struct ActionsFile<'a> {
+    actions: &'a [GatewayAction],
+    /// Downgrades left out because the region serves no such model (it would leave the
+    /// jurisdiction, or fail every request).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    refused: Vec<String>,
+}
+
+/// Writes the actions in force in `region` (from the budgets' statuses) into the ConfigMap
+/// its gateways mount; unchanged content is not written again.
+async fn write_actions(
+    ctx: &Context,
+    region: &SovereignRegion,
+    budgets: &[TokenBudget],
+) -> Result<(), Error> {
+    let name = region.name_any();
+    let served = served_models(ctx, region).await?;
+    let mut actions = Vec::new();
+    let mut refused = Vec::new();
+    for budget in budgets {
+        let scope = &budget.spec.scope;
+        if !scope.regions.is_empty() && !scope.regions.contains(&name) {
+            continue;
+        }
+        let Some(status) = &budget.status else {
+            continue;
+        };
+        for action in active_actions(
+            &budget.namespace().unwrap_or_default(),
+            &budget.name_any(),
+            &budget.spec,
+            status,
+        ) {
+            if action.action == ThresholdAction::Downgrade {
+                let target = action.downgrade_to.clone().unwrap_or_default();
+                if !served.contains(&target) {
+                    refused.push(format!(
+                        "{}: downgrade target {target:?} is not served in region {name}",
+                        action.budget
+                    ));
+                    continue;
+                }
+            }
+            actions.push(action);
+        }
+    }
+    let file = ActionsFile {
+        actions: &actions,
+        refused,
+    };
+    let json = serde_json::to_string_pretty(&file)
+        .map_err(|e| Error::kube("serialize budget actions", kube::Error::SerdeError(e)))?;
+    let owner = Owner {
+        region: name.clone(),
+        instance: name.clone(),
+        reference: None,
+    };
+    let config_map = ConfigMap {
+        metadata: owner.meta(
+            COMPONENT,
+            gateway::ACTIONS_CONFIG_MAP,
+            Some(&region.stack_namespace()),
+        ),
+        data: Some(BTreeMap::from([(gateway::ACTIONS_KEY.to_owned(), json)])),
+        ..ConfigMap::default()
+    };
+    ctx.applier(MANAGER).apply(&Child::from(config_map)).await?;
+    Ok(())
+}
+
+/// Model names the region's gateway serves: its Ready and Compliant backends'.
+async fn served_models(ctx: &Context, region: &SovereignRegion) -> Result<BTreeSet<String>, Error> {
+    let namespace = region.stack_namespace();
+    let list = Api::<InferenceBackend>::namespaced(ctx.client.clone(), &namespace)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| Error::kube(format!("list InferenceBackends in {namespace}"), e))?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|b| b.spec.region == region.name_any())
+        .filter(|b| {
+            let conditions = b
+                .status
+                .as_ref()
+                .map(|s| s.conditions.as_slice())
+                .unwrap_or_default();
+            conditions::is_true(conditions, conditions::READY)
+                && conditions::is_true(conditions, conditions::COMPLIANT)
+        })
+        .map(|b| b.spec.model_name)
+        .collect())
+}

@@ -1,0 +1,563 @@
+//! Finance reports from TokenBudget statuses: rows per budget and per chosen dimensions
+//! (cost centre, team, model, region) for one period, as FOCUS-style CSV, JSON or Markdown.
+//! The rows of a budget add up exactly to the `spent` of its status, or the report fails.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use super::budget::{money, period_label, time_zone};
+use crate::api::budget::{TokenBudget, UsageLine};
+use kube::ResourceExt;
+
+/// A dimension to group by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dimension {
+    /// The `cost_center` request metadata.
+    CostCenter,
+    /// The gateway team.
+    Team,
+    /// The model clients asked for.
+    Model,
+    /// The SovereignRegion.
+    Region,
+}
+
+impl Dimension {
+    fn of(self, line: &UsageLine) -> &str {
+        match self {
+            Dimension::CostCenter => &line.cost_center,
+            Dimension::Team => &line.team,
+            Dimension::Model => &line.model,
+            Dimension::Region => &line.region,
+        }
+    }
+
+    /// The name used in headers and tags.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dimension::CostCenter => "cost-center",
+            Dimension::Team => "team",
+            Dimension::Model => "model",
+            Dimension::Region => "region",
+        }
+    }
+}
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// FinOps FOCUS column names where they fit, `x_` columns for the rest.
+    Csv,
+    /// Rows and per-budget totals.
+    Json,
+    /// A table for humans.
+    Markdown,
+}
+
+/// Why a report cannot be made.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReportError {
+    /// A budget's usage lines do not add up to its `spent`.
+    #[error(
+        "TokenBudget {budget} ({origin}): its usage lines add up to {lines}, its status says {spent}; the status was written by an older operator or edited by hand"
+    )]
+    Inconsistent {
+        /// `namespace/name`.
+        budget: String,
+        /// Context or file it came from.
+        origin: String,
+        /// Sum of the lines.
+        lines: String,
+        /// `status.spent.amount`.
+        spent: String,
+    },
+    /// The budget's time zone is unknown.
+    #[error("TokenBudget {budget}: {message}")]
+    Budget {
+        /// `namespace/name`.
+        budget: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Writing the output failed.
+    #[error("cannot write the report: {0}")]
+    Write(String),
+}
+
+/// One row of the report.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Row {
+    /// The kube context (or file) the budget was read from: one per regional cluster.
+    pub source: String,
+    /// Namespace of the budget.
+    pub namespace: String,
+    /// Name of the budget.
+    pub budget: String,
+    /// The period's name (`2026-11`, `2026-Q4`, `2026-W48`, `2026-11-28`).
+    pub period: String,
+    /// First instant of the period (RFC 3339).
+    pub period_start: String,
+    /// First instant after the period.
+    pub period_end: String,
+    /// Whether the period is still open (period-to-date figures).
+    pub open: bool,
+    /// ISO 4217 currency.
+    pub currency: String,
+    /// The values of the grouping dimensions.
+    pub group: BTreeMap<Dimension, String>,
+    /// Input tokens.
+    pub input_tokens: i64,
+    /// Output tokens.
+    pub output_tokens: i64,
+    /// Requests.
+    pub requests: i64,
+    /// Cost, exact decimal.
+    pub cost: String,
+}
+
+/// Total of one budget.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Total {
+    /// Context or file.
+    pub source: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Budget.
+    pub budget: String,
+    /// Period name.
+    pub period: String,
+    /// Currency.
+    pub currency: String,
+    /// Input tokens.
+    pub input_tokens: i64,
+    /// Output tokens.
+    pub output_tokens: i64,
+    /// Requests.
+    pub requests: i64,
+    /// Cost (equal to the status' `spent.amount`).
+    pub cost: String,
+}
+
+/// A report.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// The period asked for; the current one of each budget when absent.
+    pub period: Option<String>,
+    /// Grouping dimensions.
+    pub by: Vec<Dimension>,
+    /// Rows.
+    pub rows: Vec<Row>,
+    /// Per-budget totals.
+    pub totals: Vec<Total>,
+}
+
+fn decimal(text: &str) -> Decimal {
+    Decimal::from_str(text).unwrap_or_default()
+}
+
+/// The report of `budgets` (each with the context or file it came from) for `period`
+/// grouped by `by`. A budget contributes its current period when its name matches (or no
+/// period is asked for), else the closed period of that name from its history.
+pub fn build(
+    budgets: &[(String, TokenBudget)],
+    period: Option<&str>,
+    by: &[Dimension],
+) -> Result<Report, ReportError> {
+    let mut rows = Vec::new();
+    let mut totals = Vec::new();
+    for (source, budget) in budgets {
+        let Some(status) = &budget.status else {
+            continue;
+        };
+        let id = format!(
+            "{}/{}",
+            budget.namespace().unwrap_or_default(),
+            budget.name_any()
+        );
+        let zone = time_zone(&budget.spec).map_err(|e| ReportError::Budget {
+            budget: id.clone(),
+            message: e.to_string(),
+        })?;
+        let label = |start: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time| {
+            period_label(budget.spec.period, &zone, start.0)
+        };
+        // (name, start, end, open, spent, lines)
+        let mut candidates = Vec::new();
+        if let (Some(start), Some(end), Some(spent)) =
+            (&status.period_start, &status.period_end, &status.spent)
+        {
+            candidates.push((
+                label(start),
+                start.clone(),
+                end.clone(),
+                true,
+                spent.clone(),
+                status.usage.clone(),
+            ));
+        }
+        for closed in &status.history {
+            candidates.push((
+                label(&closed.period_start),
+                closed.period_start.clone(),
+                closed.period_end.clone(),
+                false,
+                closed.spent.clone(),
+                closed.usage.clone(),
+            ));
+        }
+        let chosen = match period {
+            None => candidates.into_iter().find(|c| c.3),
+            Some(wanted) => candidates.into_iter().find(|c| c.0 == wanted),
+        };
+        let Some((name, start, end, open, spent, lines)) = chosen else {
+            continue;
+        };
+
+        let sum: Decimal = lines.iter().map(|l| decimal(&l.amount)).sum();
+        if sum != decimal(&spent.amount) {
+            return Err(ReportError::Inconsistent {
+                budget: id,
+                origin: source.clone(),
+                lines: money(sum),
+                spent: spent.amount,
+            });
+        }
+        let mut groups: BTreeMap<BTreeMap<Dimension, String>, (i64, i64, i64, Decimal)> =
+            BTreeMap::new();
+        for line in &lines {
+            let group: BTreeMap<Dimension, String> =
+                by.iter().map(|d| (*d, d.of(line).to_owned())).collect();
+            let entry = groups.entry(group).or_default();
+            entry.0 += line.input_tokens;
+            entry.1 += line.output_tokens;
+            entry.2 += line.requests;
+            entry.3 += decimal(&line.amount);
+        }
+        let (namespace, budget_name) = (budget.namespace().unwrap_or_default(), budget.name_any());
+        for (group, (input, output, requests, cost)) in groups {
+            rows.push(Row {
+                source: source.clone(),
+                namespace: namespace.clone(),
+                budget: budget_name.clone(),
+                period: name.clone(),
+                period_start: start.0.to_string(),
+                period_end: end.0.to_string(),
+                open,
+                currency: spent.currency.clone(),
+                group,
+                input_tokens: input,
+                output_tokens: output,
+                requests,
+                cost: money(cost),
+            });
+        }
+        totals.push(Total {
+            source: source.clone(),
+            namespace,
+            budget: budget_name,
+            period: name,
+            currency: spent.currency.clone(),
+            input_tokens: spent.input_tokens,
+            output_tokens: spent.output_tokens,
+            requests: spent.requests,
+            cost: spent.amount.clone(),
+        });
+    }
+    Ok(Report {
+        period: period.map(str::to_owned),
+        by: by.to_vec(),
+        rows,
+        totals,
+    })
+}
+
+/// FOCUS columns of the CSV, in order. `x_` columns are extensions, as FOCUS allows.
+pub const CSV_COLUMNS: [&str; 20] = [
+    "BillingPeriodStart",
+    "BillingPeriodEnd",
+    "ChargePeriodStart",
+    "ChargePeriodEnd",
+    "BillingCurrency",
+    "BilledCost",
+    "EffectiveCost",
+    "ConsumedQuantity",
+    "ConsumedUnit",
+    "ChargeCategory",
+    "ChargeClass",
+    "ChargeDescription",
+    "ServiceCategory",
+    "ServiceName",
+    "RegionId",
+    "SubAccountId",
+    "Tags",
+    "x_InputTokens",
+    "x_OutputTokens",
+    "x_Requests",
+];
+
+impl Report {
+    /// The report in `format`.
+    pub fn render(&self, format: Format) -> Result<String, ReportError> {
+        match format {
+            Format::Csv => self.csv(),
+            Format::Json => serde_json::to_string_pretty(self)
+                .map(|s| s + "\n")
+                .map_err(|e| ReportError::Write(e.to_string())),
+            Format::Markdown => Ok(self.markdown()),
+        }
+    }
+
+    fn csv(&self) -> Result<String, ReportError> {
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        let write_error = |e: csv::Error| ReportError::Write(e.to_string());
+        writer.write_record(CSV_COLUMNS).map_err(write_error)?;
+        for row in &self.rows {
+            let mut tags = serde_json::Map::new();
+            tags.insert(
+                "budget".into(),
+                format!("{}/{}", row.namespace, row.budget).into(),
+            );
+            tags.insert("period".into(), row.period.clone().into());
+            for (dimension, value) in &row.group {
+                tags.insert(dimension.name().into(), value.clone().into());
+            }
+            let tokens = (row.input_tokens + row.output_tokens).to_string();
+            let description = format!(
+                "LLM tokens of budget {}/{}{}",
+                row.namespace,
+                row.budget,
+                if row.open { " (period to date)" } else { "" }
+            );
+            writer
+                .write_record([
+                    row.period_start.as_str(),
+                    row.period_end.as_str(),
+                    row.period_start.as_str(),
+                    row.period_end.as_str(),
+                    row.currency.as_str(),
+                    row.cost.as_str(),
+                    row.cost.as_str(),
+                    tokens.as_str(),
+                    "Tokens",
+                    "Usage",
+                    "",
+                    description.as_str(),
+                    "AI and Machine Learning",
+                    "LLM inference",
+                    row.group
+                        .get(&Dimension::Region)
+                        .map(String::as_str)
+                        .unwrap_or(""),
+                    row.source.as_str(),
+                    serde_json::Value::Object(tags).to_string().as_str(),
+                    row.input_tokens.to_string().as_str(),
+                    row.output_tokens.to_string().as_str(),
+                    row.requests.to_string().as_str(),
+                ])
+                .map_err(write_error)?;
+        }
+        let bytes = writer
+            .into_inner()
+            .map_err(|e| ReportError::Write(e.to_string()))?;
+        String::from_utf8(bytes).map_err(|e| ReportError::Write(e.to_string()))
+    }
+
+    fn markdown(&self) -> String {
+        let mut out = String::new();
+        let dims: Vec<&str> = self.by.iter().map(|d| d.name()).collect();
+        let mut header = vec!["source", "budget", "period"];
+        header.extend(dims.iter());
+        header.extend([
+            "input tokens",
+            "output tokens",
+            "requests",
+            "cost",
+            "currency",
+        ]);
+        out.push_str(&format!("| {} |\n", header.join(" | ")));
+        out.push_str(&format!("|{}\n", "---|".repeat(header.len())));
+        let cell = |s: &str| s.replace('|', "\\|");
+        for row in &self.rows {
+            let mut cells = vec![
+                cell(&row.source),
+                cell(&format!("{}/{}", row.namespace, row.budget)),
+                cell(&row.period),
+            ];
+            cells.extend(
+                self.by
+                    .iter()
+                    .map(|d| cell(row.group.get(d).map(String::as_str).unwrap_or(""))),
+            );
+            cells.extend([
+                row.input_tokens.to_string(),
+                row.output_tokens.to_string(),
+                row.requests.to_string(),
+                row.cost.clone(),
+                row.currency.clone(),
+            ]);
+            out.push_str(&format!("| {} |\n", cells.join(" | ")));
+        }
+        for total in &self.totals {
+            let mut cells = vec![
+                cell(&total.source),
+                format!(
+                    "**{}/{} total**",
+                    cell(&total.namespace),
+                    cell(&total.budget)
+                ),
+                cell(&total.period),
+            ];
+            cells.extend(self.by.iter().map(|_| String::new()));
+            cells.extend([
+                total.input_tokens.to_string(),
+                total.output_tokens.to_string(),
+                total.requests.to_string(),
+                format!("**{}**", total.cost),
+                total.currency.clone(),
+            ]);
+            out.push_str(&format!("| {} |\n", cells.join(" | ")));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::budget::{ClosedPeriod, Spend, TokenBudgetSpec, TokenBudgetStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn line(team: &str, cc: &str, model: &str, amount: &str, input: i64) -> UsageLine {
+        UsageLine {
+            team: team.into(),
+            cost_center: cc.into(),
+            model: model.into(),
+            region: "eu".into(),
+            input_tokens: input,
+            output_tokens: 1,
+            requests: 1,
+            amount: amount.into(),
+        }
+    }
+
+    fn budget(lines: Vec<UsageLine>, spent: &str) -> TokenBudget {
+        let mut budget = TokenBudget::new("team-budget", TokenBudgetSpec::default());
+        budget.metadata.namespace = Some("finance".into());
+        let at = |s: &str| Time(s.parse().expect("time"));
+        let spend = |amount: &str, lines: &[UsageLine]| Spend {
+            amount: amount.into(),
+            currency: "EUR".into(),
+            input_tokens: lines.iter().map(|l| l.input_tokens).sum(),
+            output_tokens: lines.iter().map(|l| l.output_tokens).sum(),
+            requests: lines.iter().map(|l| l.requests).sum(),
+        };
+        let october = vec![line("search", "CC-1", "llama", "5", 10)];
+        budget.status = Some(TokenBudgetStatus {
+            period_start: Some(at("2026-11-01T00:00:00Z")),
+            period_end: Some(at("2026-12-01T00:00:00Z")),
+            spent: Some(spend(spent, &lines)),
+            usage: lines,
+            history: vec![ClosedPeriod {
+                period_start: at("2026-10-01T00:00:00Z"),
+                period_end: at("2026-11-01T00:00:00Z"),
+                spent: spend("5", &october),
+                percent_used: 5.0,
+                usage: october,
+            }],
+            ..TokenBudgetStatus::default()
+        });
+        budget
+    }
+
+    fn sample() -> Vec<(String, TokenBudget)> {
+        vec![(
+            "eu-cluster".to_owned(),
+            budget(
+                vec![
+                    line("search", "CC-1", "llama", "1.25", 100),
+                    line("support", "CC-1", "llama", "0.75", 50),
+                    line("search", "CC-2", "mistral", "0.000001", 7),
+                ],
+                "2.000001",
+            ),
+        )]
+    }
+
+    #[test]
+    fn groups_by_the_chosen_dimensions_and_totals_equal_the_status() {
+        let report = build(&sample(), Some("2026-11"), &[Dimension::CostCenter]).expect("report");
+        let by_cc: Vec<_> = report
+            .rows
+            .iter()
+            .map(|r| {
+                (
+                    r.group[&Dimension::CostCenter].as_str(),
+                    r.cost.as_str(),
+                    r.input_tokens,
+                )
+            })
+            .collect();
+        assert_eq!(by_cc, [("CC-1", "2", 150), ("CC-2", "0.000001", 7)]);
+        assert_eq!(report.totals.len(), 1);
+        assert_eq!(report.totals[0].cost, "2.000001");
+    }
+
+    #[test]
+    fn a_closed_period_comes_from_the_history() {
+        let report = build(&sample(), Some("2026-10"), &[Dimension::Team]).expect("report");
+        assert_eq!(report.rows.len(), 1);
+        assert!(!report.rows[0].open);
+        assert_eq!(report.totals[0].cost, "5");
+        let none = build(&sample(), Some("2026-09"), &[]).expect("report");
+        assert!(none.rows.is_empty());
+    }
+
+    #[test]
+    fn lines_that_do_not_add_up_are_refused() {
+        let budgets = vec![(
+            "eu".to_owned(),
+            budget(vec![line("search", "CC-1", "llama", "1", 1)], "2"),
+        )];
+        let error = build(&budgets, None, &[]).expect_err("inconsistent");
+        assert!(error.to_string().contains("finance/team-budget"), "{error}");
+    }
+
+    #[test]
+    fn csv_uses_focus_columns_and_quotes_the_tags() {
+        let report = build(&sample(), None, &[Dimension::Team, Dimension::Region]).expect("report");
+        let csv = report.render(Format::Csv).expect("csv");
+        let mut reader = csv::Reader::from_reader(csv.as_bytes());
+        let headers = reader.headers().expect("headers").clone();
+        assert_eq!(headers.iter().collect::<Vec<_>>(), CSV_COLUMNS);
+        let records: Vec<csv::StringRecord> =
+            reader.records().map(|r| r.expect("record")).collect();
+        assert_eq!(records.len(), 2);
+        let billed: Decimal = records.iter().map(|r| decimal(&r[5])).sum();
+        assert_eq!(money(billed), "2.000001");
+        assert_eq!(&records[0][14], "eu");
+        let tags: serde_json::Value = serde_json::from_str(&records[0][16]).expect("tags are JSON");
+        assert_eq!(tags["budget"], "finance/team-budget");
+        assert_eq!(tags["team"], "search");
+    }
+
+    #[test]
+    fn markdown_and_json_render() {
+        let report = build(&sample(), None, &[Dimension::Model]).expect("report");
+        let markdown = report.render(Format::Markdown).expect("md");
+        assert!(
+            markdown.contains("| eu-cluster | finance/team-budget | 2026-11 | llama |"),
+            "{markdown}"
+        );
+        assert!(markdown.contains("**2.000001**"), "{markdown}");
+        let json: serde_json::Value =
+            serde_json::from_str(&report.render(Format::Json).expect("json")).expect("valid");
+        assert_eq!(json["totals"][0]["cost"], "2.000001");
+    }
+}
