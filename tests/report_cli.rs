@@ -21,16 +21,32 @@ fn fixture() -> PathBuf {
 fn csv_totals_equal_the_statuses_per_currency() {
     let path = fixture();
     let output = report(&["-f", path.to_str().expect("utf-8"), "--period", "2026-11"]);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let mut reader = csv::Reader::from_reader(output.stdout.as_slice());
     let headers = reader.headers().expect("headers").clone();
-    let column = |name: &str| headers.iter().position(|h| h == name).unwrap_or_else(|| panic!("no {name}"));
-    let (cost, currency, region) = (column("BilledCost"), column("BillingCurrency"), column("RegionId"));
+    let column = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    let (cost, currency, region) = (
+        column("BilledCost"),
+        column("BillingCurrency"),
+        column("RegionId"),
+    );
     let mut totals = std::collections::BTreeMap::<String, rust_decimal::Decimal>::new();
     let mut regions = Vec::new();
     for record in reader.records() {
         let record = record.expect("record");
-        *totals.entry(record[currency].to_owned()).or_default() += record[cost].parse::<rust_decimal::Decimal>().expect("decimal");
+        *totals.entry(record[currency].to_owned()).or_default() += record[cost]
+            .parse::<rust_decimal::Decimal>()
+            .expect("decimal");
         regions.push(record[region].to_owned());
     }
     assert_eq!(totals["EUR"].to_string(), "1234.567891");
@@ -41,11 +57,28 @@ fn csv_totals_equal_the_statuses_per_currency() {
 #[test]
 fn a_closed_period_and_markdown() {
     let path = fixture();
-    let output = report(&["-f", path.to_str().expect("utf-8"), "--period", "2026-10", "--by", "team", "--format", "markdown"]);
+    let output = report(&[
+        "-f",
+        path.to_str().expect("utf-8"),
+        "--period",
+        "2026-10",
+        "--by",
+        "team",
+        "--format",
+        "markdown",
+    ]);
     assert_eq!(output.status.code(), Some(0));
     let text = String::from_utf8_lossy(&output.stdout);
-    assert!(text.contains("| file | sovereign-eu/search-team-eu | 2026-10 | search | 10 | 5 | 1 | 99 | EUR |"), "{text}");
-    assert!(!text.contains("support-bot"), "the INR budget has no October: {text}");
+    assert!(
+        text.contains(
+            "| file | sovereign-eu/search-team-eu | 2026-10 | search | 10 | 5 | 1 | 99 | EUR |"
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains("support-bot"),
+        "the INR budget has no October: {text}"
+    );
 }
 
 #[test]
@@ -57,7 +90,9 @@ fn unreadable_input_exits_2_with_the_path() {
 
 #[test]
 fn a_status_that_does_not_add_up_exits_1() {
-    let text = std::fs::read_to_string(fixture()).expect("fixture").replace("amount: \"1000.5\"", "amount: \"1000.4\"");
+    let text = std::fs::read_to_string(fixture())
+        .expect("fixture")
+        .replace("amount: \"1000.5\"", "amount: \"1000.4\"");
     let dir = std::env::temp_dir().join(format!("sovereign-report-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let path = dir.join("budgets.yaml");

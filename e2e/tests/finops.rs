@@ -175,13 +175,51 @@ fn sync_actions(
     })
 }
 
+/// A webhook receiver on 127.0.0.1: every POST body it gets, answered 200.
+fn webhook() -> (u16, Arc<std::sync::Mutex<Vec<Value>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("webhook port");
+    let port = listener.local_addr().expect("address").port();
+    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_ok()
+                && let Ok(json) = serde_json::from_slice(&body)
+            {
+                sink.lock().unwrap_or_else(|e| e.into_inner()).push(json);
+            }
+            let _ = reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (port, received)
+}
+
 async fn apply(client: &Client, document: Value) {
     crate::harness::apply(client, &document)
         .await
         .unwrap_or_else(|e| panic!("cannot apply {}: {e}", document["metadata"]["name"]));
 }
 
-async fn threshold_events(client: &Client, percent: i32) -> i32 {
+/// Events of threshold `percent` on the budget with `uid` (Events outlive their object: a
+/// previous run's are still there).
+async fn threshold_events(client: &Client, uid: &str, percent: i32) -> i32 {
     let events = Api::<Event>::namespaced(client.clone(), NAMESPACE)
         .list(&ListParams::default())
         .await
@@ -189,7 +227,7 @@ async fn threshold_events(client: &Client, percent: i32) -> i32 {
     events
         .items
         .iter()
-        .filter(|e| e.involved_object.name.as_deref() == Some("fin-search"))
+        .filter(|e| e.involved_object.uid.as_deref() == Some(uid))
         .filter(|e| e.reason.as_deref() == Some("ThresholdCrossed"))
         .filter(|e| {
             e.message
@@ -212,6 +250,30 @@ async fn budgets_count_every_token_once_across_restarts_and_block_at_the_gateway
     let proxy_port = free_port();
     let work = WorkDir::new("finops");
     let stub = Stub::start(&work);
+
+    // What an earlier, failed run may have left: budgets with crossed thresholds, a ledger,
+    // actions in force.
+    let budgets = Api::<TokenBudget>::namespaced(client.clone(), NAMESPACE);
+    let _ = budgets
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await;
+    for name in ["sovereign-budget-actions", "sovereign-usage-ledger"] {
+        let _ = Api::<ConfigMap>::namespaced(client.clone(), NAMESPACE)
+            .delete(name, &DeleteParams::default())
+            .await;
+    }
+    eventually("leftover budgets are gone", || async {
+        let left = budgets
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        if left.items.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} left", left.items.len()))
+        }
+    })
+    .await;
 
     // The region, its master key, two priced external backends and two budgets.
     Api::<Namespace>::all(client.clone())
@@ -267,6 +329,15 @@ async fn budgets_count_every_token_once_across_restarts_and_block_at_the_gateway
         .await;
     }
 
+    let (hook_port, hooks) = webhook();
+    apply(
+        &client,
+        json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "budget-webhook", "namespace": NAMESPACE},
+        "stringData": {"url": format!("http://127.0.0.1:{hook_port}/budget")}}),
+    )
+    .await;
+
     let mut operator = Operator::start(&["--region", REGION, "--usage-interval", "2"]);
 
     // The gateway config the operator rendered, as the pod would mount it.
@@ -315,7 +386,6 @@ async fn budgets_count_every_token_once_across_restarts_and_block_at_the_gateway
     let stop_sync = Arc::new(AtomicBool::new(false));
     let sync = sync_actions(client.clone(), work.path("actions.json"), stop_sync.clone());
 
-    let budgets = Api::<TokenBudget>::namespaced(client.clone(), NAMESPACE);
     for name in ["fin-all", "fin-search"] {
         eventually(&format!("budget {name} opened its period"), || async {
             let budget = budgets.get(name).await.map_err(|e| e.to_string())?;
@@ -351,6 +421,13 @@ async fn budgets_count_every_token_once_across_restarts_and_block_at_the_gateway
     );
 
     // The search team's limit is set so that its spend is at about 85%: the 80% Notify fires.
+    let search_uid = budgets
+        .get("fin-search")
+        .await
+        .expect("budget")
+        .metadata
+        .uid
+        .expect("uid");
     let search_spend = truth.total(search).3;
     let limit = (search_spend * Decimal::from_str("1.18").expect("decimal"))
         .round_dp_with_strategy(6, rust_decimal::RoundingStrategy::AwayFromZero);
@@ -361,11 +438,12 @@ async fn budgets_count_every_token_once_across_restarts_and_block_at_the_gateway
             "spec": {"scope": {"teams": ["search"], "regions": [REGION]}, "period": "Monthly",
                      "timeZone": "Europe/Paris", "limit": {"amount": money(limit), "currency": "EUR"},
                      "thresholds": [{"percent": 80, "action": "Notify"},
-                                    {"percent": 100, "action": "Block"}]}})))
+                                    {"percent": 100, "action": "Block"}],
+                     "notify": {"webhookSecret": {"name": "budget-webhook", "key": "url"}}}})))
         .await
         .expect("lower the search limit");
     eventually("the 80% threshold fires", || async {
-        match threshold_events(&client, 80).await {
+        match threshold_events(&client, &search_uid, 80).await {
             0 => Err("no event".to_owned()),
             n => Ok(n),
         }
@@ -416,14 +494,31 @@ async fn budgets_count_every_token_once_across_restarts_and_block_at_the_gateway
     assert_eq!(exceeded.status, "True");
     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     assert_eq!(
-        threshold_events(&client, 80).await,
+        threshold_events(&client, &search_uid, 80).await,
         1,
         "the 80% Event is published once"
     );
     assert_eq!(
-        threshold_events(&client, 100).await,
+        threshold_events(&client, &search_uid, 100).await,
         1,
         "the 100% Event is published once"
+    );
+    let posted: Vec<(String, i64)> = hooks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|m| {
+            (
+                m["budget"].as_str().unwrap_or("").to_owned(),
+                m["percent"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let expected = format!("{NAMESPACE}/fin-search");
+    assert_eq!(
+        posted,
+        [(expected.clone(), 80), (expected, 100)],
+        "one webhook call per threshold"
     );
 
     // The finance report from the cluster equals the statuses.
