@@ -109,5 +109,5 @@ print(f"objects: {n}")
 print(f"sovereign-operator check: {t_check:.3f} s  {n / t_check:,.0f} objects/s")
 print(f"opa eval:                 {t_opa:.3f} s  {n / t_opa:,.0f} objects/s"
       f"  (query evaluation alone: {opa_eval:.3f} s, {n / opa_eval:,.0f} objects/s)")
-print(f"ratio (check / opa, end to end): {t_opa / t_check:.1f}x")
+print(f"ratio (check objects/s / opa objects/s, end to end): {t_opa / t_check:.2f}")
 PY
