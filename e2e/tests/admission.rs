@@ -5,7 +5,9 @@
 //! declared, then variants (dataLocation off; no exemptions and pinWorkloads off;
 //! AllowedJurisdictions EU + IN) that take the other branches of the generated CEL. Which
 //! objects are compared and which are left to the audit is decided in
-//! `tests/support/admission.rs`.
+//! `tests/support/admission.rs`. A second test holds UPDATE ratcheting to the same standard:
+//! objects that violated before their policy can still be updated, compliant ones cannot be
+//! made to violate, and a CREATE gets no grace.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -13,10 +15,14 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sovereign_operator::api::policy::{PolicyMode, ResidencyKind, ResidencyPolicy};
-use sovereign_operator::residency::admission::{compile, evaluate_offline, object_name};
+use sovereign_operator::residency::admission::{
+    compile, evaluate_offline, evaluate_offline_update, object_name,
+};
 
 use crate::admission_support::{ParitySet, describe, mismatch_table};
-use crate::harness::{PATIENCE, apply, client, ensure_namespace, install_example, kubectl};
+use crate::harness::{
+    PATIENCE, apply, client, ensure_namespace, eventually, install_example, kubectl,
+};
 
 /// What the API server said to a server-side dry-run create.
 #[derive(Debug)]
@@ -301,4 +307,254 @@ fn probe(set: &ParitySet, name: &str) -> Value {
                      "labels": {"sovereign.ai/data-class": policy.spec.data_classes[0]}},
         "spec": {"containers": [{"name": "app", "image": "registry.example.com/app:1.0"}]},
     })
+}
+
+/// Namespace of the ratcheting test: labelled as the EU region's, and no other test's.
+const RATCHET_NAMESPACE: &str = "residency-ratchet";
+
+/// A governed (pii) PVC in the ratcheting namespace.
+fn ratchet_claim(name: &str, class: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": RATCHET_NAMESPACE,
+                     "labels": {"sovereign.ai/data-class": "pii"}},
+        "spec": {"storageClassName": class, "accessModes": ["ReadWriteOnce"],
+                 "resources": {"requests": {"storage": "1Gi"}}},
+    })
+}
+
+/// A governed (pii) Deployment with no replicas (no Pods to schedule), pinned to `location`
+/// or, with None, unpinned.
+fn ratchet_deployment(name: &str, location: Option<&str>) -> Value {
+    let mut spec = serde_json::json!({
+        "containers": [{"name": "app", "image": "registry.example.com/app:1.0"}]
+    });
+    if let Some(location) = location {
+        spec["nodeSelector"] = serde_json::json!({"topology.kubernetes.io/region": location});
+    }
+    serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": RATCHET_NAMESPACE},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name, "sovereign.ai/data-class": "pii"}},
+                "spec": spec,
+            },
+        },
+    })
+}
+
+/// UPDATE ratcheting on a real API server: objects that violated before the policy existed can
+/// still be updated (an annotation), an UPDATE that makes a compliant object violate is denied,
+/// and a CREATE of the violating shape is denied — and kube's CEL engine offline agrees on each.
+#[tokio::test]
+async fn updates_of_objects_that_violated_before_the_policy_are_ratcheted() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    use kube::api::{Api, Patch, PatchParams};
+
+    let _exclusive = crate::harness::ADMISSION_LOCK.lock().await;
+    install_example().await;
+    let client = client().await;
+    crate::harness::remove_admission_policies(&client).await;
+    let set = ParitySet::load();
+    let mut policy = set
+        .policies
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some("pii-home-region"))
+        .expect("the example's pii policy")
+        .clone();
+    // Its own name, so that a policy of another test still in the API server's cache cannot
+    // be mistaken for this one.
+    policy.metadata.name = Some("pii-ratchet".to_owned());
+    policy.spec.mode = PolicyMode::Enforce;
+    let names = vec!["pii-ratchet".to_owned()];
+    let compiled = compile(&policy, &set.regions).expect("the policy compiles");
+    let namespace = serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": RATCHET_NAMESPACE, "labels": {"sovereign.ai/region": "eu"}},
+    });
+    apply(&client, &namespace).await.expect("namespace");
+    // A previous run's objects would have been created under the policy: start afresh.
+    kubectl(&[
+        "delete",
+        "--ignore-not-found",
+        "--wait=false",
+        "-n",
+        RATCHET_NAMESPACE,
+        "persistentvolumeclaims,deployments",
+        "--all",
+    ]);
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), RATCHET_NAMESPACE);
+    let deployments = Api::<Deployment>::namespaced(client.clone(), RATCHET_NAMESPACE);
+    eventually("the previous run's objects are gone", || async {
+        let left = claims
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let more = deployments
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        match left.items.len() + more.items.len() {
+            0 => Ok(()),
+            n => Err(format!("{n} left")),
+        }
+    })
+    .await;
+
+    // Before the policy: one violating and one compliant object of each kind.
+    let legacy_claim = ratchet_claim("legacy", "gp3");
+    let fine_claim = ratchet_claim("fine", "eu-regional-ssd");
+    let legacy_deployment = ratchet_deployment("legacy", None);
+    let fine_deployment = ratchet_deployment("fine", Some("europe-west9"));
+    for object in [
+        &legacy_claim,
+        &fine_claim,
+        &legacy_deployment,
+        &fine_deployment,
+    ] {
+        apply(&client, object)
+            .await
+            .unwrap_or_else(|e| panic!("{} before the policy: {e}", describe(object)));
+    }
+    for document in compiled.to_json().expect("serializes") {
+        apply(&client, &document)
+            .await
+            .unwrap_or_else(|e| panic!("the API server refused {}: {e}", describe(&document)));
+    }
+
+    // (c) CREATE of the violating shape is denied; this also waits for the policy to be live.
+    for shape in [
+        ratchet_claim("legacy-again", "gp3"),
+        ratchet_deployment("legacy-again", None),
+    ] {
+        let offline = evaluate_offline(&compiled, &shape, Some(&namespace))
+            .expect("evaluates")
+            .expect("governed");
+        assert_eq!(offline.len(), 1, "{offline:?}");
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let verdict = dry_run(&shape, &names);
+            if verdict.refused {
+                assert!(
+                    verdict.output.contains(&offline[0]),
+                    "{}: the API server said {:?}, offline {offline:?}",
+                    describe(&shape),
+                    verdict.output
+                );
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the policy never denied a CREATE of {}: {verdict:?}",
+                describe(&shape)
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    // (a) An UPDATE that only adds an annotation to an object that already violated: allowed,
+    // offline and for real (no dry run: the object must really change).
+    let annotate = serde_json::json!({"metadata": {"annotations": {"example.com/touched": "yes"}}});
+    for legacy in [&legacy_claim, &legacy_deployment] {
+        let mut updated = legacy.clone();
+        updated["metadata"]["annotations"] = annotate["metadata"]["annotations"].clone();
+        let offline = evaluate_offline_update(&compiled, legacy, &updated, Some(&namespace))
+            .expect("evaluates");
+        assert_eq!(offline, Some(vec![]), "{}", describe(legacy));
+    }
+    let params = PatchParams::default();
+    let claim = claims
+        .patch("legacy", &params, &Patch::Merge(&annotate))
+        .await
+        .unwrap_or_else(|e| panic!("annotating the pre-existing violating PVC was refused: {e}"));
+    assert_eq!(
+        claim
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get("example.com/touched"),
+        Some(&"yes".to_owned())
+    );
+    deployments
+        .patch("legacy", &params, &Patch::Merge(&annotate))
+        .await
+        .unwrap_or_else(|e| {
+            panic!("annotating the pre-existing violating Deployment was refused: {e}")
+        });
+
+    // (b) An UPDATE that makes a compliant object violate: denied, with the offline message.
+    let cases = [
+        (
+            "PVC relabelled to India",
+            fine_claim.clone(),
+            serde_json::json!({"metadata": {"labels": {"sovereign.ai/region": "in"}}}),
+            "dataLocation",
+        ),
+        (
+            "Deployment moved to us-east-1",
+            fine_deployment.clone(),
+            serde_json::json!({"spec": {"template": {"spec": {"nodeSelector":
+                {"topology.kubernetes.io/region": "us-east-1"}}}}}),
+            "pinWorkloads",
+        ),
+    ];
+    for (what, old, patch, rule) in cases {
+        let mut updated = old.clone();
+        json_patch::merge(&mut updated, &patch);
+        let offline = evaluate_offline_update(&compiled, &old, &updated, Some(&namespace))
+            .expect("evaluates")
+            .expect("governed");
+        assert!(
+            offline.first().is_some_and(|m| m.contains(rule)),
+            "{what}: offline {offline:?}"
+        );
+        let refused = if old["kind"] == "Deployment" {
+            deployments
+                .patch("fine", &params, &Patch::Merge(&patch))
+                .await
+                .err()
+        } else {
+            claims
+                .patch("fine", &params, &Patch::Merge(&patch))
+                .await
+                .err()
+        };
+        let error = refused.unwrap_or_else(|| panic!("{what}: the API server allowed it"));
+        assert!(
+            error.to_string().contains(&offline[0]),
+            "{what}: the API server said {error}, offline {offline:?}"
+        );
+    }
+
+    // Leave no cluster-wide admission behind for the other tests.
+    let object = object_name("pii-ratchet");
+    kubectl(&[
+        "delete",
+        "--ignore-not-found",
+        &format!("validatingadmissionpolicybinding/{object}"),
+        &format!("validatingadmissionpolicy/{object}"),
+    ]);
+    let probe = ratchet_claim("legacy-again", "gp3");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while dry_run(&probe, &names).refused {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "policy pii-ratchet is still active after deletion"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // PVCs are released by the controller-manager; nothing waits on them.
+    kubectl(&[
+        "delete",
+        "--ignore-not-found",
+        "--wait=false",
+        "-n",
+        RATCHET_NAMESPACE,
+        "persistentvolumeclaims,deployments",
+        "--all",
+    ]);
 }

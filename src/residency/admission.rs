@@ -47,6 +47,15 @@
 //! when the object or its pod template carries one of the policy's data classes and is not
 //! being deleted (removing a finalizer is never refused).
 //!
+//! UPDATEs are ratcheted per rule, like CRD validation ratcheting: a validation refuses an
+//! UPDATE only if the new object breaks it and the old object (`oldObject`) did not — it was
+//! governed by the policy and passed that same rule. An object that violated before its policy
+//! existed can still be updated (a controller's annotation, a scale), an UPDATE cannot make a
+//! compliant object non-compliant, and CREATE is judged exactly as the engine judges it. The
+//! audit and `check` still report such objects: they remain violations. Each validation is
+//! generated once per `Subject` (`object` with its variables, `oldObject` with the `old…`
+//! copies), so the two verdicts come from the same code.
+//!
 //! Audit only (the operator's audit and the offline `check`): `forbidCrossBorderReplication`
 //! (Velero BackupStorageLocation / Backup / Schedule, CloudNativePG, VolumeReplication and
 //! declared `sinks` — Backups and VolumeReplications need another object, and the sink
@@ -140,8 +149,50 @@ fn list(items: &[String]) -> String {
     )
 }
 
+/// Whose verdict a CEL expression computes: the object being admitted, or — for UPDATE
+/// ratcheting — the object as it was before the request (`oldObject`). Each subject has its
+/// own copy of the per-object variables (`home` and `oldHome`, …), so that one generator
+/// writes both verdicts and they cannot drift apart.
+#[derive(Clone, Copy, Debug)]
+struct Subject {
+    /// The CEL root: `object` or `oldObject`.
+    object: &'static str,
+    /// Prefix of its variables (`""` or `"old"`, camel-cased onto the name).
+    prefix: &'static str,
+}
+
+/// The object being created or updated.
+const NEW: Subject = Subject {
+    object: "object",
+    prefix: "",
+};
+
+/// The object as stored before an UPDATE.
+const OLD: Subject = Subject {
+    object: "oldObject",
+    prefix: "old",
+};
+
+impl Subject {
+    /// The name of per-object variable `name` for this subject (`home` → `oldHome`).
+    fn name(self, name: &str) -> String {
+        let mut chars = name.chars();
+        match (self.prefix, chars.next()) {
+            ("", _) | (_, None) => name.to_owned(),
+            (prefix, Some(first)) => {
+                format!("{prefix}{}{}", first.to_ascii_uppercase(), chars.as_str())
+            }
+        }
+    }
+
+    /// `variables.<name>` for this subject.
+    fn var(self, name: &str) -> String {
+        format!("variables.{}", self.name(name))
+    }
+}
+
 /// CEL: `labels` (a map expression, possibly absent) has `DATA_CLASS` in `classes`.
-fn class_in(labels_path: &str, guards: &[&str], classes: &str) -> String {
+fn class_in(labels_path: &str, guards: &[String], classes: &str) -> String {
     let mut parts: Vec<String> = guards.iter().map(|g| format!("has({g})")).collect();
     parts.push(format!("has({labels_path})"));
     parts.push(format!("{} in {labels_path}", lit(DATA_CLASS)));
@@ -149,38 +200,114 @@ fn class_in(labels_path: &str, guards: &[&str], classes: &str) -> String {
     format!("({})", parts.join(" && "))
 }
 
-/// The matchCondition: the object or its pod template carries a governed data class.
-fn governed_condition(classes: &[String]) -> String {
+/// CEL: the subject or its pod template carries a governed data class (for the new object, the
+/// matchCondition).
+fn governed_condition(s: Subject, classes: &[String]) -> String {
+    let o = s.object;
     let classes = list(classes);
     let kinds = list(&TEMPLATE_KINDS.map(str::to_owned));
+    let paths = |parts: &[&str]| -> Vec<String> {
+        (1..=parts.len())
+            .map(|n| format!("{o}.{}", parts[..n].join(".")))
+            .collect()
+    };
     format!(
         "{own} || (request.kind.kind in {kinds} && {template}) || (request.kind.kind == 'CronJob' && {cron})",
-        own = class_in("object.metadata.labels", &[], &classes),
+        own = class_in(&format!("{o}.metadata.labels"), &[], &classes),
         template = class_in(
-            "object.spec.template.metadata.labels",
-            &[
-                "object.spec",
-                "object.spec.template",
-                "object.spec.template.metadata"
-            ],
+            &format!("{o}.spec.template.metadata.labels"),
+            &paths(&["spec", "template", "metadata"]),
             &classes
         ),
         cron = class_in(
-            "object.spec.jobTemplate.spec.template.metadata.labels",
-            &[
-                "object.spec",
-                "object.spec.jobTemplate",
-                "object.spec.jobTemplate.spec",
-                "object.spec.jobTemplate.spec.template",
-                "object.spec.jobTemplate.spec.template.metadata",
-            ],
+            &format!("{o}.spec.jobTemplate.spec.template.metadata.labels"),
+            &paths(&["spec", "jobTemplate", "spec", "template", "metadata"]),
             &classes
         ),
     )
 }
 
-/// The VAP `variables`, in evaluation order (later ones refer to earlier ones).
-fn variables(allowed: bool, facts: &BTreeMap<String, String>) -> Vec<(&'static str, String)> {
+/// The per-object variables of subject `s`, in evaluation order: what it carries (labels, pod
+/// template, pod spec), its home region and the locations and storage classes allowed to it.
+fn subject_variables(s: Subject, allowed: bool) -> Vec<(String, String)> {
+    let o = s.object;
+    let region = lit(REGION);
+    let kinds = list(&TEMPLATE_KINDS.map(str::to_owned));
+    let split = |key: &str| format!("variables.facts[{key}].split(',').filter(x, x != '')");
+    let (labels, template, template_labels, home, home_known) = (
+        s.var("labels"),
+        s.var("template"),
+        s.var("templateLabels"),
+        s.var("home"),
+        s.var("homeKnown"),
+    );
+    let mut out = vec![
+        (
+            "labels",
+            format!("has({o}.metadata.labels) ? {o}.metadata.labels : {{}}"),
+        ),
+        (
+            "template",
+            format!(
+                "request.kind.kind == 'Pod' ? {o} : \
+                 (request.kind.kind == 'CronJob' ? \
+                 (has({o}.spec) && has({o}.spec.jobTemplate) && has({o}.spec.jobTemplate.spec) && has({o}.spec.jobTemplate.spec.template) ? {o}.spec.jobTemplate.spec.template : {{}}) : \
+                 (request.kind.kind in {kinds} && has({o}.spec) && has({o}.spec.template) ? {o}.spec.template : {{}}))"
+            ),
+        ),
+        (
+            "templateLabels",
+            format!(
+                "has({template}.metadata) && has({template}.metadata.labels) ? {template}.metadata.labels : {{}}"
+            ),
+        ),
+        (
+            "podSpec",
+            format!("has({template}.spec) ? {template}.spec : {{}}"),
+        ),
+        (
+            "home",
+            format!(
+                "{region} in {labels} ? {labels}[{region}] : \
+                 ({region} in {template_labels} ? {template_labels}[{region}] : variables.namespaceRegion)"
+            ),
+        ),
+        ("homeKnown", format!("{home} in variables.regions")),
+    ];
+    if allowed {
+        out.extend([
+            ("locations", split("'scope.locations'")),
+            ("storageClasses", split("'scope.storageClasses'")),
+        ]);
+    } else {
+        out.extend([
+            (
+                "locations",
+                format!(
+                    "{home_known} ? {} : []",
+                    split(&format!("'region.' + {home} + '.locations'"))
+                ),
+            ),
+            (
+                "storageClasses",
+                format!(
+                    "{home_known} ? {} : []",
+                    split(&format!("'region.' + {home} + '.storageClasses'"))
+                ),
+            ),
+        ]);
+    }
+    out.into_iter().map(|(n, e)| (s.name(n), e)).collect()
+}
+
+/// The VAP `variables`, in evaluation order (later ones refer to earlier ones): the facts and
+/// what does not depend on the object's content, the new object's variables, then the old
+/// object's (`oldGoverned` first: the others are only read when it holds).
+fn variables(
+    allowed: bool,
+    classes: &[String],
+    facts: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
     let region = lit(REGION);
     let kinds = list(&TEMPLATE_KINDS.map(str::to_owned));
     let split = |key: &str| format!("variables.facts[{key}].split(',').filter(x, x != '')");
@@ -192,109 +319,94 @@ fn variables(allowed: bool, facts: &BTreeMap<String, String>) -> Vec<(&'static s
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let mut out = vec![
-        ("facts", facts),
+    let mut out: Vec<(String, String)> = vec![
+        ("facts".to_owned(), facts),
         (
-            "labels",
-            "has(object.metadata.labels) ? object.metadata.labels : {}".to_owned(),
-        ),
-        (
-            "template",
-            format!(
-                "request.kind.kind == 'Pod' ? object : \
-                 (request.kind.kind == 'CronJob' ? \
-                 (has(object.spec) && has(object.spec.jobTemplate) && has(object.spec.jobTemplate.spec) && has(object.spec.jobTemplate.spec.template) ? object.spec.jobTemplate.spec.template : {{}}) : \
-                 (request.kind.kind in {kinds} && has(object.spec) && has(object.spec.template) ? object.spec.template : {{}}))"
-            ),
-        ),
-        (
-            "hasTemplate",
+            "hasTemplate".to_owned(),
             format!("request.kind.kind in ['Pod', 'CronJob'] || request.kind.kind in {kinds}"),
         ),
         (
-            "podSpecPath",
+            "podSpecPath".to_owned(),
             "request.kind.kind == 'Pod' ? 'spec' : (request.kind.kind == 'CronJob' ? 'spec.jobTemplate.spec.template.spec' : 'spec.template.spec')".to_owned(),
         ),
+        ("regions".to_owned(), split("'regions'")),
         (
-            "templateLabels",
-            "has(variables.template.metadata) && has(variables.template.metadata.labels) ? variables.template.metadata.labels : {}".to_owned(),
-        ),
-        (
-            "podSpec",
-            "has(variables.template.spec) ? variables.template.spec : {}".to_owned(),
-        ),
-        ("regions", split("'regions'")),
-        (
-            "namespaceRegion",
+            // The namespace cannot change on UPDATE: one value serves both subjects.
+            "namespaceRegion".to_owned(),
             format!(
                 "namespaceObject != null && has(namespaceObject.metadata.labels) && {region} in namespaceObject.metadata.labels ? namespaceObject.metadata.labels[{region}] : \
                  ('namespace.' + request.namespace + '.region' in variables.facts ? variables.facts['namespace.' + request.namespace + '.region'] : '')"
             ),
         ),
         (
-            "home",
-            format!(
-                "{region} in variables.labels ? variables.labels[{region}] : \
-                 ({region} in variables.templateLabels ? variables.templateLabels[{region}] : variables.namespaceRegion)"
-            ),
-        ),
-        ("homeKnown", "variables.home in variables.regions".to_owned()),
-        (
-            "name",
+            "name".to_owned(),
             "(has(object.metadata.namespace) ? object.metadata.namespace : request.namespace) + '/' + (has(object.metadata.name) ? object.metadata.name : request.name)".to_owned(),
         ),
     ];
     if allowed {
-        out.extend([
-            ("scopeRegions", split("'scope.regions'")),
-            ("locations", split("'scope.locations'")),
-            ("storageClasses", split("'scope.storageClasses'")),
-            ("scope", "variables.facts['scope.description']".to_owned()),
-        ]);
-    } else {
-        out.extend([
-            (
-                "locations",
-                format!(
-                    "variables.homeKnown ? {} : []",
-                    split("'region.' + variables.home + '.locations'")
-                ),
-            ),
-            (
-                "storageClasses",
-                format!(
-                    "variables.homeKnown ? {} : []",
-                    split("'region.' + variables.home + '.storageClasses'")
-                ),
-            ),
-            ("scope", "'region ' + variables.home".to_owned()),
-        ]);
+        out.push(("scopeRegions".to_owned(), split("'scope.regions'")));
     }
+    out.extend(subject_variables(NEW, allowed));
+    out.push((
+        "scope".to_owned(),
+        if allowed {
+            "variables.facts['scope.description']".to_owned()
+        } else {
+            "'region ' + variables.home".to_owned()
+        },
+    ));
+    // Whether the object was subject to this policy before the UPDATE: one that only now gets
+    // a governed class has no grace.
+    out.push((
+        OLD.name("governed"),
+        format!(
+            "request.operation == 'UPDATE' && oldObject != null && ({})",
+            governed_condition(OLD, classes)
+        ),
+    ));
+    out.extend(subject_variables(OLD, allowed));
     out
 }
 
-/// CEL: the pod spec in `variables.podSpec` is pinned to `variables.locations` (the engine's
+/// CEL: the pod spec of subject `s` is pinned to its locations (the engine's
 /// `placement::unpinned_reason` is None).
-fn pinned() -> String {
+fn pinned(s: Subject) -> String {
     let topo = lit(TOPOLOGY_REGION);
+    let (spec, locations) = (s.var("podSpec"), s.var("locations"));
     let required =
-        "variables.podSpec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution";
+        format!("{spec}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution");
     format!(
-        "(has(variables.podSpec.nodeSelector) && {topo} in variables.podSpec.nodeSelector) ? \
-         variables.podSpec.nodeSelector[{topo}] in variables.locations : \
-         (has(variables.podSpec.affinity) && has(variables.podSpec.affinity.nodeAffinity) && \
+        "(has({spec}.nodeSelector) && {topo} in {spec}.nodeSelector) ? \
+         {spec}.nodeSelector[{topo}] in {locations} : \
+         (has({spec}.affinity) && has({spec}.affinity.nodeAffinity) && \
          has({required}) && has({required}.nodeSelectorTerms) && \
          {required}.nodeSelectorTerms.size() > 0 && \
          {required}.nodeSelectorTerms.all(t, has(t.matchExpressions) && \
          t.matchExpressions.exists(e, e.key == {topo} && e.operator == 'In' && has(e.values) && \
-         e.values.size() > 0 && e.values.all(v, v in variables.locations))))"
+         e.values.size() > 0 && e.values.all(v, v in {locations}))))"
     )
 }
 
-/// CEL: claim spec `spec` uses one of `variables.storageClasses`.
-fn stored(spec: &str) -> String {
+/// CEL: claim spec `spec` uses one of subject `s`'s storage classes.
+fn stored(s: Subject, spec: &str) -> String {
     format!(
-        "has({spec}) && has({spec}.storageClassName) && {spec}.storageClassName in variables.storageClasses"
+        "has({spec}) && has({spec}.storageClassName) && {spec}.storageClassName in {}",
+        s.var("storageClasses")
+    )
+}
+
+/// CEL: rule `check` (written for a subject) with UPDATE ratcheting, as CRD validation
+/// ratcheting does: the new object passes, or the request is an UPDATE of an object that was
+/// governed by the policy and already broke this same rule. Objects that violated before their
+/// policy existed can then still be updated (a controller's annotation, a scale), but an
+/// UPDATE cannot make a compliant object non-compliant, and a CREATE gets no grace. An error
+/// in the old object's verdict fails closed: `!(error)` is an error, which denies.
+fn ratcheted(check: impl Fn(Subject) -> String) -> String {
+    format!(
+        "({}) || (request.operation == 'UPDATE' && {} && !({}))",
+        check(NEW),
+        OLD.var("governed"),
+        check(OLD)
     )
 }
 
@@ -416,7 +528,13 @@ fn validations(policy: &ResidencyPolicy, name: &str) -> Vec<Value> {
     if rules.data_location {
         let (expression, what) = if allowed {
             (
-                "variables.homeKnown && variables.home in variables.scopeRegions && variables.namespaceRegion in variables.scopeRegions".to_owned(),
+                ratcheted(|s| {
+                    format!(
+                        "{known} && {home} in variables.scopeRegions && variables.namespaceRegion in variables.scopeRegions",
+                        known = s.var("homeKnown"),
+                        home = s.var("home")
+                    )
+                }),
                 format!(
                     "(!variables.homeKnown ? {no_home} : \
                      (!(variables.home in variables.scopeRegions) ? 'its home region ' + variables.home + ' (jurisdiction ' + variables.facts['region.' + variables.home + '.jurisdiction'] + ') is outside ' + variables.scope + '; keep it in a region of those jurisdictions' : \
@@ -425,7 +543,13 @@ fn validations(policy: &ResidencyPolicy, name: &str) -> Vec<Value> {
             )
         } else {
             (
-                "variables.homeKnown && variables.namespaceRegion == variables.home".to_owned(),
+                ratcheted(|s| {
+                    format!(
+                        "{} && variables.namespaceRegion == {}",
+                        s.var("homeKnown"),
+                        s.var("home")
+                    )
+                }),
                 format!(
                     "(!variables.homeKnown ? {no_home} : \
                      'its home region is ' + variables.home + ' but namespace ' + request.namespace + \
@@ -438,13 +562,14 @@ fn validations(policy: &ResidencyPolicy, name: &str) -> Vec<Value> {
     }
     // With dataLocation on, an unknown home region is its finding alone; with it off, the
     // other rules fail closed (the engine reports "cannot be checked").
-    let guard = |check: String| {
+    let guard = |s: Subject, check: String| {
+        let known = s.var("homeKnown");
         if allowed {
             check
         } else if rules.data_location {
-            format!("!variables.homeKnown || ({check})")
+            format!("!{known} || ({check})")
         } else {
-            format!("variables.homeKnown && ({check})")
+            format!("{known} && ({check})")
         }
     };
     let cannot = if allowed {
@@ -457,7 +582,7 @@ fn validations(policy: &ResidencyPolicy, name: &str) -> Vec<Value> {
         out.push(validation(
             name,
             "pinWorkloads",
-            format!("!variables.hasTemplate || ({})", guard(pinned())),
+            ratcheted(|s| format!("!variables.hasTemplate || ({})", guard(s, pinned(s)))),
             format!(
                 "({cannot}variables.podSpecPath + ': ' + \
                  ((has(variables.podSpec.nodeSelector) && {topo_lit} in variables.podSpec.nodeSelector) ? \
@@ -473,17 +598,25 @@ fn validations(policy: &ResidencyPolicy, name: &str) -> Vec<Value> {
         ));
     }
     if rules.pin_storage {
-        let claim = format!(
-            "request.kind.kind != 'PersistentVolumeClaim' || ({})",
-            guard(stored("object.spec"))
-        );
-        let templates = format!(
-            "request.kind.kind != 'StatefulSet' || ({})",
-            guard(format!(
-                "!has(object.spec.volumeClaimTemplates) || object.spec.volumeClaimTemplates.all(c, {})",
-                stored("c.spec")
-            ))
-        );
+        let claim = ratcheted(|s| {
+            format!(
+                "request.kind.kind != 'PersistentVolumeClaim' || ({})",
+                guard(s, stored(s, &format!("{}.spec", s.object)))
+            )
+        });
+        let templates = ratcheted(|s| {
+            let o = s.object;
+            format!(
+                "request.kind.kind != 'StatefulSet' || ({})",
+                guard(
+                    s,
+                    format!(
+                        "!has({o}.spec.volumeClaimTemplates) || {o}.spec.volumeClaimTemplates.all(c, {})",
+                        stored(s, "c.spec")
+                    )
+                )
+            )
+        });
         let none = format!(
             "{cannot}variables.storageClasses.size() == 0 ? variables.scope + ' declares no spec.storageClasses, so no volume of governed data can be proven in-region; list the region\\'s in-region storage classes and use one' : "
         );
@@ -492,7 +625,7 @@ fn validations(policy: &ResidencyPolicy, name: &str) -> Vec<Value> {
         );
         let templates_what = format!(
             "({none}object.spec.volumeClaimTemplates.filter(c, !({})).map(c, 'volumeClaimTemplates[' + c.metadata.name + ']: ' + (has(c.spec.storageClassName) && c.spec.storageClassName != '' ? 'storageClassName ' + c.spec.storageClassName + ' is not an in-region class of ' + variables.scope + '; use one of ' + variables.storageClasses.join(', ') : 'no storageClassName (the cluster default, whose location is unknown); set storageClassName to one of ' + variables.storageClasses.join(', '))).join('; '))",
-            stored("c.spec")
+            stored(NEW, "c.spec")
         );
         out.push(validation(name, "pinStorage", claim, claim_what));
         out.push(validation(name, "pinStorage", templates, templates_what));
@@ -545,7 +678,7 @@ pub fn compile(
             "matchConditions": [
                 {
                     "name": "governed",
-                    "expression": governed_condition(&policy.spec.data_classes),
+                    "expression": governed_condition(NEW, &policy.spec.data_classes),
                 },
                 // An object being deleted only loses finalizers: refusing that update would
                 // leave a violating object stuck in deletion rather than gone.
@@ -554,7 +687,7 @@ pub fn compile(
                     "expression": "!has(object.metadata.deletionTimestamp)",
                 },
             ],
-            "variables": variables(allowed, &facts(policy, regions)?)
+            "variables": variables(allowed, &policy.spec.data_classes, &facts(policy, regions)?)
                 .into_iter()
                 .map(|(name, expression)| json!({"name": name, "expression": expression}))
                 .collect::<Vec<_>>(),
@@ -593,6 +726,27 @@ pub fn evaluate_offline(
     object: &Value,
     namespace: Option<&Value>,
 ) -> Result<Option<Vec<String>>, String> {
+    evaluate_request(objects, None, object, namespace)
+}
+
+/// [`evaluate_offline`] for an UPDATE of `old` to `object` (ratcheting: a rule that `old`
+/// already broke does not refuse the update).
+pub fn evaluate_offline_update(
+    objects: &AdmissionObjects,
+    old: &Value,
+    object: &Value,
+    namespace: Option<&Value>,
+) -> Result<Option<Vec<String>>, String> {
+    evaluate_request(objects, Some(old), object, namespace)
+}
+
+/// A CREATE (`old` is None) or an UPDATE, evaluated as the API server would.
+fn evaluate_request(
+    objects: &AdmissionObjects,
+    old: Option<&Value>,
+    object: &Value,
+    namespace: Option<&Value>,
+) -> Result<Option<Vec<String>>, String> {
     use kube::core::cel::cel::objects::{Key, Map};
     use kube::core::cel::cel::{Program, Value as CelValue};
     use std::collections::HashMap;
@@ -613,7 +767,7 @@ pub fn evaluate_offline(
     let kind = object["kind"].as_str().unwrap_or_default();
     let ns = object["metadata"]["namespace"].as_str().unwrap_or_default();
     let request = json!({
-        "operation": "CREATE",
+        "operation": if old.is_some() { "UPDATE" } else { "CREATE" },
         "kind": {"group": group, "version": version, "kind": kind},
         "namespace": ns,
         "name": object["metadata"]["name"],
@@ -626,7 +780,7 @@ pub fn evaluate_offline(
     }
     let mut ctx = functions();
     ctx.add_variable_from_value("object", json_to_cel(object));
-    ctx.add_variable_from_value("oldObject", CelValue::Null);
+    ctx.add_variable_from_value("oldObject", old.map_or(CelValue::Null, json_to_cel));
     ctx.add_variable_from_value("request", json_to_cel(&request));
     ctx.add_variable_from_value("namespaceObject", json_to_cel(&namespace_object));
     let run = |ctx: &kube::core::cel::cel::Context<'_>, expression: &str| {
@@ -881,5 +1035,139 @@ mod tests {
         let public = json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "p", "namespace": "x", "labels": {DATA_CLASS: "public"}}});
         assert_eq!(evaluate_offline(&objects, &public, None).unwrap(), None);
+    }
+
+    /// A governed PVC in the EU stack namespace with storage class `class`.
+    fn claim(class: &str, annotations: Value) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data", "namespace": "sovereign-eu",
+                         "labels": {DATA_CLASS: "pii"}, "annotations": annotations},
+            "spec": {"storageClassName": class}
+        })
+    }
+
+    /// Failures of an UPDATE from `old` to `new` under the example's pii policy.
+    fn update(objects: &AdmissionObjects, old: &Value, new: &Value) -> Vec<String> {
+        evaluate_offline_update(objects, old, new, None)
+            .unwrap()
+            .expect("governed: evaluated")
+    }
+
+    #[test]
+    fn update_of_an_object_that_already_violated_is_allowed() {
+        let (regions, policies) = example();
+        let objects = compile(&policies[0], &regions).unwrap();
+        let old = claim("gp3", json!({}));
+        let annotated = claim("gp3", json!({"controller.example.com/seen": "true"}));
+        assert_eq!(update(&objects, &old, &annotated), Vec::<String>::new());
+        // CREATE of the same shape gets no grace.
+        let created = evaluate_offline(&objects, &annotated, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(created.len(), 1, "{created:?}");
+        assert!(created[0].contains("pinStorage"), "{created:?}");
+    }
+
+    #[test]
+    fn update_that_makes_a_compliant_object_violate_is_denied() {
+        let (regions, policies) = example();
+        let objects = compile(&policies[0], &regions).unwrap();
+        let failures = update(
+            &objects,
+            &claim("eu-regional-ssd", json!({})),
+            &claim("gp3", json!({})),
+        );
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(
+            failures[0].starts_with(
+                "PersistentVolumeClaim sovereign-eu/data: pinStorage (pii-home-region): "
+            ),
+            "{failures:?}"
+        );
+        // Compliant before and after: nothing to say.
+        let fine = claim("eu-regional-ssd", json!({}));
+        assert_eq!(update(&objects, &fine, &fine), Vec::<String>::new());
+    }
+
+    #[test]
+    fn an_update_that_adds_the_governed_class_gets_no_grace() {
+        let (regions, policies) = example();
+        let objects = compile(&policies[0], &regions).unwrap();
+        let mut ungoverned = claim("gp3", json!({}));
+        ungoverned["metadata"]["labels"] = json!({});
+        let failures = update(&objects, &ungoverned, &claim("gp3", json!({})));
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(failures[0].contains("pinStorage"), "{failures:?}");
+    }
+
+    #[test]
+    fn ratcheting_is_per_rule() {
+        let (regions, policies) = example();
+        let objects = compile(&policies[0], &regions).unwrap();
+        // Unpinned (breaks pinWorkloads) but in its home region's namespace.
+        let pod = |region: &str, annotations: Value| {
+            json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "p", "namespace": "sovereign-eu",
+                             "labels": {DATA_CLASS: "pii", REGION: region},
+                             "annotations": annotations},
+                "spec": {"containers": [{"name": "app", "image": "app:1"}]}
+            })
+        };
+        let old = pod("eu", json!({}));
+        assert_eq!(
+            update(&objects, &old, &pod("eu", json!({"a": "b"}))),
+            Vec::<String>::new()
+        );
+        // Relabelled to India: pinWorkloads still ratchets, but dataLocation is newly broken.
+        let failures = update(&objects, &old, &pod("in", json!({})));
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(
+            failures[0].contains(": dataLocation (pii-home-region): "),
+            "{failures:?}"
+        );
+    }
+
+    #[test]
+    fn templates_and_allowed_jurisdictions_ratchet_too() {
+        let (regions, _) = example();
+        let policy: ResidencyPolicy = serde_json::from_value(json!({
+            "apiVersion": "sovereign.ai/v1alpha1", "kind": "ResidencyPolicy",
+            "metadata": {"name": "financial"},
+            "spec": {"mode": "Enforce", "dataClasses": ["financial"],
+                     "residency": {"kind": "AllowedJurisdictions", "allowedJurisdictions": ["EU"]}}
+        }))
+        .unwrap();
+        let objects = compile(&policy, &regions).unwrap();
+        let set = |replicas: u32, class: &str| {
+            json!({
+                "apiVersion": "apps/v1", "kind": "StatefulSet",
+                "metadata": {"name": "db", "namespace": "sovereign-eu"},
+                "spec": {
+                    "replicas": replicas,
+                    "template": {"metadata": {"labels": {DATA_CLASS: "financial"}},
+                                 "spec": {"containers": [{"name": "db", "image": "db:1"}]}},
+                    "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                                              "spec": {"storageClassName": class}}]
+                }
+            })
+        };
+        // Unpinned and on gp3: two rules broken, both before and after a scale.
+        let created = evaluate_offline(&objects, &set(1, "gp3"), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(created.len(), 2, "{created:?}");
+        assert_eq!(
+            update(&objects, &set(1, "gp3"), &set(3, "gp3")),
+            Vec::<String>::new()
+        );
+        // From the in-region class to gp3: pinStorage is new, pinWorkloads is not.
+        let failures = update(&objects, &set(1, "eu-regional-ssd"), &set(1, "gp3"));
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(
+            failures[0].contains("volumeClaimTemplates[data]"),
+            "{failures:?}"
+        );
     }
 }
