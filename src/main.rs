@@ -393,7 +393,18 @@ fn check(paths: &[PathBuf], policy_paths: &[PathBuf], output: OutputFormat) -> E
             return ExitCode::from(2);
         }
     };
-    let all: Vec<manifest::Document> = documents.iter().chain(&context).cloned().collect();
+    // Only our custom resources are typed; cloning every other document would cost more than
+    // judging it.
+    let all: Vec<manifest::Document> = documents
+        .iter()
+        .chain(&context)
+        .filter(|d| {
+            d.value["apiVersion"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("sovereign.ai/"))
+        })
+        .cloned()
+        .collect();
     let mut resources = match manifest::classify(all) {
         Ok(resources) => resources,
         Err(err) => {
@@ -424,17 +435,22 @@ fn check(paths: &[PathBuf], policy_paths: &[PathBuf], output: OutputFormat) -> E
             // breaks every HomeRegion policy): one line naming them all reads better than one
             // line each. JSON keeps one entry per policy.
             let mut lines: Vec<(&Finding, Vec<&str>)> = Vec::new();
+            let mut index: std::collections::HashMap<_, usize> = std::collections::HashMap::new();
             for finding in &evaluation.findings {
                 let policy = finding.policy.as_deref().unwrap_or("region rule");
-                match lines.iter_mut().find(|(first, _)| {
-                    first.kind == finding.kind
-                        && first.namespace == finding.namespace
-                        && first.name == finding.name
-                        && first.rule == finding.rule
-                        && first.message == finding.message
-                }) {
-                    Some((_, policies)) => policies.push(policy),
-                    None => lines.push((finding, vec![policy])),
+                let key = (
+                    &finding.kind,
+                    &finding.namespace,
+                    &finding.name,
+                    finding.rule,
+                    &finding.message,
+                );
+                match index.get(&key) {
+                    Some(&i) => lines[i].1.push(policy),
+                    None => {
+                        index.insert(key, lines.len());
+                        lines.push((finding, vec![policy]));
+                    }
                 }
             }
             for (finding, policies) in lines {
