@@ -586,3 +586,28 @@ async fn budgets_count_every_token_once_across_restarts_and_block_at_the_gateway
         .delete_collection(&DeleteParams::default(), &ListParams::default())
         .await;
 }
+
+/// The guard module the operator ships in the gateway ConfigMap, run in the LiteLLM venv's
+/// Python with LiteLLM's own types: Block, Throttle, Downgrade, scope matching, a missing and a
+/// malformed actions file (`e2e/litellm/test_guard.py`). The Block path also runs through the
+/// real proxy in the test above.
+#[test]
+fn the_gateway_guard_blocks_throttles_and_downgrades() {
+    use sovereign_operator::render::gateway_config::{GUARD_FILE, GUARD_MODULE};
+    let work = WorkDir::new("guard");
+    let module = work.path(GUARD_FILE);
+    std::fs::write(&module, GUARD_MODULE).expect("guard module");
+    let python = crate::litellm::litellm_binary().with_file_name("python");
+    let output = std::process::Command::new(&python)
+        .arg(crate::harness::repo_path("e2e/litellm/test_guard.py"))
+        .arg(&module)
+        .arg(&work.0)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("guard ok"),
+        "the guard failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -17,11 +17,11 @@ use tracing::{Instrument, info_span};
 
 use super::{Context, Error};
 use crate::api::backend::InferenceBackend;
-use crate::api::budget::{ThresholdAction, TokenBudget};
+use crate::api::budget::TokenBudget;
 use crate::api::common::SecretKeyReference;
 use crate::api::conditions;
 use crate::api::region::SovereignRegion;
-use crate::finops::budget::{GatewayAction, active_actions, ledger_lines};
+use crate::finops::budget::{ledger_lines, region_actions};
 use crate::finops::ledger::{Ledger, RunningGpus};
 use crate::finops::pricing::{PriceBook, deployment_id};
 use crate::finops::usage::{Counters, SeriesKey, read_scrape};
@@ -428,16 +428,6 @@ fn export(ctx: &Context, region: &str, ledger: &Ledger) {
     }
 }
 
-/// The actions file the gateways' guard reads.
-#[derive(serde::Serialize)]
-struct ActionsFile<'a> {
-    actions: &'a [GatewayAction],
-    /// Downgrades left out because the region serves no such model (it would leave the
-    /// jurisdiction, or fail every request).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    refused: Vec<String>,
-}
-
 /// Writes the actions in force in `region` (from the budgets' statuses) into the ConfigMap
 /// its gateways mount; unchanged content is not written again.
 async fn write_actions(
@@ -447,39 +437,7 @@ async fn write_actions(
 ) -> Result<(), Error> {
     let name = region.name_any();
     let served = served_models(ctx, region).await?;
-    let mut actions = Vec::new();
-    let mut refused = Vec::new();
-    for budget in budgets {
-        let scope = &budget.spec.scope;
-        if !scope.regions.is_empty() && !scope.regions.contains(&name) {
-            continue;
-        }
-        let Some(status) = &budget.status else {
-            continue;
-        };
-        for action in active_actions(
-            &budget.namespace().unwrap_or_default(),
-            &budget.name_any(),
-            &budget.spec,
-            status,
-        ) {
-            if action.action == ThresholdAction::Downgrade {
-                let target = action.downgrade_to.clone().unwrap_or_default();
-                if !served.contains(&target) {
-                    refused.push(format!(
-                        "{}: downgrade target {target:?} is not served in region {name}",
-                        action.budget
-                    ));
-                    continue;
-                }
-            }
-            actions.push(action);
-        }
-    }
-    let file = ActionsFile {
-        actions: &actions,
-        refused,
-    };
+    let file = region_actions(budgets, &name, &served);
     let json = serde_json::to_string_pretty(&file)
         .map_err(|e| Error::kube("serialize budget actions", kube::Error::SerdeError(e)))?;
     let owner = Owner {

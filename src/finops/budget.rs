@@ -386,6 +386,53 @@ pub fn active_actions(
     actions
 }
 
+/// The actions file of one region's gateways (what `sovereign_guard.py` reads).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ActionsFile {
+    /// Actions in force.
+    pub actions: Vec<GatewayAction>,
+    /// Downgrades left out because the region's gateway serves no such model: routing there
+    /// would leave the jurisdiction (or fail every request).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
+}
+
+/// The actions in force in `region` from the statuses of `budgets`: those whose scope covers
+/// the region, with downgrade targets checked against `served`, the models of the region's
+/// own gateway.
+pub fn region_actions(
+    budgets: &[crate::api::budget::TokenBudget],
+    region: &str,
+    served: &std::collections::BTreeSet<String>,
+) -> ActionsFile {
+    use kube::ResourceExt;
+    let mut file = ActionsFile::default();
+    for budget in budgets {
+        let scope = &budget.spec.scope;
+        if !scope.regions.is_empty() && !scope.regions.iter().any(|r| r == region) {
+            continue;
+        }
+        let Some(status) = &budget.status else {
+            continue;
+        };
+        let namespace = budget.namespace().unwrap_or_default();
+        for action in active_actions(&namespace, &budget.name_any(), &budget.spec, status) {
+            if action.action == ThresholdAction::Downgrade {
+                let target = action.downgrade_to.clone().unwrap_or_default();
+                if !served.contains(&target) {
+                    file.refused.push(format!(
+                        "{}: downgrade target {target:?} is not served in region {region}",
+                        action.budget
+                    ));
+                    continue;
+                }
+            }
+            file.actions.push(action);
+        }
+    }
+    file
+}
+
 fn amount_in(usage: &LineUsage, currency: &str) -> Decimal {
     usage.cost.get(currency).copied().unwrap_or_default()
 }

@@ -110,11 +110,12 @@ class SovereignGuard(CustomLogger):
                 )
             if kind == "Throttle":
                 per_minute = int(action.get("requestsPerMinute") or 10)
-                if self._over_rate((action.get("budget"), team, cost_center), per_minute):
+                # One window per budget: the limit is the whole scope's, per gateway replica.
+                if self._over_rate(action.get("budget"), per_minute):
                     raise HTTPException(
                         status_code=429,
-                        detail="token budget {} throttles team {!r} to {} requests per minute".format(
-                            action.get("budget"), team, per_minute
+                        detail="token budget {} throttles its scope to {} requests per minute".format(
+                            action.get("budget"), per_minute
                         ),
                     )
             if kind == "Downgrade" and action.get("downgradeTo"):

@@ -397,3 +397,44 @@ fn idle_gpu_cost_is_its_own_line_and_only_in_unscoped_budgets() {
         &idle
     ));
 }
+
+#[test]
+fn region_actions_keep_downgrades_inside_the_region_and_skip_other_regions() {
+    use crate::api::budget::TokenBudget;
+    let mut spec = budget(
+        "10",
+        &[
+            (90, ThresholdAction::Downgrade),
+            (100, ThresholdAction::Block),
+        ],
+    );
+    spec.thresholds[0].downgrade_to = Some("small-eu".into());
+    spec.scope.regions = vec!["eu".into()];
+    let crossed = CrossedThreshold {
+        percent: 90,
+        action: ThresholdAction::Downgrade,
+        crossed_at: Time(at("2026-11-02T00:00:00Z")),
+    };
+    let mut eu = TokenBudget::new("search", spec.clone());
+    eu.metadata.namespace = Some("team".into());
+    eu.status = Some(TokenBudgetStatus {
+        thresholds_crossed: vec![crossed],
+        ..Default::default()
+    });
+
+    let served = std::collections::BTreeSet::from(["small-eu".to_owned(), "large-eu".to_owned()]);
+    let file = region_actions(std::slice::from_ref(&eu), "eu", &served);
+    assert_eq!(file.actions.len(), 1);
+    assert_eq!(file.actions[0].downgrade_to.as_deref(), Some("small-eu"));
+    assert_eq!(file.actions[0].budget, "team/search");
+    assert!(file.refused.is_empty());
+
+    // A target the region does not serve would leave the jurisdiction: refused, not routed.
+    let only_large = std::collections::BTreeSet::from(["large-eu".to_owned()]);
+    let file = region_actions(std::slice::from_ref(&eu), "eu", &only_large);
+    assert!(file.actions.is_empty());
+    assert!(file.refused[0].contains("small-eu"), "{:?}", file.refused);
+
+    // Another region's gateway gets nothing from an EU budget.
+    assert_eq!(region_actions(&[eu], "in", &served), ActionsFile::default());
+}
