@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod controllers;
+pub mod leader;
 pub mod manifest;
 pub mod metrics;
 pub mod render;

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::FutureExt;
 use sovereign_operator::controllers::{self, Context, RegionScope};
+use sovereign_operator::leader::{self, ElectionConfig, Elector};
 use sovereign_operator::metrics::Metrics;
 use sovereign_operator::render::region::offline_children;
 use sovereign_operator::residency::{Engine, Finding, Inventory};
@@ -50,6 +51,17 @@ enum Command {
         /// Log format.
         #[arg(long, value_enum, default_value = "json")]
         log_format: LogFormat,
+        /// Elect a leader among replicas with a coordination.k8s.io Lease: only the leader
+        /// reconciles, every replica serves /metrics and the health endpoints. On in the Helm
+        /// chart; off for a single local process.
+        #[arg(long)]
+        leader_election: bool,
+        /// Namespace of the Lease; defaults to $POD_NAMESPACE, else the kubeconfig's namespace.
+        #[arg(long, env = "POD_NAMESPACE", value_name = "NAMESPACE")]
+        leader_election_namespace: Option<String>,
+        /// Name of the Lease. Operator instances that share it elect one leader among them.
+        #[arg(long, default_value = "sovereign-operator", value_name = "NAME")]
+        leader_election_id: String,
     },
     /// Print, as multi-document YAML, every object the operator would create for the custom
     /// resources in the given files or directories — no cluster needed.
@@ -95,10 +107,17 @@ fn main() -> ExitCode {
             regions,
             metrics_address,
             log_format,
+            leader_election,
+            leader_election_namespace,
+            leader_election_id,
         } => {
             telemetry::init(log_format);
+            let election = leader_election.then_some(Election {
+                namespace: leader_election_namespace,
+                id: leader_election_id,
+            });
             match tokio::runtime::Runtime::new() {
-                Ok(runtime) => runtime.block_on(run(regions, metrics_address)),
+                Ok(runtime) => runtime.block_on(run(regions, metrics_address, election)),
                 Err(err) => {
                     eprintln!("error: cannot start the async runtime: {err}");
                     ExitCode::FAILURE
@@ -172,7 +191,17 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested: finishing in-flight reconciles");
 }
 
-async fn run(regions: Vec<String>, metrics_address: SocketAddr) -> ExitCode {
+/// Leader election settings of `run` (present when `--leader-election` is given).
+struct Election {
+    namespace: Option<String>,
+    id: String,
+}
+
+async fn run(
+    regions: Vec<String>,
+    metrics_address: SocketAddr,
+    election: Option<Election>,
+) -> ExitCode {
     let client = match kube::Client::try_default().await {
         Ok(client) => client,
         Err(err) => {
@@ -188,10 +217,75 @@ async fn run(regions: Vec<String>, metrics_address: SocketAddr) -> ExitCode {
         metrics: metrics.clone(),
         ready: ready.clone(),
     };
+    // Every replica serves metrics and health, the standby too.
     let server = tokio::spawn(serve(metrics_address, state, shutdown.clone()));
-    let ctx = Arc::new(Context::new(client, RegionScope::new(regions), metrics));
+
+    let mut elector = None;
+    if let Some(election) = election {
+        let namespace = election
+            .namespace
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| client.default_namespace().to_owned());
+        let config = ElectionConfig::new(namespace, election.id, leader::default_identity());
+        tracing::info!(
+            identity = %config.identity,
+            lease = %format!("{}/{}", config.namespace, config.name),
+            "leader election: waiting for the lease"
+        );
+        let mut candidate = Elector::new(client.clone(), config);
+        // A standby that can read the Lease is ready: it can take over. Readiness gating on
+        // leadership would keep the standby out of the metrics Service and stall rolling
+        // updates (the new Pod could never become ready while the old one leads).
+        let contact = {
+            let ready = ready.clone();
+            move || ready.store(true, Ordering::Relaxed)
+        };
+        let acquired = tokio::select! {
+            () = candidate.acquire(contact) => true,
+            () = shutdown.clone() => false,
+        };
+        if !acquired {
+            return finish(server).await;
+        }
+        elector = Some(candidate);
+    }
+
+    metrics.leader.set(1);
+    let ctx = Arc::new(Context::new(
+        client,
+        RegionScope::new(regions),
+        metrics.clone(),
+    ));
     ready.store(true, Ordering::Relaxed);
-    controllers::run_all(ctx, shutdown).await;
+    let controllers = controllers::run_all(ctx, shutdown);
+    match elector {
+        None => controllers.await,
+        Some(mut elector) => {
+            let lost = tokio::select! {
+                () = controllers => None,
+                lost = elector.hold() => Some(lost),
+            };
+            match lost {
+                // Graceful shutdown: the controllers have finished their in-flight
+                // reconciles, so hand the Lease over now rather than after it expires.
+                None => elector.release().await,
+                Some(lost) => {
+                    // Another replica may already be reconciling: stop at once, without
+                    // finishing in-flight work, and let Kubernetes restart the process as a
+                    // standby. Exiting is simpler and more robust than tearing the controllers
+                    // down and rebuilding them in-process.
+                    tracing::error!(%lost, "lost leadership; exiting");
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+    metrics.leader.set(0);
+    finish(server).await
+}
+
+/// Waits for the metrics server (which stops on the shutdown signal).
+async fn finish(server: tokio::task::JoinHandle<std::io::Result<()>>) -> ExitCode {
     match server.await {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(err)) => {

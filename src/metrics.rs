@@ -126,6 +126,9 @@ pub struct Metrics {
     pub budget_forecast_ratio: Family<BudgetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// `sovereign_usage_scrapes_total{region,result}`: gateway scrapes by result.
     pub usage_scrapes: Family<ScrapeLabels, Counter>,
+    /// `sovereign_leader`: 1 while this replica holds the leader Lease (or runs without leader
+    /// election) and reconciles, 0 while it stands by.
+    pub leader: Gauge,
 }
 
 /// Labels of a usage scrape.
@@ -197,6 +200,12 @@ impl Default for Metrics {
             "Gateway metrics scrapes by region and result",
             usage_scrapes.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica is the leader and reconciles, 0 while it stands by",
+            leader.clone(),
+        );
         Self {
             registry,
             reconciliations,
@@ -208,6 +217,7 @@ impl Default for Metrics {
             budget_used_ratio,
             budget_forecast_ratio,
             usage_scrapes,
+            leader,
         }
     }
 }
