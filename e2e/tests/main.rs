@@ -11,7 +11,9 @@ mod corpus;
 mod admission_support;
 
 mod admission;
+mod chart;
 mod harness;
+mod leader;
 mod litellm;
 mod provisioning;
 mod scheduling;
