@@ -25,14 +25,14 @@ fn touched() -> Metrics {
     metrics.set_violations("policy", std::iter::empty());
     let (team, cost_center, model, region) = ("t", "c", "m", "eu");
     let s = |v: &str| v.to_owned();
-    metrics.token_spend.get_or_create(&SpendLabels {
+    let _ = metrics.token_spend.get_or_create(&SpendLabels {
         team: s(team),
         cost_center: s(cost_center),
         model: s(model),
         region: s(region),
         currency: s("EUR"),
     });
-    metrics.tokens.get_or_create(&TokenLabels {
+    let _ = metrics.tokens.get_or_create(&TokenLabels {
         team: s(team),
         cost_center: s(cost_center),
         model: s(model),
@@ -43,9 +43,9 @@ fn touched() -> Metrics {
         namespace: s("ns"),
         budget: s("b"),
     };
-    metrics.budget_used_ratio.get_or_create(&budget);
-    metrics.budget_forecast_ratio.get_or_create(&budget);
-    metrics.usage_scrapes.get_or_create(&ScrapeLabels {
+    let _ = metrics.budget_used_ratio.get_or_create(&budget);
+    let _ = metrics.budget_forecast_ratio.get_or_create(&budget);
+    let _ = metrics.usage_scrapes.get_or_create(&ScrapeLabels {
         region: s(region),
         result: s("ok"),
     });
