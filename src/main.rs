@@ -257,7 +257,7 @@ async fn run(
         metrics.clone(),
     ));
     ready.store(true, Ordering::Relaxed);
-    let controllers = controllers::run_all(ctx, shutdown);
+    let controllers = bounded_shutdown(controllers::run_all(ctx, shutdown.clone()), shutdown);
     match elector {
         None => controllers.await,
         Some(mut elector) => {
@@ -282,6 +282,30 @@ async fn run(
     }
     metrics.leader.set(0);
     finish(server).await
+}
+
+/// How long in-flight reconciles may take after the shutdown signal. Bounded because
+/// kube-runtime's graceful shutdown waits for the watch caches to be ready, which never happens
+/// when the signal arrives while they are still listing (the e2e hit it: SIGTERM right after
+/// a take-over hung). Well under the chart's 30 s termination grace period, so the Lease is
+/// still released before the kubelet kills the process.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs `controllers` until they finish, or until `SHUTDOWN_GRACE` after `shutdown`; dropping
+/// them then aborts their reconcile tasks, so nothing writes after this returns.
+async fn bounded_shutdown(
+    controllers: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::select! {
+        () = controllers => {}
+        () = async {
+            shutdown.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "controllers did not stop in time; stopping anyway");
+        }
+    }
 }
 
 /// Waits for the metrics server (which stops on the shutdown signal).
