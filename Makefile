@@ -1,9 +1,9 @@
 # The two commands a newcomer needs: `make demo` and `make test`. See README.md.
-.PHONY: test lint unit e2e demo demo-down crds prereqs
+.PHONY: test lint unit deploy-check deploy-manifests e2e demo demo-down crds prereqs
 
 ## test: everything CI runs — formatting, lints, unit and integration tests, then the e2e
 ## suite on a real local control plane (built from source on first use, then cached).
-test: prereqs lint unit e2e
+test: prereqs lint unit deploy-check e2e
 
 prereqs:
 	bash scripts/prereqs.sh
@@ -15,6 +15,17 @@ lint:
 unit:
 	cargo test
 
+## deploy-check: helm lint + template, kustomize overlays, Argo CD health checks in Lua.
+deploy-check:
+	bash scripts/deploy-check.sh
+
+## deploy-manifests: regenerate what deploy/ derives from the chart and the Lua files.
+deploy-manifests:
+	"$$(bash scripts/prereqs.sh helm-path)/helm" template sovereign-operator charts/sovereign-operator --kube-version 1.33.0 \
+		--namespace sovereign-system > deploy/kustomize/base/operator.yaml
+	cp deploy/monitoring/alerts.yaml charts/sovereign-operator/files/alerts.yaml
+	bash deploy/argocd/render-cm.sh
+
 e2e:
 	bash e2e/run.sh
 
@@ -25,6 +36,8 @@ demo: prereqs
 demo-down:
 	bash e2e/demo.sh down
 
-## crds: regenerate crds/ from the Rust types.
+## crds: regenerate crds/ from the Rust types, and its copies in the chart and kustomize base.
 crds:
 	cargo run --quiet -- crds --out-dir crds
+	cargo run --quiet -- crds --out-dir charts/sovereign-operator/crds
+	cargo run --quiet -- crds --out-dir deploy/kustomize/base/crds

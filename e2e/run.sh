@@ -14,5 +14,9 @@ bash "${here}/controlplane.sh" build
 trap 'bash "${here}/controlplane.sh" down' EXIT
 bash "${here}/controlplane.sh" up
 eval "$(bash "${here}/controlplane.sh" env)"
+# helm renders the chart's RBAC, under which the e2e runs the operator (scripts/prereqs.sh
+# builds it).
+HELM="$(bash "${here}/../scripts/prereqs.sh" helm-path)/helm"
+export HELM
 cd "${here}/.."
 cargo test --features e2e --test e2e

@@ -1,8 +1,20 @@
 #!/usr/bin/env bash
 # Installs what `make test` and `make demo` need and a fresh machine may lack: Debian packages
-# (openssl, curl, iproute2 for `ss`, python3 with venv) and the rustfmt / clippy components. Go and Rust
-# themselves are expected (see README). Idempotent and quick when everything is present.
+# (openssl, curl, iproute2 for `ss`, python3 with venv, a Lua interpreter for the Argo CD health
+# checks), the rustfmt / clippy components, and helm (built from the Go module proxy into the
+# cache; `scripts/prereqs.sh helm-path` prints its directory). Go and Rust themselves are
+# expected (see README). Idempotent and quick when everything is present.
 set -euo pipefail
+
+CACHE="${SOVEREIGN_CACHE:-${HOME}/.cache/sovereign-operator}"
+# helm v3: the chart is apiVersion v2, which v3 and v4 both read; v3 is what most clusters'
+# tooling (Argo CD included) runs today.
+HELM_VERSION="v3.22.0"
+HELM_DIR="${CACHE}/bin/helm-${HELM_VERSION}"
+if [ "${1:-}" = "helm-path" ]; then
+  printf '%s\n' "${HELM_DIR}"
+  exit 0
+fi
 
 missing=()
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
@@ -13,6 +25,8 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
   missing+=(python3-venv)
 fi
+# The Argo CD health checks (deploy/argocd/health/*.lua) are tested with a real interpreter.
+command -v lua5.4 >/dev/null 2>&1 || missing+=(lua5.4)
 if ((${#missing[@]})); then
   echo "prereqs: installing ${missing[*]}" >&2
   sudo=""
@@ -34,4 +48,17 @@ if command -v rustup >/dev/null 2>&1; then
     rustup component list --installed 2>/dev/null | grep -q "^${component}" ||
       rustup component add "${component}"
   done
+fi
+
+# helm, from source through the Go module proxy (no release binaries can be downloaded here),
+# with the control plane's private module and build caches. Several minutes the first time.
+if [ ! -x "${HELM_DIR}/helm" ]; then
+  go="$(command -v go || echo /usr/local/go/bin/go)"
+  echo "prereqs: building helm ${HELM_VERSION} into ${HELM_DIR}" >&2
+  mkdir -p "${HELM_DIR}"
+  GOMODCACHE="${CACHE}/go/mod" GOCACHE="${CACHE}/go/cache" GOPATH="${CACHE}/go/path" \
+    GOSUMDB=off GOTOOLCHAIN=local GOFLAGS="-mod=mod -buildvcs=false -p=2" CGO_ENABLED=0 \
+    GOBIN="${HELM_DIR}" "${go}" install \
+    -ldflags "-X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}" \
+    "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
 fi

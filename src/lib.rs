@@ -6,6 +6,7 @@
 pub mod api;
 pub mod controllers;
 pub mod finops;
+pub mod leader;
 pub mod manifest;
 pub mod metrics;
 pub mod render;

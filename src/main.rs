@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use futures::FutureExt;
 use sovereign_operator::controllers::{self, Context, RegionScope};
 use sovereign_operator::finops::report;
+use sovereign_operator::leader::{self, ElectionConfig, Elector};
 use sovereign_operator::metrics::Metrics;
 use sovereign_operator::render::region::offline_children;
 use sovereign_operator::residency::{Engine, Finding, Inventory};
@@ -55,6 +56,17 @@ enum Command {
         /// evaluations).
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600), env = "SOVEREIGN_USAGE_INTERVAL")]
         usage_interval: u64,
+        /// Elect a leader among replicas with a coordination.k8s.io Lease: only the leader
+        /// reconciles, every replica serves /metrics and the health endpoints. On in the Helm
+        /// chart; off for a single local process.
+        #[arg(long)]
+        leader_election: bool,
+        /// Namespace of the Lease; defaults to $POD_NAMESPACE, else the kubeconfig's namespace.
+        #[arg(long, env = "POD_NAMESPACE", value_name = "NAMESPACE")]
+        leader_election_namespace: Option<String>,
+        /// Name of the Lease. Operator instances that share it elect one leader among them.
+        #[arg(long, default_value = "sovereign-operator", value_name = "NAME")]
+        leader_election_id: String,
     },
     /// Print, as multi-document YAML, every object the operator would create for the custom
     /// resources in the given files or directories — no cluster needed.
@@ -132,10 +144,19 @@ fn main() -> ExitCode {
             metrics_address,
             log_format,
             usage_interval,
+            leader_election,
+            leader_election_namespace,
+            leader_election_id,
         } => {
             telemetry::init(log_format);
+            let election = leader_election.then_some(Election {
+                namespace: leader_election_namespace,
+                id: leader_election_id,
+            });
             match tokio::runtime::Runtime::new() {
-                Ok(runtime) => runtime.block_on(run(regions, metrics_address, usage_interval)),
+                Ok(runtime) => {
+                    runtime.block_on(run(regions, metrics_address, election, usage_interval))
+                }
                 Err(err) => {
                     eprintln!("error: cannot start the async runtime: {err}");
                     ExitCode::FAILURE
@@ -306,7 +327,18 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested: finishing in-flight reconciles");
 }
 
-async fn run(regions: Vec<String>, metrics_address: SocketAddr, usage_interval: u64) -> ExitCode {
+/// Leader election settings of `run` (present when `--leader-election` is given).
+struct Election {
+    namespace: Option<String>,
+    id: String,
+}
+
+async fn run(
+    regions: Vec<String>,
+    metrics_address: SocketAddr,
+    election: Option<Election>,
+    usage_interval: u64,
+) -> ExitCode {
     let client = match kube::Client::try_default().await {
         Ok(client) => client,
         Err(err) => {
@@ -322,13 +354,98 @@ async fn run(regions: Vec<String>, metrics_address: SocketAddr, usage_interval: 
         metrics: metrics.clone(),
         ready: ready.clone(),
     };
+    // Every replica serves metrics and health, the standby too.
     let server = tokio::spawn(serve(metrics_address, state, shutdown.clone()));
+
+    let mut elector = None;
+    if let Some(election) = election {
+        let namespace = election
+            .namespace
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| client.default_namespace().to_owned());
+        let config = ElectionConfig::new(namespace, election.id, leader::default_identity());
+        tracing::info!(
+            identity = %config.identity,
+            lease = %format!("{}/{}", config.namespace, config.name),
+            "leader election: waiting for the lease"
+        );
+        let mut candidate = Elector::new(client.clone(), config);
+        // A standby that can read the Lease is ready: it can take over. Readiness gating on
+        // leadership would keep the standby out of the metrics Service and stall rolling
+        // updates (the new Pod could never become ready while the old one leads).
+        let contact = {
+            let ready = ready.clone();
+            move || ready.store(true, Ordering::Relaxed)
+        };
+        let acquired = tokio::select! {
+            () = candidate.acquire(contact) => true,
+            () = shutdown.clone() => false,
+        };
+        if !acquired {
+            return finish(server).await;
+        }
+        elector = Some(candidate);
+    }
+
+    metrics.leader.set(1);
     let ctx = Arc::new(
-        Context::new(client, RegionScope::new(regions), metrics)
+        Context::new(client, RegionScope::new(regions), metrics.clone())
             .with_usage_interval(std::time::Duration::from_secs(usage_interval)),
     );
     ready.store(true, Ordering::Relaxed);
-    controllers::run_all(ctx, shutdown).await;
+    let controllers = bounded_shutdown(controllers::run_all(ctx, shutdown.clone()), shutdown);
+    match elector {
+        None => controllers.await,
+        Some(mut elector) => {
+            let lost = tokio::select! {
+                () = controllers => None,
+                lost = elector.hold() => Some(lost),
+            };
+            match lost {
+                // Graceful shutdown: the controllers have finished their in-flight
+                // reconciles, so hand the Lease over now rather than after it expires.
+                None => elector.release().await,
+                Some(lost) => {
+                    // Another replica may already be reconciling: stop at once, without
+                    // finishing in-flight work, and let Kubernetes restart the process as a
+                    // standby. Exiting is simpler and more robust than tearing the controllers
+                    // down and rebuilding them in-process.
+                    tracing::error!(%lost, "lost leadership; exiting");
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+    metrics.leader.set(0);
+    finish(server).await
+}
+
+/// How long in-flight reconciles may take after the shutdown signal. Bounded because
+/// kube-runtime's graceful shutdown waits for the watch caches to be ready, which never happens
+/// when the signal arrives while they are still listing (the e2e hit it: SIGTERM right after
+/// a take-over hung). Well under the chart's 30 s termination grace period, so the Lease is
+/// still released before the kubelet kills the process.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs `controllers` until they finish, or until `SHUTDOWN_GRACE` after `shutdown`; dropping
+/// them then aborts their reconcile tasks, so nothing writes after this returns.
+async fn bounded_shutdown(
+    controllers: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::select! {
+        () = controllers => {}
+        () = async {
+            shutdown.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "controllers did not stop in time; stopping anyway");
+        }
+    }
+}
+
+/// Waits for the metrics server (which stops on the shutdown signal).
+async fn finish(server: tokio::task::JoinHandle<std::io::Result<()>>) -> ExitCode {
     match server.await {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(err)) => {

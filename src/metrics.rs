@@ -129,6 +129,9 @@ pub struct Metrics {
     /// `sovereign_usage_ledger_commits_total{region}`: ledger writes (usage or GPU time
     /// recorded).
     pub ledger_commits: Family<RegionLabels, Counter>,
+    /// `sovereign_leader`: 1 while this replica holds the leader Lease (or runs without leader
+    /// election) and reconciles, 0 while it stands by.
+    pub leader: Gauge,
 }
 
 /// Labels naming a region.
@@ -213,6 +216,12 @@ impl Default for Metrics {
             "Writes of a region's usage ledger",
             ledger_commits.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica is the leader and reconciles, 0 while it stands by",
+            leader.clone(),
+        );
         Self {
             ledger_commits,
             registry,
@@ -225,6 +234,7 @@ impl Default for Metrics {
             budget_used_ratio,
             budget_forecast_ratio,
             usage_scrapes,
+            leader,
         }
     }
 }

@@ -1,5 +1,10 @@
 //! The HTTP endpoints every replica serves: `/metrics` (Prometheus text format), `/healthz`
-//! (the process is alive) and `/readyz` (the controllers are running).
+//! (the process is alive) and `/readyz`.
+//!
+//! `/readyz` is 200 once the replica is of use: the leader when its controllers have started,
+//! a standby (leader election) once it has read the Lease, i.e. it reaches the API server and
+//! can take over. It does not mean "is the leader": that would keep standbys out of the
+//! metrics Service and deadlock rolling updates. `sovereign_leader` tells who leads.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,7 +23,7 @@ use crate::metrics::SharedMetrics;
 pub struct ServerState {
     /// The operator's metrics.
     pub metrics: SharedMetrics,
-    /// Set once the controllers have started.
+    /// Set once the controllers have started, or the standby has reached the Lease.
     pub ready: Arc<AtomicBool>,
 }
 

@@ -1,14 +1,27 @@
 //! `crds/` must be exactly what `sovereign-operator crds` generates: a stale file fails here
-//! (regenerate with `cargo run -- crds --out-dir crds`).
+//! (regenerate with `make crds`). The Helm chart and the kustomize base carry copies (neither
+//! tool reads files outside its own directory); they must be identical too.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use sovereign_operator::api::{all_crds, crd_file_name, crd_yaml};
 
+/// Where the CRDs live: the source of truth and its copies.
+const CRD_DIRS: [&str; 3] = [
+    "crds",
+    "charts/sovereign-operator/crds",
+    "deploy/kustomize/base/crds",
+];
+
 #[test]
 fn crds_directory_matches_generated_output() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    for dir in CRD_DIRS {
+        check_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join(dir));
+    }
+}
+
+fn check_dir(dir: &Path) {
     let mut expected_files = BTreeSet::new();
     for crd in all_crds() {
         let file = crd_file_name(&crd);
@@ -18,13 +31,13 @@ fn crds_directory_matches_generated_output() {
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
         assert!(
             committed == generated,
-            "{} is stale: run `cargo run -- crds --out-dir crds`",
+            "{} is stale: run `make crds`",
             path.display()
         );
         expected_files.insert(file);
     }
-    let present: BTreeSet<String> = std::fs::read_dir(&dir)
-        .expect("crds/ exists")
+    let present: BTreeSet<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| {
             entry
                 .expect("readable entry")
@@ -34,8 +47,10 @@ fn crds_directory_matches_generated_output() {
         })
         .collect();
     assert_eq!(
-        present, expected_files,
-        "crds/ holds files no kind generates"
+        present,
+        expected_files,
+        "{} holds files no kind generates",
+        dir.display()
     );
 }
 

@@ -182,22 +182,154 @@ pub async fn install_example() -> usize {
 
 /// Runs `kubectl` (from PATH, as `controlplane.sh env` sets it) and returns its stdout.
 pub fn kubectl(args: &[&str]) -> String {
+    kubectl_with_input(args, None).0
+}
+
+/// Runs `kubectl` with `input` on stdin; returns stdout and stderr. Panics when it fails.
+pub fn kubectl_with_input(args: &[&str], input: Option<&str>) -> (String, String) {
+    use std::io::Write;
     // A private discovery cache: kubectl's shared one may predate the CRDs and then not know
     // the `sovereign` category.
     let cache = std::env::temp_dir().join(format!("sovereign-e2e-kubectl-{}", std::process::id()));
-    let output = std::process::Command::new("kubectl")
+    let mut child = std::process::Command::new("kubectl")
         .arg("--cache-dir")
         .arg(&cache)
         .args(args)
-        .output()
+        .stdin(if input.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap_or_else(|e| panic!("cannot run kubectl (is it on PATH?): {e}"));
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin
+            .write_all(input.as_bytes())
+            .expect("write kubectl's stdin");
+    }
+    let output = child.wait_with_output().expect("kubectl runs");
     assert!(
         output.status.success(),
         "kubectl {} failed: {}",
         args.join(" "),
         String::from_utf8_lossy(&output.stderr)
     );
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Runs `helm` (`$HELM`, else from PATH; `e2e/run.sh` puts the one `scripts/prereqs.sh`
+/// builds there) and returns its stdout. Panics when it fails: the chart is under test.
+pub fn helm(args: &[&str]) -> String {
+    let helm = std::env::var("HELM").unwrap_or_else(|_| "helm".to_owned());
+    let output = std::process::Command::new(&helm)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {helm} (run scripts/prereqs.sh and put helm on PATH): {e}")
+        });
+    assert!(
+        output.status.success(),
+        "helm {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The chart's release namespace and name in the e2e: where its ServiceAccount and the leader
+/// Lease live.
+pub const RELEASE_NAMESPACE: &str = "sovereign-system";
+/// Release name (the chart's resources are named after it).
+pub const RELEASE: &str = "sovereign-operator";
+
+static OPERATOR_KUBECONFIG: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// A kubeconfig that authenticates as the chart's ServiceAccount: the chart's ServiceAccount,
+/// ClusterRole, Role and bindings (rendered by `helm template`) are applied, and a token is
+/// requested for the account. Every [`Operator`] runs with it, so any API call the chart's
+/// RBAC does not allow fails a test (and logs "forbidden"). Once per test process.
+pub fn operator_kubeconfig() -> PathBuf {
+    OPERATOR_KUBECONFIG
+        .get_or_init(|| {
+            let chart = repo_path("charts/sovereign-operator");
+            let chart = chart.to_string_lossy();
+            let rbac = helm(&[
+                "template",
+                RELEASE,
+                &chart,
+                // The chart requires Kubernetes >= 1.33; helm assumes an old version offline.
+                "--kube-version",
+                "1.33.0",
+                "--namespace",
+                RELEASE_NAMESPACE,
+                "--show-only",
+                "templates/serviceaccount.yaml",
+                "--show-only",
+                "templates/rbac.yaml",
+            ]);
+            let namespace = format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {RELEASE_NAMESPACE}\n---\n"
+            );
+            kubectl_with_input(
+                &[
+                    "apply",
+                    "--server-side",
+                    "--force-conflicts",
+                    "--field-manager",
+                    MANAGER,
+                    "-f",
+                    "-",
+                ],
+                Some(&format!("{namespace}{rbac}")),
+            );
+            let token = kubectl(&[
+                "create",
+                "token",
+                RELEASE,
+                "--namespace",
+                RELEASE_NAMESPACE,
+                "--duration",
+                "6h",
+            ]);
+            let server = kubectl(&[
+                "config",
+                "view",
+                "--raw",
+                "--minify",
+                "-o",
+                "jsonpath={.clusters[0].cluster.server}",
+            ]);
+            let ca = kubectl(&[
+                "config",
+                "view",
+                "--raw",
+                "--minify",
+                "--flatten",
+                "-o",
+                "jsonpath={.clusters[0].cluster.certificate-authority-data}",
+            ]);
+            let config = serde_json::json!({
+                "apiVersion": "v1", "kind": "Config",
+                "clusters": [{"name": "e2e", "cluster": {
+                    "server": server.trim(), "certificate-authority-data": ca.trim()}}],
+                "users": [{"name": RELEASE, "user": {"token": token.trim()}}],
+                "contexts": [{"name": "operator", "context": {
+                    "cluster": "e2e", "user": RELEASE, "namespace": RELEASE_NAMESPACE}}],
+                "current-context": "operator",
+            });
+            let path = std::env::temp_dir().join(format!(
+                "sovereign-e2e-operator-{}.kubeconfig",
+                std::process::id()
+            ));
+            std::fs::write(&path, config.to_string()).expect("write the operator's kubeconfig");
+            path
+        })
+        .clone()
 }
 
 static FIXTURES: OnceCell<()> = OnceCell::const_new();
@@ -238,7 +370,9 @@ where
 }
 
 /// The operator binary of this build, running `run` against the e2e plane with its own
-/// metrics port; killed when dropped.
+/// metrics port, under the chart's RBAC (see [`operator_kubeconfig`]; set
+/// `SOVEREIGN_E2E_OPERATOR_ADMIN=1` to run it as cluster admin instead, e.g. to tell an RBAC
+/// gap from a bug); killed when dropped.
 pub struct Operator {
     child: std::process::Child,
     /// `http://127.0.0.1:<port>/metrics`.
@@ -257,7 +391,13 @@ impl Operator {
         let metrics_address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let log = std::env::temp_dir().join(format!("sovereign-operator-e2e-{port}.log"));
         let file = std::fs::File::create(&log).expect("log file");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_sovereign-operator"))
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sovereign-operator"));
+        if std::env::var("SOVEREIGN_E2E_OPERATOR_ADMIN").is_err() {
+            command.env("KUBECONFIG", operator_kubeconfig());
+        }
+        // As the chart's downward API sets it: the namespace of the leader Lease.
+        command.env("POD_NAMESPACE", RELEASE_NAMESPACE);
+        let child = command
             .arg("run")
             .arg("--metrics-address")
             .arg(metrics_address.to_string())
@@ -272,6 +412,36 @@ impl Operator {
             metrics_address,
             log,
         }
+    }
+
+    /// SIGKILL: the process dies without releasing anything.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Panics when the operator's log shows a request the API server refused for lack of
+    /// permission: the chart's RBAC must cover every call.
+    pub fn assert_no_forbidden(&self) {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let forbidden: Vec<&str> = text
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().contains("forbidden"))
+            .take(10)
+            .collect();
+        assert!(
+            forbidden.is_empty(),
+            "the operator was refused API calls (chart RBAC, templates/_helpers.tpl): {forbidden:#?}\nlog: {}",
+            self.log.display()
+        );
+    }
+
+    /// The value of the unlabelled gauge `metric`, None when unreadable.
+    pub async fn gauge(&self, metric: &str) -> Option<f64> {
+        let text = self.metrics().await.ok()?;
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(metric))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
     }
 
     /// Sends SIGTERM (a graceful shutdown) and waits for the process to exit.

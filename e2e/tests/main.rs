@@ -11,8 +11,10 @@ mod corpus;
 mod admission_support;
 
 mod admission;
+mod chart;
 mod finops;
 mod harness;
+mod leader;
 mod litellm;
 mod provisioning;
 mod scheduling;

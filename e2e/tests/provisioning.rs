@@ -691,6 +691,8 @@ async fn the_operator_provisions_the_example_and_follows_changes() {
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
+    // It ran under the chart's RBAC (harness::operator_kubeconfig): nothing was refused.
+    operator.assert_no_forbidden();
     operator.stop();
     let operator = Operator::start(&["--region", "eu", "--region", "in", "--region", "nowhere"]);
     let expected_backends = (EXAMPLE_BACKENDS.len() + 1) as f64; // + orphan
@@ -720,6 +722,7 @@ async fn the_operator_provisions_the_example_and_follows_changes() {
         "the restarted operator wrote: {write_lines:#?}\nlog: {}",
         operator.log.display()
     );
+    operator.assert_no_forbidden();
     operator.stop();
     // The example's policies stay; their admission objects go, so that other tests' objects are
     // judged only by what those tests install.

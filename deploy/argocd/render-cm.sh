@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Writes argocd-cm-health.yaml from health/*.lua (run by `make deploy-manifests`).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+{
+  cat <<'HEADER'
+# Argo CD health checks for the four sovereign.ai kinds: merge these keys into the argocd-cm
+# ConfigMap (e.g. `kubectl -n argocd patch cm argocd-cm --patch-file
+# deploy/argocd/argocd-cm-health.yaml`, or the Argo CD Helm chart's `configs.cm`).
+# Generated from health/*.lua by render-cm.sh (tests/deploy.rs fails when they differ);
+# health/test.lua tests the scripts with a real Lua interpreter.
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: argocd-cm
+  namespace: argocd
+  labels:
+    app.kubernetes.io/part-of: argocd
+data:
+HEADER
+  for kind in SovereignRegion InferenceBackend ResidencyPolicy TokenBudget; do
+    printf '  resource.customizations.health.sovereign.ai_%s: |\n' "${kind}"
+    sed -e 's/^\(.\)/    \1/' "health/${kind}.lua"
+  done
+} > argocd-cm-health.yaml

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Checks the deployment artefacts without a cluster (run by `make test`, via `make deploy-check`):
+#   - helm lint (strict) and helm template of the chart, with default and per-jurisdiction values;
+#     values.schema.json refuses bad values; the RBAC has no wildcard;
+#   - deploy/kustomize/base/operator.yaml is the chart's current output (`make deploy-manifests`);
+#   - the kustomize overlays build (kubectl kustomize) and add their --region;
+#   - the Argo CD health checks pass their cases in a real Lua interpreter.
+# The API server's verdict on the same manifests is in the e2e suite (e2e/tests/chart.rs).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+HELM="${HELM:-$(bash scripts/prereqs.sh helm-path)/helm}"
+cache="${SOVEREIGN_CACHE:-${HOME}/.cache/sovereign-operator}"
+KUBECTL="${KUBECTL:-$(command -v kubectl || echo "${cache}/bin/kubectl-v1.36.3/kubectl")}"
+LUA="${LUA:-lua5.4}"
+chart=charts/sovereign-operator
+# The chart requires Kubernetes >= 1.33; offline, helm assumes an older version.
+KUBE_VERSION=1.33.0
+work="$(mktemp -d)"
+trap 'rm -rf "${work}"' EXIT
+fail() { echo "deploy-check: $*" >&2; exit 1; }
+
+"${HELM}" version --short
+"${HELM}" lint --strict "${chart}"
+"${HELM}" lint --strict "${chart}" --set 'regions={eu}' \
+  --set serviceMonitor.enabled=true --set prometheusRule.enabled=true
+"${HELM}" template --kube-version "${KUBE_VERSION}" sovereign-operator "${chart}" --namespace sovereign-system --include-crds \
+  --set 'regions={eu,in}' --set serviceMonitor.enabled=true --set prometheusRule.enabled=true \
+  >"${work}/all.yaml"
+grep -q -- '--region=eu' "${work}/all.yaml" || fail "regions do not become --region flags"
+grep -q -- '--leader-election$' "${work}/all.yaml" || fail "leader election is not on by default"
+grep -q 'alert: SovereignResidencyViolation' "${work}/all.yaml" || fail "PrometheusRule without the alerts"
+grep -q 'kind: CustomResourceDefinition' "${work}/all.yaml" || fail "no CRDs"
+# No wildcard anywhere in the RBAC.
+if grep -nE "^\s*-?\s*(verbs|resources|apiGroups):.*['\"]?\*" "${work}/all.yaml"; then
+  fail "wildcard in the RBAC"
+fi
+# The schema refuses nonsense.
+if "${HELM}" template --kube-version "${KUBE_VERSION}" x "${chart}" --set replicaCount=0 >/dev/null 2>&1; then
+  fail "values.schema.json accepted replicaCount=0"
+fi
+if "${HELM}" template --kube-version "${KUBE_VERSION}" x "${chart}" --set 'regions={EU!}' >/dev/null 2>&1; then
+  fail "values.schema.json accepted an invalid region name"
+fi
+
+# The kustomize base is the chart's output.
+"${HELM}" template --kube-version "${KUBE_VERSION}" sovereign-operator "${chart}" --namespace sovereign-system >"${work}/operator.yaml"
+if ! diff -u deploy/kustomize/base/operator.yaml "${work}/operator.yaml"; then
+  fail "deploy/kustomize/base/operator.yaml is stale: run make deploy-manifests"
+fi
+for region in eu in; do
+  "${KUBECTL}" kustomize "deploy/kustomize/overlays/${region}" >"${work}/${region}.yaml"
+  grep -q -- "--region=${region}" "${work}/${region}.yaml" || fail "overlay ${region} lacks --region"
+done
+echo "deploy-check: kustomize overlays eu, in build"
+
+"${LUA}" deploy/argocd/health/test.lua
+echo "deploy-check: ok"
