@@ -40,6 +40,8 @@ pub const COMPONENT: &str = "finops";
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest `/metrics` response read; LiteLLM's grows with label cardinality.
 const MAX_SCRAPE_BYTES: usize = 64 << 20;
+/// Pause after a tick that failed.
+const RETRY: Duration = Duration::from_secs(3);
 /// Attempts to commit a tick when another writer changed the ledger in between.
 const COMMIT_ATTEMPTS: usize = 3;
 
@@ -89,15 +91,23 @@ pub async fn run(
     };
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        tick(&ctx, &http).await;
+        // After a failure, try again sooner than a full interval: a region created a moment
+        // ago gets its ledger and actions ConfigMap as soon as its namespace exists.
+        let pause = if tick(&ctx, &http).await {
+            interval
+        } else {
+            interval.min(RETRY)
+        };
         tokio::select! {
             () = &mut shutdown => return,
-            () = tokio::time::sleep(interval) => {}
+            () = tokio::time::sleep(pause) => {}
         }
     }
 }
 
-async fn tick(ctx: &Context, http: &reqwest::Client) {
+/// One round over the managed regions; false when something failed and is worth retrying
+/// soon (typically: a new region's namespace did not exist yet).
+async fn tick(ctx: &Context, http: &reqwest::Client) -> bool {
     let regions = match Api::<SovereignRegion>::all(ctx.client.clone())
         .list(&ListParams::default())
         .await
@@ -105,7 +115,7 @@ async fn tick(ctx: &Context, http: &reqwest::Client) {
         Ok(list) => list.items,
         Err(error) => {
             tracing::warn!(%error, "cannot list SovereignRegions; usage collection skipped");
-            return;
+            return false;
         }
     };
     let budgets = match Api::<TokenBudget>::all(ctx.client.clone())
@@ -115,9 +125,10 @@ async fn tick(ctx: &Context, http: &reqwest::Client) {
         Ok(list) => list.items,
         Err(error) => {
             tracing::warn!(%error, "cannot list TokenBudgets; budget actions not refreshed");
-            Vec::new()
+            return false;
         }
     };
+    let mut healthy = true;
     for region in regions.iter().filter(|r| ctx.scope.manages(&r.name_any())) {
         let span = info_span!("collect", region = %region.name_any());
         if let Err(error) = collect_region(ctx, http, region)
@@ -125,14 +136,17 @@ async fn tick(ctx: &Context, http: &reqwest::Client) {
             .await
         {
             tracing::warn!(parent: &span, %error, "usage collection failed");
+            healthy = false;
         }
         if let Err(error) = write_actions(ctx, region, &budgets)
             .instrument(span.clone())
             .await
         {
             tracing::warn!(parent: &span, %error, "cannot write the budget actions");
+            healthy = false;
         }
     }
+    healthy
 }
 
 /// Where the gateways of `region` serve `/metrics`: its `metricsUrls`, else every endpoint of
