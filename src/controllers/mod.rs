@@ -65,6 +65,8 @@ pub struct Context {
     pruned: Mutex<std::collections::HashSet<String>>,
     /// How often gateways are scraped and budgets re-evaluated.
     pub usage_interval: Duration,
+    /// Wakes the usage collector before its interval ends (a region was created or changed).
+    pub usage_wakeup: tokio::sync::Notify,
     /// Budget thresholds announced by this process (budget UID, period, percent): a reconcile
     /// that ran on a status older than its own last write must not announce twice.
     announced: Mutex<std::collections::HashSet<String>>,
@@ -88,6 +90,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             pruned: Mutex::new(std::collections::HashSet::new()),
             usage_interval: DEFAULT_USAGE_INTERVAL,
+            usage_wakeup: tokio::sync::Notify::new(),
             announced: Mutex::new(std::collections::HashSet::new()),
         }
     }

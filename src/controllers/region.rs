@@ -151,6 +151,12 @@ async fn reconcile_inner(region: &SovereignRegion, ctx: &Context) -> Result<Acti
         ctx.mark_pruned(&uid);
     }
 
+    // A new region (or a changed one) gets its usage ledger and budget actions now rather
+    // than at the collector's next interval.
+    if observed != region.metadata.generation {
+        ctx.usage_wakeup.notify_one();
+    }
+
     // status
     let (gateway_ready, gateway_settled) = if plan.models.is_empty() {
         (

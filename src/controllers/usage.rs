@@ -40,6 +40,8 @@ pub const COMPONENT: &str = "finops";
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest `/metrics` response read; LiteLLM's grows with label cardinality.
 const MAX_SCRAPE_BYTES: usize = 64 << 20;
+/// Pause between a wake-up and the tick it triggers.
+const WAKEUP_DEBOUNCE: Duration = Duration::from_secs(1);
 /// Pause after a tick that failed.
 const RETRY: Duration = Duration::from_secs(3);
 /// Attempts to commit a tick when another writer changed the ledger in between.
@@ -101,6 +103,10 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => return,
             () = tokio::time::sleep(pause) => {}
+            () = ctx.usage_wakeup.notified() => {
+                // Let the burst of reconciles that woke us settle into one tick.
+                tokio::time::sleep(WAKEUP_DEBOUNCE).await;
+            }
         }
     }
 }
