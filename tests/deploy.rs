@@ -27,9 +27,12 @@ fn argocd_cm_carries_the_tested_lua_scripts() {
     ] {
         let key = format!("resource.customizations.health.sovereign.ai_{kind}");
         let embedded = cm["data"][&key].as_str().unwrap_or_default();
+        // render-cm.sh puts the shared helpers in front of each script.
+        let script = read("deploy/argocd/health/common.lua")
+            + &read(&format!("deploy/argocd/health/{kind}.lua"));
         assert!(
-            embedded == read(&format!("deploy/argocd/health/{kind}.lua")),
-            "{key} differs from deploy/argocd/health/{kind}.lua: run deploy/argocd/render-cm.sh"
+            embedded == script,
+            "{key} differs from deploy/argocd/health/common.lua + {kind}.lua: run deploy/argocd/render-cm.sh"
         );
     }
 }

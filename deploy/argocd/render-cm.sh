@@ -7,7 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 # Argo CD health checks for the four sovereign.ai kinds: merge these keys into the argocd-cm
 # ConfigMap (e.g. `kubectl -n argocd patch cm argocd-cm --patch-file
 # deploy/argocd/argocd-cm-health.yaml`, or the Argo CD Helm chart's `configs.cm`).
-# Generated from health/*.lua by render-cm.sh (tests/deploy.rs fails when they differ);
+# Generated from health/common.lua + health/<Kind>.lua by render-cm.sh (tests/deploy.rs fails when they differ);
 # health/test.lua tests the scripts with a real Lua interpreter.
 apiVersion: v1
 kind: ConfigMap
@@ -20,6 +20,6 @@ data:
 HEADER
   for kind in SovereignRegion InferenceBackend ResidencyPolicy TokenBudget; do
     printf '  resource.customizations.health.sovereign.ai_%s: |\n' "${kind}"
-    sed -e 's/^\(.\)/    \1/' "health/${kind}.lua"
+    cat health/common.lua "health/${kind}.lua" | sed -e 's/^\(.\)/    \1/'
   done
 } > argocd-cm-health.yaml

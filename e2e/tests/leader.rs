@@ -16,19 +16,9 @@ use crate::harness::{
     Operator, RELEASE_NAMESPACE, client, ensure_namespace, eventually,
     install_example_with_fixtures,
 };
+use crate::provisioning::EXAMPLE_BACKENDS;
 
 const LEASE: &str = "sovereign-e2e-leader";
-
-/// The example's backends (deploy/examples/eu-india/20-backends-*.yaml).
-const EXAMPLE_BACKENDS: [(&str, &str); 7] = [
-    ("sovereign-eu", "llama-3-70b"),
-    ("sovereign-eu", "mistral-large"),
-    ("sovereign-eu", "ovh-llama-3-3-70b"),
-    ("sovereign-eu", "azure-gpt-4o-eu"),
-    ("sovereign-in", "llama-3-70b"),
-    ("sovereign-in", "sarvam-2b"),
-    ("sovereign-in", "azure-gpt-4o-in"),
-];
 
 fn start() -> Operator {
     Operator::start(&[

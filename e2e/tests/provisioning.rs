@@ -18,7 +18,7 @@ use crate::harness::{
     MANAGER, Operator, client, ensure_namespace, eventually, install_example_with_fixtures,
 };
 
-const EXAMPLE_BACKENDS: [(&str, &str); 7] = [
+pub(crate) const EXAMPLE_BACKENDS: [(&str, &str); 7] = [
     ("sovereign-eu", "llama-3-70b"),
     ("sovereign-eu", "mistral-large"),
     ("sovereign-eu", "ovh-llama-3-3-70b"),

@@ -333,6 +333,20 @@ pub enum BackendKind {
     External,
 }
 
+impl InferenceBackend {
+    /// Whether the gateway may route to this backend: `Ready` and `Compliant`. The gateway
+    /// config and the budget downgrade targets use only these.
+    pub fn may_serve(&self) -> bool {
+        let conditions = self
+            .status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default();
+        super::conditions::is_true(conditions, super::conditions::READY)
+            && super::conditions::is_true(conditions, super::conditions::COMPLIANT)
+    }
+}
+
 /// Observed state of an InferenceBackend.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]

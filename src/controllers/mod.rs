@@ -308,6 +308,28 @@ where
     }
 }
 
+/// The InferenceBackends of `region`: those in its stack namespace that name it.
+pub async fn region_backends(
+    ctx: &Context,
+    region: &crate::api::region::SovereignRegion,
+) -> Result<Vec<crate::api::backend::InferenceBackend>, Error> {
+    let namespace = region.stack_namespace();
+    let name = region.name_any();
+    Ok(
+        kube::Api::<crate::api::backend::InferenceBackend>::namespaced(
+            ctx.client.clone(),
+            &namespace,
+        )
+        .list(&kube::api::ListParams::default())
+        .await
+        .map_err(|e| Error::kube(format!("list InferenceBackends in {namespace}"), e))?
+        .items
+        .into_iter()
+        .filter(|b| b.spec.region == name)
+        .collect(),
+    )
+}
+
 /// Resync period of healthy objects.
 pub const RESYNC: Duration = Duration::from_secs(300);
 /// Re-check period while something is still converging (pods starting, rollouts).

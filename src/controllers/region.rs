@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{self, Action};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -99,27 +99,8 @@ async fn reconcile_inner(region: &SovereignRegion, ctx: &Context) -> Result<Acti
     }
 
     // fetch: the region's backends, and which of them may serve
-    let backends: Vec<InferenceBackend> =
-        Api::<InferenceBackend>::namespaced(ctx.client.clone(), &namespace)
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| Error::kube(format!("list InferenceBackends in {namespace}"), e))?
-            .items
-            .into_iter()
-            .filter(|b| b.spec.region == name)
-            .collect();
-    let serving: Vec<&InferenceBackend> = backends
-        .iter()
-        .filter(|b| {
-            let conditions = b
-                .status
-                .as_ref()
-                .map(|s| s.conditions.as_slice())
-                .unwrap_or_default();
-            conditions::is_true(conditions, conditions::READY)
-                && conditions::is_true(conditions, conditions::COMPLIANT)
-        })
-        .collect();
+    let backends = super::region_backends(ctx, region).await?;
+    let serving: Vec<&InferenceBackend> = backends.iter().filter(|b| b.may_serve()).collect();
 
     // build
     let owner = Owner {

@@ -19,7 +19,6 @@ use super::{Context, Error};
 use crate::api::backend::InferenceBackend;
 use crate::api::budget::TokenBudget;
 use crate::api::common::SecretKeyReference;
-use crate::api::conditions;
 use crate::api::region::SovereignRegion;
 use crate::finops::budget::{ledger_lines, region_actions};
 use crate::finops::ledger::{Ledger, RunningGpus};
@@ -290,15 +289,7 @@ async fn collect_region(
             }
         }
     }
-    let backends: Vec<InferenceBackend> =
-        Api::<InferenceBackend>::namespaced(ctx.client.clone(), &namespace)
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| Error::kube(format!("list InferenceBackends in {namespace}"), e))?
-            .items
-            .into_iter()
-            .filter(|b| b.spec.region == name)
-            .collect();
+    let backends = super::region_backends(ctx, region).await?;
     let prices = PriceBook::from_backends(&backends);
     let running: Vec<RunningGpus> = backends
         .iter()
@@ -480,24 +471,10 @@ async fn write_actions(
 
 /// Model names the region's gateway serves: its Ready and Compliant backends'.
 async fn served_models(ctx: &Context, region: &SovereignRegion) -> Result<BTreeSet<String>, Error> {
-    let namespace = region.stack_namespace();
-    let list = Api::<InferenceBackend>::namespaced(ctx.client.clone(), &namespace)
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| Error::kube(format!("list InferenceBackends in {namespace}"), e))?;
-    Ok(list
-        .items
+    Ok(super::region_backends(ctx, region)
+        .await?
         .into_iter()
-        .filter(|b| b.spec.region == region.name_any())
-        .filter(|b| {
-            let conditions = b
-                .status
-                .as_ref()
-                .map(|s| s.conditions.as_slice())
-                .unwrap_or_default();
-            conditions::is_true(conditions, conditions::READY)
-                && conditions::is_true(conditions, conditions::COMPLIANT)
-        })
+        .filter(InferenceBackend::may_serve)
         .map(|b| b.spec.model_name)
         .collect())
 }

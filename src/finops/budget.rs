@@ -722,23 +722,17 @@ fn cap_lines(mut lines: Vec<UsageLine>) -> Vec<UsageLine> {
     if lines.len() <= MAX_USAGE_LINES {
         return lines;
     }
-    let rest = lines.split_off(MAX_USAGE_LINES - 1);
-    let mut other = UsageLine {
+    let rest = spend_of(&lines.split_off(MAX_USAGE_LINES - 1), "");
+    let other = UsageLine {
         team: "(other)".into(),
         cost_center: "(other)".into(),
         model: "(other)".into(),
         region: "(other)".into(),
-        amount: "0".into(),
-        ..UsageLine::default()
+        input_tokens: rest.input_tokens,
+        output_tokens: rest.output_tokens,
+        requests: rest.requests,
+        amount: rest.amount,
     };
-    let mut amount = Decimal::ZERO;
-    for line in rest {
-        other.input_tokens += line.input_tokens;
-        other.output_tokens += line.output_tokens;
-        other.requests += line.requests;
-        amount += decimal(&line.amount);
-    }
-    other.amount = money(amount);
     lines.push(other);
     lines
 }

@@ -333,13 +333,7 @@ mod tests {
     use std::str::FromStr;
 
     use super::*;
-    use crate::finops::fixture_path;
-    use crate::finops::usage::read_scrape;
-
-    fn fixture(file: &str) -> Scrape {
-        let text = std::fs::read_to_string(fixture_path(file)).expect("fixture");
-        read_scrape(&text).expect("parses")
-    }
+    use crate::finops::fixture_scrape as fixture;
 
     fn usd_prices(scrape: &Scrape) -> PriceBook {
         // The fixture config's prices: llama 1/2, mistral 0.2/0.6 USD per million tokens.

@@ -17,3 +17,10 @@ pub(crate) fn fixture_path(file: &str) -> std::path::PathBuf {
         .join("../shared/fixtures/litellm")
         .join(file)
 }
+
+/// The usage read from a fixture file.
+#[cfg(test)]
+pub(crate) fn fixture_scrape(file: &str) -> usage::Scrape {
+    let text = std::fs::read_to_string(fixture_path(file)).expect("fixture is readable");
+    usage::read_scrape(&text).expect("fixture parses")
+}

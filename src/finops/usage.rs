@@ -254,12 +254,7 @@ pub fn read_scrape(text: &str) -> Result<Scrape, UsageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::finops::fixture_path;
-
-    fn fixture(file: &str) -> Scrape {
-        let text = std::fs::read_to_string(fixture_path(file)).expect("fixture");
-        read_scrape(&text).expect("fixture parses")
-    }
+    use crate::finops::fixture_scrape as fixture;
 
     fn total(scrape: &Scrape) -> Counters {
         let mut sum = Counters::default();

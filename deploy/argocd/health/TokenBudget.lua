@@ -1,41 +1,11 @@
 -- Argo CD health of a TokenBudget (sovereign.ai/v1alpha1). Healthy: within budget (AtRisk is
 -- reported in the message: a forecast, not a fault), or ManagedElsewhere. Degraded: Exceeded
 -- (threshold actions such as Block apply). Progressing: not evaluated yet.
-local function condition(conditions, t)
-  for _, c in ipairs(conditions or {}) do
-    if c.type == t then return c end
-  end
-  return nil
-end
-
-local function managed_elsewhere(conditions)
-  for _, c in ipairs(conditions or {}) do
-    if c.reason == "ManagedElsewhere" then return c end
-  end
-  return nil
-end
-
-local hs = {}
+-- (common.lua, in front of this script, defines condition, common_health and ready_health.)
+local hs = common_health(obj)
+if hs ~= nil then return hs end
+hs = {}
 local status = obj.status
-local generation = obj.metadata and obj.metadata.generation
-if status == nil or status.conditions == nil or #status.conditions == 0 then
-  hs.status = "Progressing"
-  hs.message = "Waiting for the sovereign-operator to reconcile"
-  return hs
-end
--- One cluster per jurisdiction: the operator of another cluster manages this object; the
--- one here says so and leaves it alone. That is the intended state, not a fault.
-local elsewhere = managed_elsewhere(status.conditions)
-if elsewhere ~= nil then
-  hs.status = "Healthy"
-  hs.message = elsewhere.message or "Managed by the operator of another jurisdiction"
-  return hs
-end
-if generation ~= nil and status.observedGeneration ~= nil and status.observedGeneration < generation then
-  hs.status = "Progressing"
-  hs.message = "Waiting for the sovereign-operator to reconcile generation " .. tostring(generation)
-  return hs
-end
 
 local exceeded = condition(status.conditions, "Exceeded")
 if exceeded ~= nil and exceeded.status == "True" then

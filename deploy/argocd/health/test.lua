@@ -53,7 +53,15 @@ local failed, passed = 0, 0
 for _, case in ipairs(cases) do
   local kind, name, obj, want = case[1], case[2], case[3], case[4]
   local env = setmetatable({ obj = obj }, { __index = _G })
-  local chunk, err = loadfile(dir .. kind .. ".lua", "t", env)
+  -- As render-cm.sh assembles it for argocd-cm: common.lua, then the kind's script.
+  local function slurp(path)
+    local file = assert(io.open(path, "r"))
+    local text = file:read("a")
+    file:close()
+    return text
+  end
+  local source = slurp(dir .. "common.lua") .. slurp(dir .. kind .. ".lua")
+  local chunk, err = load(source, kind, "t", env)
   local ok, hs
   if chunk == nil then
     ok, hs = false, err
