@@ -23,7 +23,7 @@ use crate::api::region::SovereignRegion;
 use crate::finops::budget::{ledger_lines, region_actions};
 use crate::finops::ledger::{Ledger, RunningGpus};
 use crate::finops::pricing::{PriceBook, deployment_id};
-use crate::finops::usage::{Counters, SeriesKey, read_scrape};
+use crate::finops::usage::{Counters, SeriesKey, read_scrape, read_served};
 use crate::metrics::{SpendLabels, TokenLabels};
 use crate::render::{Child, Owner, gateway};
 
@@ -169,18 +169,30 @@ async fn sources(ctx: &Context, region: &SovereignRegion) -> Result<Vec<Source>,
             })
             .collect());
     }
-    let namespace = region.stack_namespace();
-    let slices = Api::<EndpointSlice>::namespaced(ctx.client.clone(), &namespace)
-        .list(
-            &ListParams::default().labels(&format!("kubernetes.io/service-name={}", gateway::NAME)),
-        )
+    endpoint_sources(
+        ctx,
+        &region.stack_namespace(),
+        gateway::NAME,
+        gateway::PORT,
+        "pod",
+        "/metrics/",
+    )
+    .await
+}
+
+/// Every endpoint (ready or not) of Service `service` as a scrape source `<kind>/<pod uid>`.
+async fn endpoint_sources(
+    ctx: &Context,
+    namespace: &str,
+    service: &str,
+    port: i32,
+    kind: &str,
+    path: &str,
+) -> Result<Vec<Source>, Error> {
+    let slices = Api::<EndpointSlice>::namespaced(ctx.client.clone(), namespace)
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
         .await
-        .map_err(|e| {
-            Error::kube(
-                format!("list EndpointSlices of {namespace}/{}", gateway::NAME),
-                e,
-            )
-        })?;
+        .map_err(|e| Error::kube(format!("list EndpointSlices of {namespace}/{service}"), e))?;
     let mut sources = Vec::new();
     for slice in slices.items {
         for endpoint in slice.endpoints {
@@ -196,8 +208,8 @@ async fn sources(ctx: &Context, region: &SovereignRegion) -> Result<Vec<Source>,
                 address.clone()
             };
             sources.push(Source {
-                id: format!("pod/{uid}"),
-                url: format!("http://{host}:{}/metrics/", gateway::PORT),
+                id: format!("{kind}/{uid}"),
+                url: format!("http://{host}:{port}{path}"),
             });
         }
     }
@@ -305,7 +317,47 @@ async fn collect_region(
                 .unwrap_or(0),
         })
         .collect();
-    let live: BTreeSet<String> = sources.iter().map(|s| s.id.clone()).collect();
+    // The vLLM servers' own counters: every token the GPUs served, through the gateway or not.
+    let mut served_sources = Vec::new();
+    for backend in backends.iter().filter(|b| b.spec.vllm.is_some()) {
+        let service = crate::render::vllm::workload_name(&backend.name_any());
+        for source in endpoint_sources(
+            ctx,
+            &namespace,
+            &service,
+            crate::render::vllm::PORT,
+            "vllm",
+            "/metrics",
+        )
+        .await?
+        {
+            served_sources.push((deployment_id(backend), source));
+        }
+    }
+    let served_scrapes = futures::future::join_all(
+        served_sources
+            .iter()
+            .map(|(_, source)| scrape(http, source, None)),
+    )
+    .await;
+    let mut served = Vec::new();
+    for ((deployment, source), result) in served_sources.iter().zip(served_scrapes) {
+        match result.and_then(|text| read_served(&text).map_err(|e| e.to_string())) {
+            Ok(counters) => {
+                ctx.metrics.scraped(&name, "ok");
+                served.push((source.id.clone(), deployment.clone(), counters));
+            }
+            Err(error) => {
+                ctx.metrics.scraped(&name, "error");
+                tracing::info!(source = %source.url, %error, "scrape failed");
+            }
+        }
+    }
+    let live: BTreeSet<String> = sources
+        .iter()
+        .chain(served_sources.iter().map(|(_, s)| s))
+        .map(|s| s.id.clone())
+        .collect();
 
     // build + apply, retried when another writer got in between
     let api = Api::<ConfigMap>::namespaced(ctx.client.clone(), &namespace);
@@ -335,7 +387,15 @@ async fn collect_region(
                 interval.entry(key).or_default().add(&delta);
             }
         }
-        ledger.charge_gpus(now, &running, &interval, &prices);
+        let mut served_interval: BTreeMap<String, Counters> = BTreeMap::new();
+        for (source, deployment, counters) in &served {
+            let delta = ledger.record_served(source, deployment, counters, now);
+            served_interval
+                .entry(deployment.clone())
+                .or_default()
+                .add(&delta);
+        }
+        ledger.charge_gpus(now, &running, &interval, &served_interval, &prices);
         ledger.forget_gone_pods(&live, now);
         export(ctx, &name, &ledger);
         if without_clock(&ledger) == before && stored.is_some() {

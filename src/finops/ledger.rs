@@ -16,7 +16,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::pricing::{Price, PriceBook, gpu_cost, token_cost};
-use super::usage::{Counters, Scrape, SeriesKey};
+use super::usage::{Counters, Scrape, SeriesKey, Served};
 
 /// Version of the serialized ledger.
 pub const LEDGER_VERSION: u32 = 1;
@@ -105,7 +105,14 @@ pub struct Ledger {
     /// GPU meters by deployment.
     #[serde(default)]
     pub gpu: BTreeMap<String, GpuMeter>,
+    /// Tokens the vLLM servers of each deployment served, through the gateway or not.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub served: BTreeMap<String, Counters>,
 }
+
+/// Team of tokens a self-hosted deployment served that did not come through the gateway (a
+/// client calling the vLLM Service directly): their GPU share is charged to this line.
+pub const DIRECT: &str = "(direct)";
 
 /// A self-hosted deployment running during a collection interval.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,6 +138,48 @@ impl Ledger {
         scrape: &Scrape,
         now: i64,
         prices: &PriceBook,
+    ) -> BTreeMap<SeriesKey, Counters> {
+        let deltas = self.advance(source, scrape, now);
+        self.add_usage(&deltas, prices);
+        deltas
+    }
+
+    /// Records what a vLLM server of `deployment` served since its last scrape, through the
+    /// gateway or not; returns the delta. These tokens are not usage of anyone: the gateway's
+    /// series say who used what. What the server served beyond them in an interval came
+    /// around the gateway, and `charge_gpus` charges its GPU share to team `(direct)`.
+    pub fn record_served(
+        &mut self,
+        source: &str,
+        deployment: &str,
+        served: &Served,
+        now: i64,
+    ) -> Counters {
+        let key = SeriesKey {
+            deployment: deployment.to_owned(),
+            ..SeriesKey::default()
+        };
+        let scrape = Scrape {
+            process_start: served.process_start,
+            series: BTreeMap::from([(key.clone(), served.counters)]),
+        };
+        let delta = self
+            .advance(source, &scrape, now)
+            .remove(&key)
+            .unwrap_or_default();
+        let totals = self.served.entry(deployment.to_owned()).or_default();
+        totals.input_tokens += delta.input_tokens;
+        totals.output_tokens += delta.output_tokens;
+        totals.requests += delta.requests;
+        delta
+    }
+
+    /// Moves the cursor of `source` to `scrape` and returns what is new per series.
+    fn advance(
+        &mut self,
+        source: &str,
+        scrape: &Scrape,
+        now: i64,
     ) -> BTreeMap<SeriesKey, Counters> {
         self.version = LEDGER_VERSION;
         let known = self.sources.contains_key(source);
@@ -163,7 +212,12 @@ impl Ledger {
         }
         cursor.process_start = scrape.process_start;
         cursor.last_seen = now;
-        for (key, delta) in &deltas {
+        deltas
+    }
+
+    /// Adds `deltas` to the usage totals, with their cost.
+    fn add_usage(&mut self, deltas: &BTreeMap<SeriesKey, Counters>, prices: &PriceBook) {
+        for (key, delta) in deltas {
             let totals = self.usage.entry(key.clone()).or_default();
             totals.add_counters(delta);
             match prices.get(&key.deployment) {
@@ -192,18 +246,19 @@ impl Ledger {
                 }
             }
         }
-        deltas
     }
 
     /// Charges the GPU time of `running` deployments since they were last charged, shared by
     /// the series that used them in this interval (`interval` is the sum of the deltas
-    /// `record` returned this tick) in proportion to their tokens; an interval without
-    /// tokens is idle cost.
+    /// `record` returned this tick) in proportion to their tokens; tokens the deployment's
+    /// servers served beyond those (`served`, from `record_served`) are team `(direct)`'s;
+    /// an interval without tokens is idle cost.
     pub fn charge_gpus(
         &mut self,
         now: i64,
         running: &[RunningGpus],
         interval: &BTreeMap<SeriesKey, Counters>,
+        served: &BTreeMap<String, Counters>,
         prices: &PriceBook,
     ) {
         for deployment in running {
@@ -231,12 +286,28 @@ impl Ledger {
             let gpus = gpus_per_replica * deployment.replicas;
             meter.gpu_seconds += u64::from(gpus) * seconds;
             let cost = gpu_cost(gpus, seconds, *per_gpu_hour);
-            let users: Vec<(&SeriesKey, u64)> = interval
+            let mut users: Vec<(SeriesKey, u64)> = interval
                 .iter()
                 .filter(|(key, _)| key.deployment == deployment.deployment)
-                .map(|(key, c)| (key, c.input_tokens + c.output_tokens))
+                .map(|(key, c)| (key.clone(), c.input_tokens + c.output_tokens))
                 .filter(|(_, tokens)| *tokens > 0)
                 .collect();
+            let through_gateway: u64 = users.iter().map(|(_, t)| t).sum();
+            let on_gpus = served
+                .get(&deployment.deployment)
+                .map(|c| c.input_tokens + c.output_tokens)
+                .unwrap_or(0);
+            if on_gpus > through_gateway {
+                users.push((
+                    SeriesKey {
+                        team: DIRECT.to_owned(),
+                        model: deployment.model.clone(),
+                        deployment: deployment.deployment.clone(),
+                        ..SeriesKey::default()
+                    },
+                    on_gpus - through_gateway,
+                ));
+            }
             let tokens: u64 = users.iter().map(|(_, t)| t).sum();
             if tokens == 0 {
                 add_amount(&mut meter.idle_cost, currency, cost);
@@ -252,7 +323,7 @@ impl Ledger {
                     (cost * Decimal::from(*used) / Decimal::from(tokens)).round_dp(12)
                 };
                 left -= share;
-                let totals = self.usage.entry((*key).clone()).or_default();
+                let totals = self.usage.entry(key.clone()).or_default();
                 add_amount(&mut totals.cost, currency, share);
             }
         }
@@ -265,10 +336,11 @@ impl Ledger {
         }
     }
 
-    /// Forgets pod sources that are gone: not in `live` and not seen for an hour.
+    /// Forgets pod sources (gateway `pod/…` and vLLM `vllm/…`) that are gone: not in `live`
+    /// and not seen for an hour. Metrics URLs (`url/…`) are kept.
     pub fn forget_gone_pods(&mut self, live: &BTreeSet<String>, now: i64) {
         self.sources.retain(|source, cursor| {
-            !source.starts_with("pod/")
+            source.starts_with("url/")
                 || live.contains(source)
                 || now - cursor.last_seen < FORGET_POD_AFTER_SECONDS
         });
@@ -402,9 +474,9 @@ mod tests {
             ..SeriesKey::default()
         };
         let mut ledger = Ledger::default();
-        ledger.charge_gpus(0, &running, &BTreeMap::new(), &prices);
+        ledger.charge_gpus(0, &running, &BTreeMap::new(), &BTreeMap::new(), &prices);
         // An hour with no tokens: 2 GPUs × 1 h × 3 EUR of idle cost.
-        ledger.charge_gpus(3600, &running, &BTreeMap::new(), &prices);
+        ledger.charge_gpus(3600, &running, &BTreeMap::new(), &BTreeMap::new(), &prices);
         assert_eq!(ledger.gpu["ns.llama"].idle_cost["EUR"], Decimal::from(6));
         // An hour in which team a used 1 token and b 2: 6 EUR split 2 : 4.
         let tokens = |n| Counters {
@@ -412,11 +484,74 @@ mod tests {
             ..Counters::default()
         };
         let interval = BTreeMap::from([(key("a"), tokens(1)), (key("b"), tokens(2))]);
-        ledger.charge_gpus(7200, &running, &interval, &prices);
+        ledger.charge_gpus(7200, &running, &interval, &BTreeMap::new(), &prices);
         assert_eq!(ledger.usage[&key("a")].cost["EUR"], Decimal::from(2));
         assert_eq!(ledger.usage[&key("b")].cost["EUR"], Decimal::from(4));
         assert_eq!(ledger.grand_total().cost["EUR"], Decimal::from(12));
         assert_eq!(ledger.gpu["ns.llama"].gpu_seconds, 2 * 7200);
+    }
+
+    #[test]
+    fn tokens_served_around_the_gateway_take_their_gpu_share_as_direct() {
+        let mut prices = PriceBook::default();
+        prices.insert(
+            "ns.llama",
+            Price::GpuHours {
+                currency: "EUR".into(),
+                per_gpu_hour: Decimal::from(10),
+                gpus_per_replica: 1,
+            },
+        );
+        let running = [RunningGpus {
+            deployment: "ns.llama".into(),
+            model: "llama".into(),
+            replicas: 1,
+        }];
+        let team_a = SeriesKey {
+            team: "a".into(),
+            model: "llama".into(),
+            deployment: "ns.llama".into(),
+            ..SeriesKey::default()
+        };
+        let mut ledger = Ledger::default();
+        ledger.charge_gpus(0, &running, &BTreeMap::new(), &BTreeMap::new(), &prices);
+        // The vLLM server counted 100 tokens; the gateway attributes 60 to team a.
+        let served = |input| Served {
+            process_start: Some(1.0),
+            counters: Counters {
+                input_tokens: input,
+                ..Counters::default()
+            },
+        };
+        let delta = ledger.record_served("vllm/pod-1", "ns.llama", &served(100), 3600);
+        assert_eq!(delta.input_tokens, 100);
+        assert_eq!(
+            ledger
+                .record_served("vllm/pod-1", "ns.llama", &served(100), 3601)
+                .input_tokens,
+            0
+        );
+        let interval = BTreeMap::from([(
+            team_a.clone(),
+            Counters {
+                input_tokens: 60,
+                ..Counters::default()
+            },
+        )]);
+        let served_interval = BTreeMap::from([("ns.llama".to_owned(), delta)]);
+        ledger.charge_gpus(3600, &running, &interval, &served_interval, &prices);
+        assert_eq!(ledger.usage[&team_a].cost["EUR"], Decimal::from(6));
+        let direct = ledger
+            .usage
+            .iter()
+            .find(|(k, _)| k.team == DIRECT)
+            .expect("direct line");
+        assert_eq!(direct.1.cost["EUR"], Decimal::from(4));
+        assert_eq!(
+            direct.1.input_tokens, 0,
+            "direct tokens are not usage, only their cost"
+        );
+        assert_eq!(ledger.served["ns.llama"].input_tokens, 100);
     }
 
     #[test]

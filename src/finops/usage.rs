@@ -251,6 +251,34 @@ pub fn read_scrape(text: &str) -> Result<Scrape, UsageError> {
     Ok(scrape)
 }
 
+/// Tokens a vLLM server says it processed (`vllm:prompt_tokens_total`,
+/// `vllm:generation_tokens_total`, summed over its labels): every token the GPUs served,
+/// through the gateway or not.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Served {
+    /// `process_start_time_seconds` of the server.
+    pub process_start: Option<f64>,
+    /// Prompt (input) and generation (output) tokens.
+    pub counters: Counters,
+}
+
+/// Reads the token counters out of a vLLM `/metrics` response.
+pub fn read_served(text: &str) -> Result<Served, UsageError> {
+    let mut served = Served::default();
+    for sample in exposition::samples(text) {
+        let sample = sample?;
+        let stem = sample.name.strip_suffix("_total").unwrap_or(sample.name);
+        match stem {
+            "process_start_time_seconds" => served.process_start = Some(sample.value),
+            "vllm:prompt_tokens" => served.counters.input_tokens += count(&sample)?,
+            "vllm:generation_tokens" => served.counters.output_tokens += count(&sample)?,
+            "vllm:request_success" => served.counters.requests += count(&sample)?,
+            _ => {}
+        }
+    }
+    Ok(served)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,5 +375,33 @@ mod tests {
         let err = read_scrape("litellm_input_tokens_metric_total{model=\"m\"} 1.5\n")
             .expect_err("fractional tokens");
         assert!(err.to_string().contains("not a count"), "{err}");
+    }
+
+    #[test]
+    fn reads_the_token_counters_of_a_vllm_server() {
+        // The shape vLLM serves (docs.vllm.ai "Production Metrics"): counters named with a
+        // colon, a `_total` sample, labelled by model (and engine in V1).
+        let text = "\
+# HELP vllm:prompt_tokens_total Number of prefill tokens processed.
+# TYPE vllm:prompt_tokens_total counter
+vllm:prompt_tokens_total{engine=\"0\",model_name=\"meta-llama/Llama-3-70B\"} 1234.0
+# HELP vllm:generation_tokens_total Number of generation tokens processed.
+# TYPE vllm:generation_tokens_total counter
+vllm:generation_tokens_total{engine=\"0\",model_name=\"meta-llama/Llama-3-70B\"} 567.0
+vllm:request_success_total{engine=\"0\",finished_reason=\"stop\",model_name=\"meta-llama/Llama-3-70B\"} 9.0
+vllm:request_success_total{engine=\"0\",finished_reason=\"length\",model_name=\"meta-llama/Llama-3-70B\"} 1.0
+vllm:iteration_tokens_total_sum{model_name=\"meta-llama/Llama-3-70B\"} 1801.0
+process_start_time_seconds 1.7e9
+";
+        let served = read_served(text).expect("parses");
+        assert_eq!(
+            (
+                served.counters.input_tokens,
+                served.counters.output_tokens,
+                served.counters.requests
+            ),
+            (1234, 567, 10)
+        );
+        assert_eq!(served.process_start, Some(1.7e9));
     }
 }
