@@ -468,10 +468,16 @@ async fn commit(
 /// Sets the token and spend gauges of `region` from its ledger.
 fn export(ctx: &Context, region: &str, ledger: &Ledger) {
     for (line, usage) in ledger_lines(ledger, region) {
-        for (direction, tokens) in [
-            ("input", usage.input_tokens),
-            ("output", usage.output_tokens),
-        ] {
+        // Idle GPU time has a cost and no tokens.
+        let token_lines = if line.team == crate::finops::budget::UNALLOCATED {
+            Vec::new()
+        } else {
+            vec![
+                ("input", usage.input_tokens),
+                ("output", usage.output_tokens),
+            ]
+        };
+        for (direction, tokens) in token_lines {
             ctx.metrics
                 .tokens
                 .get_or_create(&TokenLabels {

@@ -261,6 +261,7 @@ impl Ledger {
         served: &BTreeMap<String, Counters>,
         prices: &PriceBook,
     ) {
+        self.version = LEDGER_VERSION;
         for deployment in running {
             let Some(Price::GpuHours {
                 currency,
@@ -285,7 +286,9 @@ impl Ledger {
             }
             let gpus = gpus_per_replica * deployment.replicas;
             meter.gpu_seconds += u64::from(gpus) * seconds;
-            let cost = gpu_cost(gpus, seconds, *per_gpu_hour);
+            // To the nano-unit: a division by 3600 has no end in decimal, and a ledger
+            // carrying 28 digits helps nobody. At most 5e-10 per interval is rounded away.
+            let cost = gpu_cost(gpus, seconds, *per_gpu_hour).round_dp(9);
             let mut users: Vec<(SeriesKey, u64)> = interval
                 .iter()
                 .filter(|(key, _)| key.deployment == deployment.deployment)
@@ -313,14 +316,14 @@ impl Ledger {
                 add_amount(&mut meter.idle_cost, currency, cost);
                 continue;
             }
-            // Shares rounded to 1e-12; the last user gets the remainder, so the shares add up
+            // Shares rounded to 1e-9; the last user gets the remainder, so the shares add up
             // to the interval's cost exactly.
             let mut left = cost;
             for (i, (key, used)) in users.iter().enumerate() {
                 let share = if i + 1 == users.len() {
                     left
                 } else {
-                    (cost * Decimal::from(*used) / Decimal::from(tokens)).round_dp(12)
+                    (cost * Decimal::from(*used) / Decimal::from(tokens)).round_dp(9)
                 };
                 left -= share;
                 let totals = self.usage.entry(key.clone()).or_default();
