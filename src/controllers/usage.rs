@@ -39,6 +39,8 @@ pub const COMPONENT: &str = "finops";
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest `/metrics` response read; LiteLLM's grows with label cardinality.
 const MAX_SCRAPE_BYTES: usize = 64 << 20;
+/// Largest ledger written: a ConfigMap's data is limited to 1 MiB, minus room for metadata.
+const MAX_LEDGER_BYTES: usize = 1_000_000;
 /// Pause between a wake-up and the tick it triggers.
 const WAKEUP_DEBOUNCE: Duration = Duration::from_secs(1);
 /// Pause after a tick that failed.
@@ -59,6 +61,18 @@ pub enum UsageError {
         namespace: String,
         /// serde's message.
         message: String,
+    },
+    /// The ledger outgrew what one ConfigMap can hold.
+    #[error(
+        "the usage ledger of region {region} would be {bytes} bytes ({series} series), more than a ConfigMap holds; nothing was counted this round (split the region, or reduce label cardinality such as key aliases)"
+    )]
+    LedgerTooLarge {
+        /// The region.
+        region: String,
+        /// Serialized size.
+        bytes: usize,
+        /// Series in it.
+        series: usize,
     },
     /// Another writer kept changing the ledger.
     #[error("the ledger of {0} kept changing under this writer; retried next tick")]
@@ -401,6 +415,15 @@ async fn collect_region(
         if without_clock(&ledger) == before && stored.is_some() {
             // Nothing counted, nothing charged: no write.
             return Ok(());
+        }
+        // A ConfigMap holds at most 1 MiB: say so plainly instead of the API server's refusal.
+        let size = serde_json::to_vec(&ledger).map(|v| v.len()).unwrap_or(0);
+        if size > MAX_LEDGER_BYTES {
+            return Err(UsageError::LedgerTooLarge {
+                region: name,
+                bytes: size,
+                series: ledger.usage.len(),
+            });
         }
         match commit(ctx, &api, region, stored, &ledger).await {
             Ok(()) => return Ok(()),

@@ -558,6 +558,50 @@ mod tests {
     }
 
     #[test]
+    fn a_thousand_series_from_two_gateway_pods_fit_in_a_config_map() {
+        // Capacity of the ConfigMap-backed ledger (1 MiB): realistic names, every series
+        // seen by both pods. The README quotes the size printed here.
+        let mut scrape = Scrape {
+            process_start: Some(1.0),
+            series: BTreeMap::new(),
+        };
+        for i in 0..1000 {
+            scrape.series.insert(
+                SeriesKey {
+                    team: format!("team-{:03}", i % 50),
+                    key_alias: format!("key-{i:04}"),
+                    cost_center: format!("CC-{:04}", i % 20),
+                    model: format!("llama-3-70b-eu-{}", i % 5),
+                    deployment: format!("sovereign-eu.backend-{}", i % 5),
+                },
+                Counters {
+                    input_tokens: 123_456_789,
+                    output_tokens: 98_765_432,
+                    requests: 1_234_567,
+                    gateway_spend_usd: 0.0,
+                },
+            );
+        }
+        let mut prices = PriceBook::default();
+        for d in 0..5 {
+            prices.insert(
+                &format!("sovereign-eu.backend-{d}"),
+                Price::Tokens {
+                    currency: "EUR".into(),
+                    input_per_million: Decimal::from_str("2.50").expect("decimal"),
+                    output_per_million: Decimal::from_str("7.50").expect("decimal"),
+                },
+            );
+        }
+        let mut ledger = Ledger::default();
+        ledger.record("pod/9f0c6d3e-1111-4a5b-9c7d-000000000001", &scrape, 1, &prices);
+        ledger.record("pod/9f0c6d3e-1111-4a5b-9c7d-000000000002", &scrape, 1, &prices);
+        let bytes = serde_json::to_vec(&ledger).expect("json").len();
+        eprintln!("1,000 series × 2 pods: {bytes} bytes");
+        assert!(bytes < 1_000_000, "{bytes} bytes");
+    }
+
+    #[test]
     fn gone_pods_are_forgotten_but_urls_are_not() {
         let mut ledger = Ledger::default();
         let prices = PriceBook::default();
