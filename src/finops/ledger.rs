@@ -594,8 +594,18 @@ mod tests {
             );
         }
         let mut ledger = Ledger::default();
-        ledger.record("pod/9f0c6d3e-1111-4a5b-9c7d-000000000001", &scrape, 1, &prices);
-        ledger.record("pod/9f0c6d3e-1111-4a5b-9c7d-000000000002", &scrape, 1, &prices);
+        ledger.record(
+            "pod/9f0c6d3e-1111-4a5b-9c7d-000000000001",
+            &scrape,
+            1,
+            &prices,
+        );
+        ledger.record(
+            "pod/9f0c6d3e-1111-4a5b-9c7d-000000000002",
+            &scrape,
+            1,
+            &prices,
+        );
         let bytes = serde_json::to_vec(&ledger).expect("json").len();
         eprintln!("1,000 series × 2 pods: {bytes} bytes");
         assert!(bytes < 1_000_000, "{bytes} bytes");
