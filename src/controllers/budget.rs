@@ -18,7 +18,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, info_span};
 
-use super::usage::{LEDGER_KEY, LEDGER_NAME};
+use super::usage::{LEDGER_NAME, stored_ledger};
 use super::{Context, Error, managed_elsewhere};
 use crate::api::budget::{CrossedThreshold, ThresholdAction, TokenBudget, TokenBudgetStatus};
 use crate::api::conditions::{self, DesiredCondition, Status};
@@ -46,6 +46,7 @@ pub async fn run(
         ctx,
         interval,
         http,
+        lines: std::sync::Mutex::default(),
     });
     Controller::new(
         Api::<TokenBudget>::all(state.ctx.client.clone()),
@@ -69,7 +70,14 @@ struct BudgetContext {
     ctx: Arc<Context>,
     interval: Duration,
     http: reqwest::Client,
+    /// The lines of each region's ledger, by the resourceVersion they were read at: every
+    /// budget reads every ledger each interval, and a large ledger is megabytes of JSON to
+    /// decompress and sum.
+    lines: std::sync::Mutex<std::collections::HashMap<String, (String, Arc<Lines>)>>,
 }
+
+/// The usage lines of a ledger.
+type Lines = BTreeMap<LineKey, LineUsage>;
 
 async fn reconcile(budget: Arc<TokenBudget>, state: Arc<BudgetContext>) -> Result<Action, Error> {
     let span = info_span!(
@@ -121,8 +129,8 @@ async fn reconcile_inner(budget: &TokenBudget, state: &BudgetContext) -> Result<
     }
     let mut lines: BTreeMap<LineKey, LineUsage> = BTreeMap::new();
     for region in covered {
-        let ledger = read_ledger(ctx, region).await?;
-        lines.extend(ledger_lines(&ledger, &region.name_any()));
+        let region_lines = region_lines(state, region).await?;
+        lines.extend(region_lines.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
 
     // validate + build
@@ -191,27 +199,48 @@ async fn reconcile_inner(budget: &TokenBudget, state: &BudgetContext) -> Result<
     Ok(Action::requeue(state.interval))
 }
 
-async fn read_ledger(ctx: &Context, region: &SovereignRegion) -> Result<Ledger, Error> {
+/// The usage lines of `region`'s ledger, decoded once per resourceVersion.
+async fn region_lines(
+    state: &BudgetContext,
+    region: &SovereignRegion,
+) -> Result<Arc<Lines>, Error> {
     let namespace = region.stack_namespace();
-    let stored = Api::<ConfigMap>::namespaced(ctx.client.clone(), &namespace)
+    let name = region.name_any();
+    let api = Api::<ConfigMap>::namespaced(state.ctx.client.clone(), &namespace);
+    // The metadata first: when the ledger has not changed, its megabyte stays where it is.
+    let meta = api
+        .get_metadata_opt(LEDGER_NAME)
+        .await
+        .map_err(|e| Error::kube(format!("get ConfigMap {namespace}/{LEDGER_NAME}"), e))?;
+    let Some(version) = meta.and_then(|m| m.metadata.resource_version) else {
+        return Ok(Arc::new(Lines::new()));
+    };
+    {
+        let cache = state.lines.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((cached, lines)) = cache.get(&name)
+            && *cached == version
+        {
+            return Ok(lines.clone());
+        }
+    }
+    let stored = api
         .get_opt(LEDGER_NAME)
         .await
         .map_err(|e| Error::kube(format!("get ConfigMap {namespace}/{LEDGER_NAME}"), e))?;
-    let Some(json) = stored
+    let version = stored
         .as_ref()
-        .and_then(|cm| cm.data.as_ref())
-        .and_then(|d| d.get(LEDGER_KEY))
-    else {
-        return Ok(Ledger::default());
-    };
+        .and_then(|cm| cm.metadata.resource_version.clone())
+        .unwrap_or_default();
     // A ledger this version cannot read is reported by the collector; counting it as empty
     // here would reopen the period at zero, so the reconcile fails and retries instead.
-    serde_json::from_str(json).map_err(|e| {
-        Error::kube(
-            format!("read the ledger of region {}", region.name_any()),
-            kube::Error::SerdeError(e),
-        )
-    })
+    let ledger: Ledger = stored_ledger(stored.as_ref()).map_err(|e| Error::Ledger {
+        region: name.clone(),
+        message: e.to_string(),
+    })?;
+    let lines = Arc::new(ledger_lines(&ledger, &name));
+    let mut cache = state.lines.lock().unwrap_or_else(|e| e.into_inner());
+    cache.insert(name, (version, lines.clone()));
+    Ok(lines)
 }
 
 /// Whether the new status says something the old one does not. The forecast moves with the

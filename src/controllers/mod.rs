@@ -169,6 +169,14 @@ pub enum Error {
     /// Applying or pruning children failed.
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    /// A region's usage ledger cannot be read (retried: the collector reports the cause).
+    #[error("the usage ledger of region {region}: {message}")]
+    Ledger {
+        /// The region.
+        region: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 impl Error {
@@ -186,6 +194,7 @@ impl Error {
             Error::Kube { .. } => "kube_error",
             Error::Apply(ApplyError::Render(_)) => "invalid",
             Error::Apply(ApplyError::Kube { .. }) => "apply_error",
+            Error::Ledger { .. } => "ledger_error",
         }
     }
 

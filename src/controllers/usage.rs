@@ -21,7 +21,7 @@ use crate::api::budget::TokenBudget;
 use crate::api::common::SecretKeyReference;
 use crate::api::region::SovereignRegion;
 use crate::finops::budget::{ledger_lines, region_actions};
-use crate::finops::ledger::{Ledger, RunningGpus};
+use crate::finops::ledger::{Ledger, LedgerError, RunningGpus};
 use crate::finops::pricing::{PriceBook, deployment_id};
 use crate::finops::usage::{Counters, SeriesKey, read_scrape, read_served};
 use crate::metrics::{SpendLabels, TokenLabels};
@@ -31,8 +31,9 @@ use crate::render::{Child, Owner, gateway};
 pub const MANAGER: &str = "sovereign-operator-usage";
 /// Name of a region's ledger ConfigMap, in the region namespace.
 pub const LEDGER_NAME: &str = "sovereign-usage-ledger";
-/// Key of the ledger in that ConfigMap.
-pub const LEDGER_KEY: &str = "ledger.json";
+/// Key of the ledger in that ConfigMap's `binaryData`: gzip-compressed JSON (read it with
+/// `kubectl get cm … -o jsonpath='{.binaryData.ledger\.json\.gz}' | base64 -d | gunzip`).
+pub const LEDGER_KEY: &str = "ledger.json.gz";
 /// `app.kubernetes.io/component` of the ledger and the actions.
 pub const COMPONENT: &str = "finops";
 /// Upper bound of a scrape.
@@ -55,7 +56,7 @@ pub enum UsageError {
     #[error(transparent)]
     Kube(#[from] Error),
     /// The stored ledger is not valid JSON of the expected shape.
-    #[error("ConfigMap {namespace}/{LEDGER_NAME} does not hold a ledger: {message}")]
+    #[error("ConfigMap {namespace}/{LEDGER_NAME}: {message}")]
     CorruptLedger {
         /// Region namespace.
         namespace: String,
@@ -380,19 +381,10 @@ async fn collect_region(
             .get_opt(LEDGER_NAME)
             .await
             .map_err(|e| Error::kube(format!("get ConfigMap {namespace}/{LEDGER_NAME}"), e))?;
-        let mut ledger = match stored
-            .as_ref()
-            .and_then(|cm| cm.data.as_ref())
-            .and_then(|d| d.get(LEDGER_KEY))
-        {
-            Some(json) => {
-                serde_json::from_str::<Ledger>(json).map_err(|e| UsageError::CorruptLedger {
-                    namespace: namespace.clone(),
-                    message: e.to_string(),
-                })?
-            }
-            None => Ledger::default(),
-        };
+        let mut ledger = stored_ledger(stored.as_ref()).map_err(|e| UsageError::CorruptLedger {
+            namespace: namespace.clone(),
+            message: e.to_string(),
+        })?;
         let before = without_clock(&ledger);
         let now = Timestamp::now().as_second();
         let mut interval: BTreeMap<SeriesKey, Counters> = BTreeMap::new();
@@ -416,16 +408,19 @@ async fn collect_region(
             // Nothing counted, nothing charged: no write.
             return Ok(());
         }
+        let stored_bytes = ledger.to_gzip().map_err(|e| UsageError::CorruptLedger {
+            namespace: namespace.clone(),
+            message: e.to_string(),
+        })?;
         // A ConfigMap holds at most 1 MiB: say so plainly instead of the API server's refusal.
-        let size = serde_json::to_vec(&ledger).map(|v| v.len()).unwrap_or(0);
-        if size > MAX_LEDGER_BYTES {
+        if stored_bytes.len() > MAX_LEDGER_BYTES {
             return Err(UsageError::LedgerTooLarge {
                 region: name,
-                bytes: size,
+                bytes: stored_bytes.len(),
                 series: ledger.usage.len(),
             });
         }
-        match commit(ctx, &api, region, stored, &ledger).await {
+        match commit(ctx, &api, region, stored, stored_bytes).await {
             Ok(()) => return Ok(()),
             Err(kube::Error::Api(status)) if status.code == 409 => continue,
             Err(e) => {
@@ -436,6 +431,17 @@ async fn collect_region(
         }
     }
     Err(UsageError::Contention(name))
+}
+
+/// The ledger stored in `config_map`; empty when there is none yet.
+pub fn stored_ledger(config_map: Option<&ConfigMap>) -> Result<Ledger, LedgerError> {
+    match config_map
+        .and_then(|cm| cm.binary_data.as_ref())
+        .and_then(|d| d.get(LEDGER_KEY))
+    {
+        Some(bytes) => Ledger::from_gzip(&bytes.0),
+        None => Ok(Ledger::default()),
+    }
 }
 
 /// The ledger with the clocks of its cursors and meters zeroed: what must change for a
@@ -457,9 +463,8 @@ async fn commit(
     api: &Api<ConfigMap>,
     region: &SovereignRegion,
     stored: Option<ConfigMap>,
-    ledger: &Ledger,
+    ledger: Vec<u8>,
 ) -> Result<(), kube::Error> {
-    let json = serde_json::to_string(ledger).map_err(kube::Error::SerdeError)?;
     let owner = Owner {
         region: region.name_any(),
         instance: region.name_any(),
@@ -469,7 +474,10 @@ async fn commit(
     };
     let mut config_map = ConfigMap {
         metadata: owner.meta(COMPONENT, LEDGER_NAME, Some(&region.stack_namespace())),
-        data: Some(BTreeMap::from([(LEDGER_KEY.to_owned(), json)])),
+        binary_data: Some(BTreeMap::from([(
+            LEDGER_KEY.to_owned(),
+            k8s_openapi::ByteString(ledger),
+        )])),
         ..ConfigMap::default()
     };
     match stored {
