@@ -69,14 +69,24 @@ fn file_suffix(object: &Value) -> String {
     describe(object).replace(['/', ' '], "-")
 }
 
-#[tokio::test]
-async fn admission_gives_the_engines_verdict_on_the_corpus() {
-    let _exclusive = crate::harness::ADMISSION_LOCK.lock().await;
+/// What both admission tests start from: the admission lock held, the example installed, no
+/// residency admission policy left over (the operator's, from an earlier test, would judge
+/// this test's objects too), and the parity set.
+async fn admission_setup() -> (
+    tokio::sync::MutexGuard<'static, ()>,
+    kube::Client,
+    ParitySet,
+) {
+    let exclusive = crate::harness::ADMISSION_LOCK.lock().await;
     install_example().await;
     let client = client().await;
-    // Policies the operator installed in an earlier test would judge this test's objects too.
     crate::harness::remove_admission_policies(&client).await;
-    let set = ParitySet::load();
+    (exclusive, client, ParitySet::load())
+}
+
+#[tokio::test]
+async fn admission_gives_the_engines_verdict_on_the_corpus() {
+    let (_exclusive, client, set) = admission_setup().await;
     // The corpus's namespaces, with their labels, and any other namespace an object names.
     for namespace in set.namespaces.values() {
         apply(&client, namespace)
@@ -355,11 +365,7 @@ async fn updates_of_objects_that_violated_before_the_policy_are_ratcheted() {
     use k8s_openapi::api::core::v1::PersistentVolumeClaim;
     use kube::api::{Api, Patch, PatchParams};
 
-    let _exclusive = crate::harness::ADMISSION_LOCK.lock().await;
-    install_example().await;
-    let client = client().await;
-    crate::harness::remove_admission_policies(&client).await;
-    let set = ParitySet::load();
+    let (_exclusive, client, set) = admission_setup().await;
     let mut policy = set
         .policies
         .iter()

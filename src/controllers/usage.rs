@@ -151,14 +151,23 @@ async fn tick(ctx: &Context, http: &reqwest::Client) -> bool {
     let mut healthy = true;
     for region in regions.iter().filter(|r| ctx.scope.manages(&r.name_any())) {
         let span = info_span!("collect", region = %region.name_any());
-        if let Err(error) = collect_region(ctx, http, region)
+        // One listing of the region's backends serves both the prices and the actions.
+        let backends = match super::region_backends(ctx, region).await {
+            Ok(backends) => backends,
+            Err(error) => {
+                tracing::warn!(parent: &span, %error, "usage collection failed");
+                healthy = false;
+                continue;
+            }
+        };
+        if let Err(error) = collect_region(ctx, http, region, &backends)
             .instrument(span.clone())
             .await
         {
             tracing::warn!(parent: &span, %error, "usage collection failed");
             healthy = false;
         }
-        if let Err(error) = write_actions(ctx, region, &budgets)
+        if let Err(error) = write_actions(ctx, region, &backends, &budgets)
             .instrument(span.clone())
             .await
         {
@@ -284,6 +293,7 @@ async fn collect_region(
     ctx: &Context,
     http: &reqwest::Client,
     region: &SovereignRegion,
+    backends: &[InferenceBackend],
 ) -> Result<(), UsageError> {
     let name = region.name_any();
     let namespace = region.stack_namespace();
@@ -316,8 +326,7 @@ async fn collect_region(
             }
         }
     }
-    let backends = super::region_backends(ctx, region).await?;
-    let prices = PriceBook::from_backends(&backends);
+    let prices = PriceBook::from_backends(backends);
     let running: Vec<RunningGpus> = backends
         .iter()
         .filter(|b| b.spec.vllm.is_some())
@@ -541,10 +550,16 @@ fn export(ctx: &Context, region: &str, ledger: &Ledger) {
 async fn write_actions(
     ctx: &Context,
     region: &SovereignRegion,
+    backends: &[InferenceBackend],
     budgets: &[TokenBudget],
 ) -> Result<(), Error> {
     let name = region.name_any();
-    let served = served_models(ctx, region).await?;
+    // The models the region's gateway serves: its Ready and Compliant backends'.
+    let served: BTreeSet<String> = backends
+        .iter()
+        .filter(|b| b.may_serve())
+        .map(|b| b.spec.model_name.clone())
+        .collect();
     let file = region_actions(budgets, &name, &served);
     let json = serde_json::to_string_pretty(&file)
         .map_err(|e| Error::kube("serialize budget actions", kube::Error::SerdeError(e)))?;
@@ -564,14 +579,4 @@ async fn write_actions(
     };
     ctx.applier(MANAGER).apply(&Child::from(config_map)).await?;
     Ok(())
-}
-
-/// Model names the region's gateway serves: its Ready and Compliant backends'.
-async fn served_models(ctx: &Context, region: &SovereignRegion) -> Result<BTreeSet<String>, Error> {
-    Ok(super::region_backends(ctx, region)
-        .await?
-        .into_iter()
-        .filter(InferenceBackend::may_serve)
-        .map(|b| b.spec.model_name)
-        .collect())
 }

@@ -120,30 +120,6 @@ pub struct Row {
     pub cost: String,
 }
 
-/// Total of one budget.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Total {
-    /// Context or file.
-    pub source: String,
-    /// Namespace.
-    pub namespace: String,
-    /// Budget.
-    pub budget: String,
-    /// Period name.
-    pub period: String,
-    /// Currency.
-    pub currency: String,
-    /// Input tokens.
-    pub input_tokens: i64,
-    /// Output tokens.
-    pub output_tokens: i64,
-    /// Requests.
-    pub requests: i64,
-    /// Cost (equal to the status' `spent.amount`).
-    pub cost: String,
-}
-
 /// A report.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -154,8 +130,8 @@ pub struct Report {
     pub by: Vec<Dimension>,
     /// Rows.
     pub rows: Vec<Row>,
-    /// Per-budget totals.
-    pub totals: Vec<Total>,
+    /// Per-budget totals: one row per budget, with no group, equal to its status' `spent`.
+    pub totals: Vec<Row>,
 }
 
 fn decimal(text: &str) -> Decimal {
@@ -240,35 +216,31 @@ pub fn build(
             entry.2 += line.requests;
             entry.3 += decimal(&line.amount);
         }
-        let (namespace, budget_name) = (budget.namespace().unwrap_or_default(), budget.name_any());
-        for (group, (input, output, requests, cost)) in groups {
-            rows.push(Row {
-                source: source.clone(),
-                namespace: namespace.clone(),
-                budget: budget_name.clone(),
-                period: name.clone(),
-                period_start: start.0.to_string(),
-                period_end: end.0.to_string(),
-                open,
-                currency: spent.currency.clone(),
-                group,
-                input_tokens: input,
-                output_tokens: output,
-                requests,
-                cost: money(cost),
-            });
-        }
-        totals.push(Total {
+        let row = |group, input_tokens, output_tokens, requests, cost| Row {
             source: source.clone(),
-            namespace,
-            budget: budget_name,
-            period: name,
+            namespace: budget.namespace().unwrap_or_default(),
+            budget: budget.name_any(),
+            period: name.clone(),
+            period_start: start.0.to_string(),
+            period_end: end.0.to_string(),
+            open,
             currency: spent.currency.clone(),
-            input_tokens: spent.input_tokens,
-            output_tokens: spent.output_tokens,
-            requests: spent.requests,
-            cost: spent.amount.clone(),
-        });
+            group,
+            input_tokens,
+            output_tokens,
+            requests,
+            cost,
+        };
+        for (group, (input, output, requests, cost)) in groups {
+            rows.push(row(group, input, output, requests, money(cost)));
+        }
+        totals.push(row(
+            BTreeMap::new(),
+            spent.input_tokens,
+            spent.output_tokens,
+            spent.requests,
+            spent.amount.clone(),
+        ));
     }
     Ok(Report {
         period: period.map(str::to_owned),
