@@ -418,12 +418,12 @@ cases! {
         .policies(&[])
         .stderr(&["compliant: 3 objects checked against 1 residency policies"]);
     same_files_as_input_and_policies_count_once: Case::new(&[EXAMPLE], 0,
-        "one file reached by -f and --policies is one definition, not a duplicate")
-        .stderr(&["compliant: 0 objects"]);
+        "one file reached by -f and --policies is one definition, not a duplicate, and judged")
+        .stderr(&["compliant: 15 objects"]);
     policies_inside_the_judged_tree_count_once: Case::new(&["tests/check/cases/policies-inside-tree"], 0,
-        "`-f . --policies policies/`: the policies are context, the rest is judged")
+        "`-f . --policies policies/`: the policies are context (not a judged region), all is judged")
         .policies(&["tests/check/cases/policies-inside-tree/policies"])
-        .stderr(&["compliant: 1 objects"]);
+        .stderr(&["compliant: 3 objects"]);
     new_namespace_is_context: Case::new(&["tests/check/cases/new-namespace"], 0,
         "a new team namespace labelled eu is what a deploy adds; its pii ConfigMap is at home")
         .stderr(&["compliant: 2 objects"]);

@@ -226,23 +226,29 @@ pub fn check(paths: &[PathBuf], policy_paths: &[PathBuf]) -> Result<Verdict, Che
     } else {
         manifest::sources(policy_paths)?
     };
+    let judged_sources = manifest::sources(paths)?;
     let policy_files: HashSet<PathBuf> = policy_sources.iter().filter_map(canonical).collect();
+    let judged_files: HashSet<PathBuf> = judged_sources.iter().filter_map(canonical).collect();
     let mut context = Vec::new();
+    let mut shared = Vec::new();
     for source in &policy_sources {
-        context.extend(manifest::read_source(source)?);
+        let documents = manifest::read_source(source)?;
+        if canonical(source).is_some_and(|p| judged_files.contains(&p)) {
+            shared.extend(documents.iter().cloned());
+        }
+        context.extend(documents);
     }
     let mut judged = Vec::new();
-    for source in manifest::sources(paths)? {
-        // One file reached by both -f and --policies is one definition, and context.
+    for source in judged_sources {
+        // A file reached by both -f and --policies is one definition: read once, as context,
+        // and judged too (`shared`).
         if canonical(&source).is_some_and(|p| policy_files.contains(&p)) {
             continue;
         }
         judged.extend(manifest::read_source(&source)?);
     }
-    judge(
-        &judged,
-        (!policy_paths.is_empty()).then_some(context.as_slice()),
-    )
+    let policies = (!policy_paths.is_empty()).then_some(context.as_slice());
+    judge(&judged, policies, &shared)
 }
 
 fn canonical(source: &Source) -> Option<PathBuf> {
@@ -253,8 +259,13 @@ fn canonical(source: &Source) -> Option<PathBuf> {
 }
 
 /// Judges `judged` against `policies` (the documents of `--policies`, when given) under the
-/// trust model of the module documentation.
-pub fn judge(judged: &[Document], policies: Option<&[Document]>) -> Result<Verdict, CheckError> {
+/// trust model of the module documentation. `shared` are documents of `policies` that `-f`
+/// named too: judged, but authoritative like the rest of `policies`.
+pub fn judge(
+    judged: &[Document],
+    policies: Option<&[Document]>,
+    shared: &[Document],
+) -> Result<Verdict, CheckError> {
     let context = policies.unwrap_or_default();
     if policies.is_some() {
         let given: HashMap<Identity, &Document> = context
@@ -329,10 +340,11 @@ pub fn judge(judged: &[Document], policies: Option<&[Document]>) -> Result<Verdi
     }
     let engine = Engine::new(&resources.regions, &resources.policies);
     let inventory = Inventory::of(context.iter().chain(judged).map(|d| &d.value));
-    let evaluation = engine.evaluate_with(&inventory, judged.iter().map(|d| &d.value));
+    let objects = judged.iter().chain(shared).map(|d| &d.value);
+    let evaluation = engine.evaluate_with(&inventory, objects);
     Ok(Verdict {
         evaluation,
-        objects: judged.len(),
+        objects: judged.len() + shared.len(),
         policies: resources.policies.len(),
     })
 }
@@ -364,7 +376,7 @@ mod tests {
     #[test]
     fn a_judged_region_is_refused_naming_both_files() {
         let judged = docs("repo.yaml", REGION_EU);
-        let error = judge(&judged, Some(&policies())).expect_err("refused");
+        let error = judge(&judged, Some(&policies()), &[]).expect_err("refused");
         assert_eq!(error.exit_code(), 2);
         let text = error.to_string();
         assert!(
@@ -376,11 +388,11 @@ mod tests {
     #[test]
     fn a_new_judged_policy_is_refused_with_policies_but_used_without() {
         let judged = docs("repo.yaml", &POLICY.replace("pii-home-region", "mine"));
-        let error = judge(&judged, Some(&policies())).expect_err("refused");
+        let error = judge(&judged, Some(&policies()), &[]).expect_err("refused");
         assert!(matches!(error, CheckError::Governance { .. }), "{error}");
         let mut own = docs("repo.yaml", REGION_EU);
         own.extend(judged);
-        let verdict = judge(&own, None).expect("judged");
+        let verdict = judge(&own, None, &[]).expect("judged");
         assert_eq!(verdict.policies, 1);
         assert_eq!(verdict.exit_code(), 0, "{:?}", verdict.evaluation);
     }
@@ -395,19 +407,19 @@ mod tests {
                 ),
             )
         };
-        let error = judge(&ns("us"), Some(&policies())).expect_err("refused");
+        let error = judge(&ns("us"), Some(&policies()), &[]).expect_err("refused");
         assert!(
             matches!(error, CheckError::StackNamespace { .. }),
             "{error}"
         );
         assert!(error.to_string().contains("policies.yaml:1"), "{error}");
-        let verdict = judge(&ns("eu"), Some(&policies())).expect("same region");
+        let verdict = judge(&ns("eu"), Some(&policies()), &[]).expect("same region");
         assert_eq!(verdict.exit_code(), 0);
     }
 
     #[test]
     fn no_policy_is_an_error() {
-        let error = judge(&docs("repo.yaml", REGION_EU), None).expect_err("no policy");
+        let error = judge(&docs("repo.yaml", REGION_EU), None, &[]).expect_err("no policy");
         assert!(matches!(error, CheckError::NoPolicy { .. }));
     }
 
@@ -417,7 +429,7 @@ mod tests {
             "repo.yaml",
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: leaked\n  namespace: default\n  labels: {sovereign.ai/data-class: pii}\n",
         );
-        let verdict = judge(&judged, Some(&policies())).expect("judged");
+        let verdict = judge(&judged, Some(&policies()), &[]).expect("judged");
         assert_eq!(verdict.exit_code(), 1);
         let text = verdict.render(Format::Text).expect("text");
         assert!(
