@@ -494,10 +494,10 @@ fn object(
         .map(|(kind, index)| format!("{kind}: items[{index}]: "))
         .unwrap_or_default();
     for key in ["kind", "apiVersion"] {
-        if !map
+        if map
             .get(key)
             .and_then(Value::as_str)
-            .is_some_and(|s| !s.is_empty())
+            .is_none_or(str::is_empty)
         {
             return Err(ManifestError::Parse {
                 path: path.to_owned(),

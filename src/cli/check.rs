@@ -272,7 +272,7 @@ pub fn judge(
             .iter()
             .filter_map(|d| manifest::identity(d).map(|i| (i, d)))
             .collect();
-        for document in judged.iter().filter(|d| is_governance(d)) {
+        if let Some(document) = judged.iter().find(|d| is_governance(d)) {
             let found = manifest::identity(document).and_then(|i| given.get(&i));
             return Err(match found {
                 Some(original) => CheckError::Redefined {
