@@ -12,10 +12,12 @@
 //!   included, symbolic links to directories not followed); a file named explicitly is read
 //!   whatever its name. `-` is stdin. A UTF-8 byte order mark is dropped and UTF-16 with a BOM
 //!   decoded, as kubectl's `BOMOverride` does; other bytes must be UTF-8.
-//! - **JSON or YAML.** A stream whose first non-space character is `{` is a stream of JSON
-//!   values; anything else is YAML, cut into documents at every line that starts with `---`
-//!   (only spaces or a `# comment` may follow it, otherwise kubectl refuses the file). Empty
-//!   documents, comment-only documents and `null` are skipped.
+//! - **JSON or YAML.** A stream whose first non-space character is `{` is read as JSON values
+//!   one after the other; if one fails to decode after at most one success (a YAML flow
+//!   mapping, or one JSON object then YAML), the rest is YAML. Anything else is YAML, cut into
+//!   documents at every line that starts with `---` (only spaces or a `# comment` may follow
+//!   it, otherwise kubectl refuses the file). Empty documents, comment-only documents and
+//!   `null` are skipped.
 //! - **Lists.** Any object with an `items` key is a list (kubectl decides by the key, not the
 //!   kind): `kind: List`, typed lists (`ConfigMapList`, `SecretList`, …) and anything else. An
 //!   item with neither `kind` nor `apiVersion` takes the list's `apiVersion` and its kind
@@ -265,26 +267,77 @@ pub fn parse(path: &str, text: &str) -> Result<Vec<Document>, ManifestError> {
         message,
     };
     let mut documents = Vec::new();
-    // kubectl sniffs for a leading `{`: such a stream is JSON values, one after the other, and
-    // nothing else (YAML after it is an error there too).
+    // kubectl sniffs for a leading `{`: then it decodes JSON values one after the other. When
+    // one fails to decode after at most one success (a YAML flow mapping `{a: b}`, or one JSON
+    // object followed by YAML), apimachinery's `YAMLOrJSONDecoder` reads the rest as YAML, from
+    // after the spaces and first newline that follow the last JSON value; after two JSON
+    // values, a failure is an error.
     if text.trim_start().starts_with('{') {
         let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Node<false>>();
+        let mut count = 0;
         loop {
             let start = stream.byte_offset();
-            let Some(next) = stream.next() else { break };
-            let Node(value) =
-                next.map_err(|e| error(e.line().max(1), without_position(&e.to_string())))?;
-            let skipped = text[start..].len() - text[start..].trim_start().len();
-            let line = line_of(text, start + skipped);
-            expand(value, path, line, &mut documents)?;
+            let Some(next) = stream.next() else {
+                return Ok(documents);
+            };
+            match next {
+                Ok(Node(value)) => {
+                    count += 1;
+                    let skipped = text[start..].len() - text[start..].trim_start().len();
+                    expand(value, path, line_of(text, start + skipped), &mut documents)?;
+                }
+                Err(json) => {
+                    let json_error = error(json.line().max(1), without_position(&json.to_string()));
+                    if count > 1 {
+                        return Err(json_error);
+                    }
+                    let mut rest = start;
+                    for c in text[start..].chars().take_while(|c| c.is_whitespace()) {
+                        rest += c.len_utf8();
+                        if c == '\n' {
+                            break;
+                        }
+                    }
+                    return match parse_yaml(
+                        path,
+                        &text[rest..],
+                        line_of(text, rest),
+                        &mut documents,
+                    ) {
+                        Ok(()) => Ok(documents),
+                        // Neither reads it: the JSON error, as kubectl reports, names what a
+                        // JSON file got wrong; the YAML one what a YAML file did.
+                        Err(ManifestError::Parse { line, message, .. }) if count == 0 => Err(
+                            error(line, format!("{message} (and as JSON: {json_error})")),
+                        ),
+                        Err(other) => Err(if count == 0 { other } else { json_error }),
+                    };
+                }
+            }
         }
-        return Ok(documents);
     }
+    parse_yaml(path, text, 1, &mut documents)?;
+    Ok(documents)
+}
+
+/// The YAML documents of `text`, whose first line is line `first` of the file.
+fn parse_yaml(
+    path: &str,
+    text: &str,
+    first: usize,
+    documents: &mut Vec<Document>,
+) -> Result<(), ManifestError> {
+    let error = |line: usize, message: String| ManifestError::Parse {
+        path: path.to_owned(),
+        line,
+        message,
+    };
     for chunk in yaml_chunks(text) {
         let Chunk {
             first_line,
             text: chunk,
-        } = chunk.map_err(|(line, m)| error(line, m))?;
+        } = chunk.map_err(|(line, m)| error(first + line - 1, m))?;
+        let first_line = first + first_line - 1;
         let mut stream = serde_yaml_ng::Deserializer::from_str(&chunk);
         let Some(document) = stream.next() else {
             continue;
@@ -311,9 +364,9 @@ pub fn parse(path: &str, text: &str) -> Result<Vec<Document>, ManifestError> {
             ));
         }
         let line = first_line + leading_trivia(&chunk);
-        expand(value, path, line, &mut documents)?;
+        expand(value, path, line, documents)?;
     }
-    Ok(documents)
+    Ok(())
 }
 
 /// A parser's message without its ` at line L column C`: relative to the `---` section for
@@ -1083,14 +1136,28 @@ mod tests {
         assert_eq!(names(&documents), ["j", "k"]);
         assert_eq!(documents[0].value["data"]["<<"], "x");
         assert_eq!(documents[1].line, 2);
-        // YAML after JSON: kubectl's JSON decoder refuses it too.
-        assert!(
-            parse(
-                "x.json",
-                "{\"apiVersion\": \"v1\", \"kind\": \"ConfigMap\", \"metadata\": {\"name\": \"j\"}}\n---\na: 1\n"
-            )
-            .is_err()
-        );
+        // One JSON object then YAML, or a YAML flow mapping: apimachinery falls back to YAML.
+        let documents = parse(
+            "x.yaml",
+            &format!("{{\"apiVersion\": \"v1\", \"kind\": \"ConfigMap\", \"metadata\": {{\"name\": \"j\"}}}}\n---\n{CM}metadata: {{name: y}}\n"),
+        )
+        .expect("JSON then YAML");
+        assert_eq!(names(&documents), ["j", "y"]);
+        assert_eq!(documents[1].line, 3);
+        let documents = parse(
+            "x.yaml",
+            "{apiVersion: v1, kind: ConfigMap, metadata: {name: flow}}\n",
+        )
+        .expect("flow mapping");
+        assert_eq!(names(&documents), ["flow"]);
+        // After two JSON values the stream is JSON: a third that fails is an error.
+        let cm = r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}"#;
+        let error = parse(
+            "x.json",
+            &format!("{cm}\n{}\n{{oops}}\n", cm.replace("\"a\"", "\"b\"")),
+        )
+        .expect_err("JSON stream");
+        assert!(error.to_string().starts_with("x.json:3:"), "{error}");
     }
 
     #[test]

@@ -356,6 +356,10 @@ cases! {
         "kubectl reads concatenated JSON objects; the second one leaks")
         .stdout(&["ConfigMap default/second-in-stream: "])
         .stderr(&["2 objects"]);
+    yaml_after_one_json_object_is_judged: Case::new(&["tests/check/cases/json-then-yaml"], 1,
+        "after one JSON object kubectl reads the rest of the file as YAML; that part leaks")
+        .stdout(&["ConfigMap default/yaml-after-json: "])
+        .stderr(&["2 objects"]);
     files_kubectl_ignores_are_not_judged: Case::new(&["tests/check/cases/ignored-extensions"], 0,
         "kubectl -f DIR reads only .json/.yaml/.yml (case-sensitive): notes.txt, UPPER.YAML are not sent")
         .stderr(&["compliant: 1 objects"]);
