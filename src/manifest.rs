@@ -40,11 +40,17 @@
 //! - **Content after `...`** in a document: kubectl reads only the first YAML document of each
 //!   `---` section and drops the rest silently.
 //!
-//! Known divergence, not a way around the gate: kubectl parses YAML 1.1 scalars, so plain
-//! `yes`, `on`, `y`, `012`, `1_000` are booleans and numbers for it and strings here, both as
-//! values and as keys (`on:` becomes `"true"`). Where the engine reads a value (labels, node
-//! selectors, storage classes, Velero and CloudNativePG string fields) the API server rejects a
-//! boolean or number, so such an object cannot reach the cluster; quote such values.
+//! Known divergences, not ways around the gate:
+//!
+//! - A quoted `"<<"` key is a merge key here (serde_yaml_ng does not tell quoted from plain
+//!   keys) but a literal key for kubectl; under labels, annotations or any string map that is a
+//!   map where a string belongs, which the API server rejects.
+//! - kubectl parses YAML 1.1 scalars, so plain `yes`, `on`, `y`, `012`, `1_000` are booleans
+//!   and numbers for it and strings here, both as values and as keys (`on:` becomes `"true"`).
+//!   Where the engine reads a value (labels, node selectors, storage classes, Velero and
+//!   CloudNativePG string fields) the API server rejects a boolean or number, so such an object
+//!   cannot reach the cluster; quote such values. (YAML 1.2 reads no plain scalar as a
+//!   non-string that YAML 1.1 reads as a string, so the reverse cannot happen.)
 
 use std::collections::HashMap;
 use std::fmt;
