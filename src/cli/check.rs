@@ -418,6 +418,25 @@ mod tests {
     }
 
     #[test]
+    fn a_clash_with_policies_names_the_policies_first_and_shared_documents_are_judged() {
+        let ns = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team\n  labels: {sovereign.ai/region: eu}\n";
+        let mut context = policies();
+        context.extend(docs("policies-ns.yaml", ns));
+        let error = judge(&docs("repo.yaml", ns), Some(&context), &[]).expect_err("duplicate");
+        assert!(
+            error.to_string().starts_with(
+                "Namespace team is defined twice, at policies-ns.yaml:1 and at repo.yaml:1"
+            ),
+            "{error}"
+        );
+        // The same file named by -f and --policies: no duplicate, and its objects are judged.
+        let shared = docs("policies-ns.yaml", ns);
+        let verdict = judge(&[], Some(&context), &shared).expect("judged");
+        assert_eq!(verdict.objects, 1);
+        assert_eq!(verdict.exit_code(), 0);
+    }
+
+    #[test]
     fn no_policy_is_an_error() {
         let error = judge(&docs("repo.yaml", REGION_EU), None, &[]).expect_err("no policy");
         assert!(matches!(error, CheckError::NoPolicy { .. }));
