@@ -131,7 +131,7 @@ pub struct MonitoringSpec {
     /// scrapes fail and tokens served around the gateway are never attributed.
     #[serde(default = "default_scrape_namespaces")]
     #[x_kube(validation = Rule::new("self.all(n, n.matches('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$'))").message("monitoring.scrapeNamespaces entries must be namespace names (DNS labels)"))]
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = 16), inner(length(max = 63)))]
     pub scrape_namespaces: Vec<String>,
     /// Render a `monitoring.coreos.com/v1` PodMonitor per vLLM backend (port `http`,
     /// `/metrics`) so that Prometheus — and through a custom-metrics adapter the autoscaler on

@@ -226,4 +226,57 @@ mod tests {
         assert!(json.contains("LITELLM_LOCAL_MODEL_COST_MAP"));
         assert!(json.contains("europe-west9"), "pinned to the region");
     }
+    fn pod(children: &[Child]) -> PodSpec {
+        children
+            .iter()
+            .find_map(|c| match c {
+                Child::Deployment(d) => d.spec.as_ref().and_then(|s| s.template.spec.clone()),
+                _ => None,
+            })
+            .expect("gateway pod")
+    }
+
+    #[test]
+    fn the_egress_proxy_is_in_the_gateways_environment() {
+        let region = example_region("eu");
+        let children = gateway_children(&region, &owner("eu"), "model_list: []\n", Vec::new());
+        let env: BTreeMap<String, Option<String>> = pod(&children).containers[0]
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone()))
+            .collect();
+        assert_eq!(
+            env["HTTPS_PROXY"].as_deref(),
+            Some("http://egress-proxy.egress-eu.svc:3128")
+        );
+        assert_eq!(env["https_proxy"], env["HTTPS_PROXY"]);
+        assert_eq!(
+            env["NO_PROXY"].as_deref(),
+            Some(
+                ".svc,.cluster.local,localhost,127.0.0.1,.eu.observability.example.com,hf-mirror.eu.example.com"
+            )
+        );
+        let mut none = example_region("eu");
+        none.spec.egress = None;
+        assert!(proxy_env(&none).is_empty());
+    }
+
+    #[test]
+    fn the_gateway_runs_as_the_non_root_images_user_and_defaults_to_the_tested_release() {
+        let region = example_region("eu");
+        let children = gateway_children(&region, &owner("eu"), "model_list: []\n", Vec::new());
+        let pod = pod(&children);
+        assert_eq!(
+            pod.security_context.as_ref().and_then(|s| s.run_as_user),
+            Some(65534)
+        );
+        assert_eq!(
+            pod.containers[0].image.as_deref(),
+            Some(&*format!(
+                "ghcr.io/berriai/litellm-non_root:v{}",
+                crate::api::versions::version("LITELLM_VERSION").expect("in versions.env")
+            ))
+        );
+    }
 }
