@@ -853,16 +853,58 @@ pub fn cases() -> Vec<Case> {
         });
     }
     {
+        let hosts = with(
+            &region(),
+            "/spec/inRegionHosts",
+            json!(["*.eu.example.com", "hf-mirror.models.svc"]),
+        );
         cases.push(Case {
             name: "region_hugging_face_mirror_is_an_http_url/1",
             kind: Kind::SovereignRegion,
             object: with(
-                &region(),
+                &hosts,
                 "/spec/huggingFaceMirror",
                 json!("http://hf-mirror.models.svc:8080"),
             ),
             old: None,
             expect: None,
+        });
+        cases.push(Case {
+            name: "region_hugging_face_mirror_is_an_in_region_host/1",
+            kind: Kind::SovereignRegion,
+            object: with(
+                &hosts,
+                "/spec/huggingFaceMirror",
+                json!("https://hub.eu.example.com"),
+            ),
+            old: None,
+            expect: None,
+        });
+        cases.push(Case {
+            name: "region_hugging_face_mirror_is_an_in_region_host/2",
+            kind: Kind::SovereignRegion,
+            object: with(
+                &hosts,
+                "/spec/huggingFaceMirror",
+                json!("https://huggingface.co"),
+            ),
+            old: None,
+            expect: Some(
+                "huggingFaceMirror must be served from inside the region: its host must match one of inRegionHosts",
+            ),
+        });
+        cases.push(Case {
+            name: "region_hugging_face_mirror_is_an_in_region_host/3",
+            kind: Kind::SovereignRegion,
+            object: with(
+                &region(),
+                "/spec/huggingFaceMirror",
+                json!("https://hub.eu.example.com"),
+            ),
+            old: None,
+            expect: Some(
+                "huggingFaceMirror must be served from inside the region: its host must match one of inRegionHosts",
+            ),
         });
         cases.push(Case {
             name: "region_hugging_face_mirror_is_an_http_url/2",
