@@ -363,12 +363,16 @@ async fn the_operator_provisions_the_example_and_follows_changes() {
         }
     })
     .await;
-    let region = json!({
+    // The region appears without an in-region hub mirror: the backend's weights would come
+    // from the public hub abroad, so it is refused in status, not rendered to crash-loop.
+    let mut region = json!({
         "apiVersion": "sovereign.ai/v1alpha1", "kind": "SovereignRegion",
         "metadata": {"name": "nowhere"},
-        "spec": {"jurisdiction": "EU", "locations": ["eu-central-1"], "vectorStore": {"engine": "None"}}
+        "spec": {"jurisdiction": "EU", "locations": ["eu-central-1"], "vectorStore": {"engine": "None"},
+                 "inRegionHosts": ["hf-mirror.eu.example.com"]}
     });
-    Api::<SovereignRegion>::all(client.clone())
+    let regions = Api::<SovereignRegion>::all(client.clone());
+    regions
         .patch(
             "nowhere",
             &PatchParams::apply(MANAGER).force(),
@@ -376,6 +380,24 @@ async fn the_operator_provisions_the_example_and_follows_changes() {
         )
         .await
         .expect("create region nowhere");
+    let seen = wait_backend_reason(
+        &client,
+        "sovereign-nowhere",
+        "orphan",
+        "NoInRegionModelSource",
+    )
+    .await;
+    assert!(seen.contains("huggingFaceMirror"), "{seen}");
+    // With the mirror, the backend recovers.
+    region["spec"]["huggingFaceMirror"] = json!("https://hf-mirror.eu.example.com");
+    regions
+        .patch(
+            "nowhere",
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&region),
+        )
+        .await
+        .expect("give region nowhere a mirror");
     wait_backend_reason(&client, "sovereign-nowhere", "orphan", "Available").await;
 
     // A GPU request no node can satisfy is reported from the scheduler's verdict.

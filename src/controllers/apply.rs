@@ -66,6 +66,13 @@ fn api_resource(kind: &str) -> Option<ApiResource> {
         "ValidatingAdmissionPolicyBinding" => {
             ApiResource::erase::<ValidatingAdmissionPolicyBinding>(&())
         }
+        // The Prometheus Operator's CRD (k8s-openapi has no type for it); rendered only when a
+        // region asks for it (`monitoring.podMonitor`).
+        "PodMonitor" => ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+            "monitoring.coreos.com",
+            "v1",
+            "PodMonitor",
+        )),
         _ => return None,
     })
 }
@@ -171,14 +178,22 @@ impl Applier {
             let Some(api) = self.api(kind, Some(namespace)) else {
                 continue;
             };
-            let listed = api
+            let listed = match api
                 .list_metadata(&ListParams::default().labels(&selector))
                 .await
-                .map_err(|source| ApplyError::Kube {
-                    verb: "list",
-                    object: format!("{kind} in {namespace}"),
-                    source,
-                })?;
+            {
+                Ok(listed) => listed,
+                // A kind the cluster does not serve (PodMonitor without the Prometheus
+                // Operator) holds no orphans.
+                Err(kube::Error::Api(status)) if status.code == 404 => continue,
+                Err(source) => {
+                    return Err(ApplyError::Kube {
+                        verb: "list",
+                        object: format!("{kind} in {namespace}"),
+                        source,
+                    });
+                }
+            };
             for item in listed.items {
                 if !controlled_by(&item, owner_uid) {
                     continue;

@@ -28,11 +28,12 @@ use crate::residency::inference::hosting_violations;
 /// Field manager of everything this controller writes.
 pub const MANAGER: &str = "sovereign-operator-backend";
 /// Kinds a backend owns; orphans of these are deleted.
-const OWNED_KINDS: [&str; 4] = [
+const OWNED_KINDS: [&str; 5] = [
     "Deployment",
     "Service",
     "PodDisruptionBudget",
     "HorizontalPodAutoscaler",
+    "PodMonitor",
 ];
 
 /// Runs the controller until `shutdown` resolves.
@@ -233,8 +234,16 @@ async fn provision(
         instance: name.clone(),
         reference: backend.controller_owner_ref(&()),
     };
-    let children =
-        vllm::vllm_children(backend, region, &owner).map_err(super::apply::ApplyError::from)?;
+    let children = match vllm::vllm_children(backend, region, &owner) {
+        Ok(children) => children,
+        // The spec cannot be provisioned as it stands (weights from the public hub with no
+        // in-region mirror): say so in status rather than only in the log. A change of the
+        // backend or its region re-triggers the reconcile.
+        Err(error @ crate::render::RenderError::NoInRegionModelSource { .. }) => {
+            return Ok(not_ready("NoInRegionModelSource", error.to_string()));
+        }
+        Err(error) => return Err(super::apply::ApplyError::from(error).into()),
+    };
     let applier = ctx.applier(MANAGER);
     for child in &children {
         applier.apply(child).await?;

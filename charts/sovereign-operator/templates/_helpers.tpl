@@ -81,6 +81,11 @@ under exactly these rules (e2e/tests/harness.rs), so a missing one fails the tes
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [get, list, create, patch, delete]
+# PodMonitors for the vLLM servers when a region asks for them (monitoring.podMonitor);
+# listed by the orphan clean-up, which skips them where the Prometheus Operator is absent.
+- apiGroups: [monitoring.coreos.com]
+  resources: [podmonitors]
+  verbs: [get, list, create, patch, delete]
 # The compiled residency admission policies (policy controller); owned by their
 # ResidencyPolicy, so the garbage collector deletes them, not the operator.
 - apiGroups: [admissionregistration.k8s.io]
