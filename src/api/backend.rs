@@ -1,6 +1,7 @@
 //! `InferenceBackend`: one model served to a region's gateway, either self-hosted on vLLM on the
 //! region's GPUs or an external API whose hosting jurisdiction is declared.
 
+use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use kube::{CustomResource, KubeSchema};
@@ -71,7 +72,7 @@ pub struct InferenceBackendSpec {
 }
 
 /// Self-hosted vLLM serving.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[x_kube(validation = Rule::new("!has(self.tensorParallelSize) || self.tensorParallelSize <= self.gpus.count").message("vllm.tensorParallelSize must not exceed vllm.gpus.count"))]
 #[serde(rename_all = "camelCase")]
 pub struct VllmSpec {
@@ -79,7 +80,9 @@ pub struct VllmSpec {
     /// path inside the model cache volume.
     #[x_kube(validation = Rule::new("self.size() >= 1").message("vllm.model must not be empty"))]
     pub model: String,
-    /// Container image of the vLLM OpenAI-compatible server.
+    /// Container image of the vLLM OpenAI-compatible server. Defaults to the CUDA image of the
+    /// vLLM release whose CPU build the operator's tests run (the flags rendered are that
+    /// release's).
     #[serde(default = "default_vllm_image")]
     pub image: String,
     /// GPUs per replica.
@@ -98,19 +101,71 @@ pub struct VllmSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 1").message("vllm.maxModelLen must be at least 1"))]
     pub max_model_len: Option<i64>,
-    /// Extra command-line arguments passed to the vLLM server as given.
+    /// Extra command-line arguments passed to the vLLM server as given. `--disable-log-requests`
+    /// is refused: vLLM 0.32 removed it and exits on it ("unrecognized arguments"); request
+    /// logging is off unless `--enable-log-requests` is given.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("!self.exists(a, a == '--disable-log-requests' || a.startsWith('--disable-log-requests='))").message("vllm.extraArgs: --disable-log-requests was removed in vLLM 0.32 and makes the server exit; request logging is off by default (--enable-log-requests turns it on)"))]
     pub extra_args: Vec<String>,
-    /// Where the weights come from; without it vLLM downloads `model` from Hugging Face.
+    /// Where the weights come from. Without it `model` is a Hugging Face id downloaded from
+    /// the region's `huggingFaceMirror` (never from the public hub; a region without a mirror
+    /// refuses such a backend).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_source: Option<ModelSource>,
+    /// CPU and memory of each replica (GPUs come from `gpus`). Without it the operator
+    /// requests 2 CPUs and 16Gi of memory per GPU, so the server is never BestEffort; weights
+    /// pass through host memory while loading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Size limit of the model cache (an `emptyDir` on the node's disk holding downloaded
+    /// weights and compile caches): a pod that writes more is evicted rather than filling the
+    /// node. Size it above the weights when they are downloaded (huggingFace / objectStore).
+    #[serde(default = "default_cache_size")]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("vllm.cacheSize must be a positive quantity such as 200Gi"))]
+    #[schemars(length(max = 32))]
+    pub cache_size: String,
+    /// Size limit of `/dev/shm` (a memory-backed `emptyDir`, counted against the container's
+    /// memory): PyTorch and NCCL exchange tensors through it with tensor parallelism.
+    #[serde(default = "default_shm_size")]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("vllm.shmSize must be a positive quantity such as 8Gi"))]
+    #[schemars(length(max = 32))]
+    pub shm_size: String,
     /// Cost of one GPU for one hour; self-hosted spend is GPU-hours × this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_hourly_cost: Option<Money>,
 }
 
+impl Default for VllmSpec {
+    fn default() -> Self {
+        Self {
+            model: String::new(),
+            image: default_vllm_image(),
+            gpus: GpuSpec::default(),
+            replicas: ReplicaRange::default(),
+            tensor_parallel_size: None,
+            quantization: None,
+            max_model_len: None,
+            extra_args: Vec::new(),
+            model_source: None,
+            resources: None,
+            cache_size: default_cache_size(),
+            shm_size: default_shm_size(),
+            gpu_hourly_cost: None,
+        }
+    }
+}
+
+/// The GPU image of the vLLM release the e2e suite runs on CPU (`versions.env`).
 fn default_vllm_image() -> String {
-    "vllm/vllm-openai:v0.11.0".to_owned()
+    super::versions::vllm_image()
+}
+
+fn default_cache_size() -> String {
+    "200Gi".to_owned()
+}
+
+fn default_shm_size() -> String {
+    "8Gi".to_owned()
 }
 
 /// GPUs per vLLM replica and which nodes provide them.
@@ -186,7 +241,8 @@ pub struct ModelSource {
     /// An in-region object store URI (s3://…, gs://…) the weights are copied from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_store: Option<ObjectStoreSource>,
-    /// A Hugging Face repository pinned to a revision.
+    /// A Hugging Face repository pinned to a revision, downloaded from the region's
+    /// `huggingFaceMirror` (never the public hub).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hugging_face: Option<HuggingFaceSource>,
 }

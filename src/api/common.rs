@@ -54,6 +54,17 @@ pub fn https_rule(field: &str) -> Rule {
         )))
 }
 
+/// CEL: the value is an absolute http or https URL (for in-cluster or private in-region
+/// services that may not terminate TLS themselves).
+pub fn http_url_rule(field: &str) -> Rule {
+    Rule::new(
+        "isURL(self) && (url(self).getScheme() == 'https' || url(self).getScheme() == 'http') && url(self).getHostname() != ''",
+    )
+    .message(Message::Message(format!(
+        "{field} must be an absolute http:// or https:// URL"
+    )))
+}
+
 /// CEL: the value is `EU` or an ISO 3166-1 alpha-2 country code.
 pub fn jurisdiction_rule(field: &str) -> Rule {
     Rule::new("self.matches('^(EU|[A-Z]{2})$')").message(Message::Message(format!(

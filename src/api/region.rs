@@ -11,8 +11,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    SecretKeyReference, dns_label_rule, free_form_object, https_rule, immutable_rule,
-    jurisdiction_rule,
+    SecretKeyReference, dns_label_rule, free_form_object, http_url_rule, https_rule,
+    immutable_rule, jurisdiction_rule,
 };
 
 /// A jurisdiction's sovereign AI stack: the node locations inside its borders and the regional
@@ -99,6 +99,71 @@ pub struct SovereignRegionSpec {
     /// inside the namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<EgressSpec>,
+
+    /// Base URL of an in-region mirror of the Hugging Face hub (the `HF_ENDPOINT` of the vLLM
+    /// pods), e.g. https://hf-mirror.eu.example.com. vLLM backends whose weights come from
+    /// Hugging Face (a `huggingFace` model source, or none) download from here; the public hub
+    /// is never used, so without a mirror such backends are refused (use a `pvc` or
+    /// `objectStore` source instead). The mirror must be an in-region host whose addresses
+    /// `egress.cidrs` opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = http_url_rule("huggingFaceMirror"))]
+    #[schemars(length(max = 2048))]
+    pub hugging_face_mirror: Option<String>,
+
+    /// Who may scrape the region's metrics, and whether the operator renders Prometheus
+    /// Operator scrape objects.
+    #[serde(default)]
+    pub monitoring: MonitoringSpec,
+}
+
+/// Metrics scraping of the region's gateway and vLLM servers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// Namespaces whose pods may connect to the vLLM servers' port 8000 (where `/metrics`
+    /// is served, next to the API: NetworkPolicy cannot tell paths apart) — the operator's own
+    /// namespace, whose usage collector scrapes the token counters, and Prometheus'. The
+    /// gateway's port is open to every namespace anyway (it is the region's API; `/metrics`
+    /// there needs the master key). Defaults to `sovereign-system` (the namespace the Helm chart
+    /// is documented to install into) and `monitoring` (kube-prometheus-stack's usual one);
+    /// list yours if the operator or Prometheus run elsewhere, or the usage collector's vLLM
+    /// scrapes fail and tokens served around the gateway are never attributed.
+    #[serde(default = "default_scrape_namespaces")]
+    #[x_kube(validation = Rule::new("self.all(n, n.matches('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$'))").message("monitoring.scrapeNamespaces entries must be namespace names (DNS labels)"))]
+    #[schemars(length(max = 16))]
+    pub scrape_namespaces: Vec<String>,
+    /// Render a `monitoring.coreos.com/v1` PodMonitor per vLLM backend (port `http`,
+    /// `/metrics`) so that Prometheus — and through a custom-metrics adapter the autoscaler on
+    /// `vllm:num_requests_waiting` — gets vLLM's metrics. Needs the Prometheus Operator CRDs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_monitor: Option<PodMonitorSpec>,
+}
+
+impl Default for MonitoringSpec {
+    fn default() -> Self {
+        Self {
+            scrape_namespaces: default_scrape_namespaces(),
+            pod_monitor: None,
+        }
+    }
+}
+
+fn default_scrape_namespaces() -> Vec<String> {
+    vec!["sovereign-system".to_owned(), "monitoring".to_owned()]
+}
+
+/// The PodMonitors the operator renders for the region's vLLM backends.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodMonitorSpec {
+    /// Labels of the PodMonitors, e.g. `release: kube-prometheus-stack`, which Prometheus'
+    /// `podMonitorSelector` usually requires.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Scrape interval, e.g. 30s; Prometheus' default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
 }
 
 /// Extra scheduling constraints for every pod of the region.
@@ -120,7 +185,9 @@ pub struct Placement {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewaySpec {
-    /// Container image of the LiteLLM proxy.
+    /// Container image of the LiteLLM proxy. Defaults to the `non_root` image of the LiteLLM
+    /// release the operator's tests run; the rendered config relies on that release's
+    /// behaviour (client-side credentials refused, `/metrics` behind the master key).
     #[serde(default = "default_gateway_image")]
     pub image: String,
     /// Number of gateway replicas (a PodDisruptionBudget keeps one up when there are several).
@@ -167,8 +234,9 @@ impl Default for GatewaySpec {
     }
 }
 
+/// The LiteLLM version the e2e suite runs (`versions.env`); see [`super::versions::gateway_image`].
 fn default_gateway_image() -> String {
-    "ghcr.io/berriai/litellm:v1.80.0-stable".to_owned()
+    super::versions::gateway_image()
 }
 
 fn default_gateway_replicas() -> i32 {
@@ -204,6 +272,17 @@ pub struct VectorStoreSpec {
     /// Persistent storage of each replica.
     #[serde(default)]
     pub storage: StorageSpec,
+    /// CPU and memory of each replica. Without it the operator requests a modest default
+    /// (Qdrant 500m / 1Gi, pgvector 250m / 512Mi) so the store is never BestEffort, the first
+    /// pod evicted under node pressure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Qdrant only: the Secret key holding its API key (`QDRANT__SERVICE__API_KEY`; clients
+    /// send it as the `api-key` header). Defaults to key `api-key` of Secret `qdrant-api-key`,
+    /// which the platform team creates: the operator never invents credentials, and Qdrant
+    /// never runs without a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret: Option<SecretKeyReference>,
 }
 
 impl Default for VectorStoreSpec {
@@ -213,6 +292,8 @@ impl Default for VectorStoreSpec {
             image: None,
             replicas: 1,
             storage: StorageSpec::default(),
+            resources: None,
+            api_key_secret: None,
         }
     }
 }
@@ -286,17 +367,44 @@ pub struct ObservabilitySpec {
 }
 
 /// Egress allowed out of the region namespace.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EgressSpec {
     /// CIDR blocks the region's pods may connect to (e.g. in-region API endpoints).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cidrs: Vec<String>,
-    /// Host names the region's pods need to reach. Kubernetes NetworkPolicy matches only
-    /// addresses, so these document intent for audits and egress proxies; list their address
-    /// ranges in `cidrs` to open them.
+    /// Host names the region's pods need to reach (the external backends' API hosts). A
+    /// Kubernetes NetworkPolicy matches only addresses, never names: these reach the gateway
+    /// through `proxy` (which must allow exactly these hosts), or list their address ranges in
+    /// `cidrs`. They also document intent for audits.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
+    /// An egress proxy (e.g. Squid or Envoy with a host allow-list) in the cluster through which
+    /// the gateway reaches `hosts`: the gateway gets `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY`,
+    /// and a NetworkPolicy lets the gateway pods (only them) connect to the proxy pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<EgressProxy>,
+}
+
+/// An in-cluster egress proxy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressProxy {
+    /// Proxy URL the gateway uses, e.g. http://egress-proxy.egress.svc:3128.
+    #[x_kube(validation = http_url_rule("egress.proxy.url"))]
+    #[schemars(length(max = 2048))]
+    pub url: String,
+    /// Namespace of the proxy pods.
+    #[x_kube(validation = dns_label_rule("egress.proxy.namespace"))]
+    #[schemars(length(max = 63))]
+    pub namespace: String,
+    /// Labels of the proxy pods (all must match). Empty: every pod of the namespace.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_labels: BTreeMap<String, String>,
+    /// TCP port the proxy pods listen on (the target port, which NetworkPolicy sees, not the
+    /// Service port).
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 65535").message("egress.proxy.port must be between 1 and 65535"))]
+    pub port: i32,
 }
 
 /// Observed state of a SovereignRegion.

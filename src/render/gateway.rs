@@ -31,7 +31,42 @@ pub const ACTIONS_CONFIG_MAP: &str = "sovereign-budget-actions";
 /// Key of the actions in that ConfigMap.
 pub const ACTIONS_KEY: &str = "actions.json";
 const ACTIONS_DIR: &str = "/etc/sovereign/actions";
-const GATEWAY_UID: i64 = 1000;
+/// The `nobody` uid the LiteLLM `non_root` image is built for (`USER nobody`; its /app and
+/// Prisma files belong to it).
+const GATEWAY_UID: i64 = 65534;
+/// Destinations the gateway reaches directly even with an egress proxy: in-cluster Services
+/// (vLLM, the collector) and loopback. The region's in-region hosts are added.
+const NO_PROXY_ALWAYS: [&str; 4] = [".svc", ".cluster.local", "localhost", "127.0.0.1"];
+
+/// `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY` for the region's egress proxy, or nothing without
+/// one. LiteLLM's HTTP clients honour them (httpx by default; its aiohttp transport unless
+/// DISABLE_AIOHTTP_TRUST_ENV, litellm/llms/custom_httpx/aiohttp_transport.py
+/// `_get_proxy_settings`). In-region hosts bypass the proxy: `*.x` becomes the suffix `.x`.
+pub fn proxy_env(region: &SovereignRegion) -> Vec<EnvVar> {
+    let Some(proxy) = region.spec.egress.as_ref().and_then(|e| e.proxy.as_ref()) else {
+        return Vec::new();
+    };
+    let mut no_proxy: Vec<String> = NO_PROXY_ALWAYS.iter().map(|h| (*h).to_owned()).collect();
+    for host in &region.spec.in_region_hosts {
+        let host = host.strip_prefix('*').unwrap_or(host);
+        if !no_proxy.iter().any(|h| h == host) {
+            no_proxy.push(host.to_owned());
+        }
+    }
+    let no_proxy = no_proxy.join(",");
+    // Both spellings: Python's clients read either.
+    [
+        ("HTTPS_PROXY", proxy.url.as_str()),
+        ("HTTP_PROXY", proxy.url.as_str()),
+        ("NO_PROXY", no_proxy.as_str()),
+        ("https_proxy", proxy.url.as_str()),
+        ("http_proxy", proxy.url.as_str()),
+        ("no_proxy", no_proxy.as_str()),
+    ]
+    .into_iter()
+    .map(|(name, value)| k8s::env(name, value))
+    .collect()
+}
 
 /// In-cluster URL of a region's gateway.
 pub fn endpoint(namespace: &str) -> String {
@@ -67,6 +102,7 @@ pub fn gateway_children(
         "SOVEREIGN_BUDGET_ACTIONS",
         &format!("{ACTIONS_DIR}/{ACTIONS_KEY}"),
     ));
+    env.extend(proxy_env(region));
     env.sort_by(|a, b| a.name.cmp(&b.name));
     env.dedup_by(|a, b| a.name == b.name);
 

@@ -24,7 +24,7 @@ use k8s_openapi::api::core::v1::EnvVar;
 use serde_yaml_ng::value::{Tag, TaggedValue};
 use serde_yaml_ng::{Mapping, Value};
 
-use super::{RenderError, k8s};
+use super::{RenderError, k8s, observability};
 use crate::api::backend::{ExternalSpec, InferenceBackend, Provider, TokenPricing};
 use crate::api::common::SecretKeyReference;
 use crate::api::region::SovereignRegion;
@@ -42,6 +42,25 @@ pub const LANGFUSE_HOST_ENV: &str = "LANGFUSE_HOST";
 pub const LANGFUSE_PUBLIC_KEY_ENV: &str = "LANGFUSE_PUBLIC_KEY";
 /// Environment variable (and key in the region's Langfuse Secret) of the Langfuse secret key.
 pub const LANGFUSE_SECRET_KEY_ENV: &str = "LANGFUSE_SECRET_KEY";
+/// LiteLLM's OpenTelemetry callback, rendered when the region has a collector.
+pub const OTEL_CALLBACK: &str = "otel";
+/// The OTLP transport LiteLLM's OpenTelemetry logger uses (`http/protobuf`).
+pub const OTEL_PROTOCOL_ENV: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
+/// The collector URL LiteLLM's OpenTelemetry logger exports to.
+pub const OTEL_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+/// The service name on the gateway's spans.
+pub const OTEL_SERVICE_NAME_ENV: &str = "OTEL_SERVICE_NAME";
+/// `service.name` of the gateway's spans.
+pub const OTEL_SERVICE_NAME: &str = "sovereign-gateway";
+/// Environment that keeps LiteLLM's Prisma toolchain offline when the gateway has a database
+/// (see `litellm_config`): the CLI baked into the image is used, npm prefers its cache, and no
+/// update check or post-install generate runs.
+pub const PRISMA_OFFLINE_ENV: [(&str, &str); 4] = [
+    ("PRISMA_OFFLINE_MODE", "true"),
+    ("NPM_CONFIG_PREFER_OFFLINE", "true"),
+    ("PRISMA_HIDE_UPDATE_MESSAGE", "1"),
+    ("PRISMA_SKIP_POSTINSTALL_GENERATE", "1"),
+];
 /// File name of the budget guard module, next to `config.yaml` in the gateway ConfigMap.
 pub const GUARD_FILE: &str = "sovereign_guard.py";
 /// The budget guard: a LiteLLM pre-call hook that enforces the Block, Throttle and Downgrade
@@ -211,6 +230,23 @@ pub fn litellm_config(
             }
         }
     }
+    if let Some(collector) = observability::otlp_http_collector_endpoint(region) {
+        // Traces go to the region's collector, and only there. LiteLLM's OpenTelemetry logger
+        // exists only with the `otel` callback; it reads its exporter from
+        // OTEL_EXPORTER_OTLP_PROTOCOL (else OTEL_EXPORTER, else "console": without it nothing
+        // leaves the pod) and its endpoint from OTEL_EXPORTER_OTLP_ENDPOINT, to which it appends
+        // `/v1/traces` (litellm/integrations/opentelemetry.py `OpenTelemetryConfig.from_env`,
+        // `_get_span_processor`, `_normalize_otel_endpoint`). OTLP/HTTP needs only
+        // opentelemetry-exporter-otlp-proto-http, which the image's proxy-runtime extra has.
+        callbacks.push(Value::from(OTEL_CALLBACK));
+        for (name, value) in [
+            (OTEL_PROTOCOL_ENV, "http/protobuf"),
+            (OTEL_ENDPOINT_ENV, collector.as_str()),
+            (OTEL_SERVICE_NAME_ENV, OTEL_SERVICE_NAME),
+        ] {
+            env.insert(name.to_owned(), k8s::env(name, value));
+        }
+    }
     let mut litellm_settings = Mapping::new();
     // `litellm_settings.callbacks: ["prometheus"]` registers the PrometheusLogger and mounts
     // `/metrics` (litellm/proxy/common_utils/callback_utils.py `initialize_callbacks_on_proxy`:
@@ -247,6 +283,16 @@ pub fn litellm_config(
             DATABASE_URL_ENV.to_owned(),
             secret_env(DATABASE_URL_ENV, database),
         );
+        // With a database the proxy runs `prisma migrate deploy` at start. The Prisma CLI is a
+        // Node program whose first run installs a Node runtime and npm-installs the CLI and its
+        // engines — downloads abroad, which the egress policy denies, so the pod would hang
+        // then fail. These make it use what the image baked in (litellm_proxy_extras/utils.py
+        // `_get_prisma_env` / `_get_prisma_command`: PRISMA_OFFLINE_MODE runs the cached CLI
+        // and sets npm to prefer its offline cache; the non_root image bakes the client,
+        // engines and CLI under /app/.cache, docker/Dockerfile.non_root).
+        for (name, value) in PRISMA_OFFLINE_ENV {
+            env.insert(name.to_owned(), k8s::env(name, value));
+        }
     }
     // Clients may not bring their own endpoint or credentials: a request body (or its
     // `metadata`, or a fallback object in it) carrying `api_base`, `base_url`, `user_config`,
@@ -899,7 +945,7 @@ mod tests {
         assert_eq!(yaml["general_settings"]["store_model_in_db"], false);
         assert_eq!(
             yaml["litellm_settings"]["callbacks"],
-            serde_json::json!(["prometheus", GUARD_CALLBACK, "langfuse"])
+            serde_json::json!(["prometheus", GUARD_CALLBACK, "langfuse", "otel"])
         );
     }
 
@@ -948,6 +994,9 @@ mod tests {
                 "LANGFUSE_PUBLIC_KEY",
                 "LANGFUSE_SECRET_KEY",
                 "LITELLM_MASTER_KEY",
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+                "OTEL_SERVICE_NAME",
             ]
         );
         let secret_of = |name: &str| {
@@ -997,13 +1046,88 @@ mod tests {
         eu.spec.observability = None;
         let config = render(&eu, &[]);
         let names: Vec<&str> = config.env.iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(names, ["DATABASE_URL"]);
+        assert_eq!(names[0], "DATABASE_URL");
         let yaml = parsed(&config);
         assert!(yaml["general_settings"].get("master_key").is_none());
         assert_eq!(
             yaml["litellm_settings"]["callbacks"],
             serde_json::json!(["prometheus", GUARD_CALLBACK])
         );
+    }
+
+    /// Defect: with a database, the non-root gateway ran `prisma migrate deploy`, whose first
+    /// run downloads a Node runtime, the Prisma CLI and its engines (denied egress).
+    #[test]
+    fn a_database_keeps_prismas_toolchain_offline() {
+        let mut eu = example_region("eu");
+        let value = |config: &GatewayConfig, name: &str| {
+            config
+                .env
+                .iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value.clone())
+        };
+        let without = render(&eu, &[]);
+        assert_eq!(
+            value(&without, "PRISMA_OFFLINE_MODE"),
+            None,
+            "no database, no Prisma"
+        );
+        eu.spec.gateway.database_secret = Some(SecretKeyReference {
+            name: "gateway-db".into(),
+            key: "url".into(),
+        });
+        let config = render(&eu, &[]);
+        assert_eq!(
+            value(&config, "PRISMA_OFFLINE_MODE").as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            value(&config, "NPM_CONFIG_PREFER_OFFLINE").as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            value(&config, "PRISMA_SKIP_POSTINSTALL_GENERATE").as_deref(),
+            Some("1")
+        );
+    }
+
+    /// Defect: the collector was fed by nothing — LiteLLM exports traces only with its `otel`
+    /// callback, and without OTEL_EXPORTER_OTLP_PROTOCOL it exports to the console.
+    #[test]
+    fn traces_go_to_the_regional_collector_over_otlp_http() {
+        let eu = example_region("eu");
+        let config = render(&eu, &[]);
+        let callbacks = parsed(&config)["litellm_settings"]["callbacks"].clone();
+        assert!(
+            callbacks
+                .as_array()
+                .is_some_and(|c| c.contains(&serde_json::json!("otel"))),
+            "{callbacks}"
+        );
+        let value = |name: &str| {
+            config
+                .env
+                .iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(
+            value("OTEL_EXPORTER_OTLP_ENDPOINT").as_deref(),
+            Some("http://otel-collector.sovereign-eu.svc:4318")
+        );
+        assert_eq!(
+            value("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref(),
+            Some("http/protobuf")
+        );
+        // No collector (no in-region OTLP endpoint): no callback, nowhere to send.
+        let mut none = example_region("eu");
+        if let Some(o) = none.spec.observability.as_mut() {
+            o.otlp_endpoint = None;
+        }
+        let config = render(&none, &[]);
+        assert!(!config.config_yaml.contains("otel"));
+        assert!(!config.env.iter().any(|e| e.name.starts_with("OTEL_")));
     }
 
     #[test]
@@ -1122,7 +1246,7 @@ mod tests {
         assert!(yaml["router_settings"].get("model_list").is_none());
         assert_eq!(
             yaml["litellm_settings"]["callbacks"],
-            serde_json::json!(["prometheus", GUARD_CALLBACK, "langfuse"])
+            serde_json::json!(["prometheus", GUARD_CALLBACK, "langfuse", "otel"])
         );
         assert!(yaml["litellm_settings"].get("success_callback").is_none());
         assert_eq!(

@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, Probe, SecretKeySelector, Service, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
+    HTTPGetAction, Probe, ResourceRequirements, SecretKeySelector, Service, ServicePort,
+    ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -33,6 +34,36 @@ pub fn empty_dir(name: &str, medium: Option<&str>) -> Volume {
         }),
         ..Volume::default()
     }
+}
+
+/// An `emptyDir` volume `name` that may hold at most `size_limit` (a quantity): the kubelet
+/// evicts a pod that writes more, instead of letting it fill the node's disk (or, for
+/// `medium` Memory, its RAM).
+pub fn sized_empty_dir(name: &str, medium: Option<&str>, size_limit: &str) -> Volume {
+    let mut volume = empty_dir(name, medium);
+    if let Some(dir) = volume.empty_dir.as_mut() {
+        dir.size_limit = Some(Quantity(size_limit.to_owned()));
+    }
+    volume
+}
+
+/// CPU and memory requests (no limits): a pod with requests is at least Burstable, never the
+/// BestEffort pod evicted first under node pressure. `resources` from the spec win where they
+/// name the same resource.
+pub fn with_default_requests(
+    resources: Option<&ResourceRequirements>,
+    cpu: &str,
+    memory: &str,
+) -> ResourceRequirements {
+    let mut out = resources.cloned().unwrap_or_default();
+    let requests = out.requests.get_or_insert_with(BTreeMap::new);
+    requests
+        .entry("cpu".to_owned())
+        .or_insert_with(|| Quantity(cpu.to_owned()));
+    requests
+        .entry("memory".to_owned())
+        .or_insert_with(|| Quantity(memory.to_owned()));
+    out
 }
 
 /// A volume `name` holding the files of ConfigMap `config_map`.

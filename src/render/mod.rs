@@ -41,6 +41,18 @@ pub enum RenderError {
         /// Kind of the object.
         kind: &'static str,
     },
+    /// A vLLM backend would download its weights from Hugging Face, but its region names no
+    /// in-region mirror: the public hub is abroad (and denied by the region's egress), so the
+    /// backend is refused rather than rendered to crash-loop.
+    #[error(
+        "InferenceBackend {backend}: its weights come from Hugging Face but region {region} sets no huggingFaceMirror; set spec.huggingFaceMirror on the region (an in-region hub mirror) or give the backend a pvc or objectStore modelSource"
+    )]
+    NoInRegionModelSource {
+        /// `namespace/name` of the backend.
+        backend: String,
+        /// The region.
+        region: String,
+    },
     /// A value could not be serialised (a bug, reported rather than panicking).
     #[error("cannot serialise {what}: {message}")]
     Serialize {
@@ -118,6 +130,23 @@ pub enum Child {
     ValidatingAdmissionPolicy(Box<ValidatingAdmissionPolicy>),
     /// Where and how those rules apply.
     ValidatingAdmissionPolicyBinding(Box<ValidatingAdmissionPolicyBinding>),
+    /// Prometheus Operator scrape config of a vLLM backend (`monitoring.podMonitor`).
+    PodMonitor(Box<PodMonitor>),
+}
+
+/// A `monitoring.coreos.com/v1` PodMonitor (the Prometheus Operator's CRD, which k8s-openapi
+/// does not know): metadata typed, the spec as the JSON the CRD defines.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodMonitor {
+    /// Always `monitoring.coreos.com/v1`.
+    pub api_version: &'static str,
+    /// Always `PodMonitor`.
+    pub kind: &'static str,
+    /// Name, namespace, labels, owner.
+    pub metadata: ObjectMeta,
+    /// `selector`, `podMetricsEndpoints`, …
+    pub spec: serde_json::Value,
 }
 
 impl Child {
@@ -149,6 +178,7 @@ impl Child {
             Child::ValidatingAdmissionPolicyBinding(o) => {
                 ("ValidatingAdmissionPolicyBinding", &o.metadata)
             }
+            Child::PodMonitor(o) => ("PodMonitor", &o.metadata),
         }
     }
 
@@ -181,7 +211,8 @@ child_from!(
     PodDisruptionBudget,
     HorizontalPodAutoscaler,
     ValidatingAdmissionPolicy,
-    ValidatingAdmissionPolicyBinding
+    ValidatingAdmissionPolicyBinding,
+    PodMonitor
 );
 
 /// A short, stable digest of `content` (the first 16 hex digits of its SHA-256), used as a

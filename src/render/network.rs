@@ -6,9 +6,13 @@
 //! clients calling the gateway.
 //!
 //! `egress.hosts` is deliberately not rendered: a Kubernetes NetworkPolicy matches IP addresses
-//! and ports only, never DNS names, so a host name cannot be expressed here. The hosts document
-//! intent for audits and for an egress proxy; their address ranges must be listed in
-//! `egress.cidrs` to be reachable.
+//! and ports only, never DNS names, so a host name cannot be expressed here. External APIs are
+//! reached either through the region's egress proxy (`egress.proxy`: the gateway pods may
+//! connect to the proxy's pods, and the proxy allows exactly the hosts) or through address
+//! ranges listed in `egress.cidrs`.
+//!
+//! Ingress besides the namespace itself: clients of every namespace on the gateway's port, and
+//! the scrapers (`monitoring.scrapeNamespaces`: the operator, Prometheus) on the vLLM port.
 
 use std::collections::BTreeMap;
 
@@ -23,7 +27,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::k8s::match_labels;
 use super::{Child, Owner};
 use crate::api::labels;
-use crate::api::region::SovereignRegion;
+use crate::api::region::{EgressProxy, SovereignRegion};
 
 /// `app.kubernetes.io/component` of the region namespace.
 pub const NAMESPACE_COMPONENT: &str = "namespace";
@@ -44,6 +48,33 @@ pub const ALLOW_SAME_NAMESPACE: &str = "allow-same-namespace";
 pub const ALLOW_EGRESS_CIDRS: &str = "allow-egress-cidrs";
 /// Name of the policy that lets clients in any namespace call the gateway.
 pub const ALLOW_GATEWAY_INGRESS: &str = "allow-gateway-ingress";
+/// Name of the policy that lets the operator and Prometheus scrape the vLLM servers.
+pub const ALLOW_METRICS_SCRAPES: &str = "allow-metrics-scrapes";
+/// Name of the policy that lets the gateway reach the region's egress proxy.
+pub const ALLOW_EGRESS_PROXY: &str = "allow-egress-proxy";
+/// `app.kubernetes.io/component` of the vLLM pods (the contract with the vLLM renderer).
+pub const INFERENCE_COMPONENT: &str = "inference";
+/// Port of the vLLM servers (API and `/metrics`).
+pub const VLLM_PORT: i32 = 8000;
+
+/// The cluster DNS setups the DNS policy admits, as (namespace, pod label, value, port): the
+/// CoreDNS / kube-dns pods of kubeadm, EKS, GKE, AKS, k3s and most distributions
+/// (`k8s-app=kube-dns` in kube-system), NodeLocal DNSCache's pods (`k8s-app=node-local-dns`),
+/// and OpenShift's DNS daemon set (port 5353 behind the Service's 53). A Service IP is
+/// translated to a pod before NetworkPolicy applies, so these pods are what a lookup reaches.
+pub const DNS_PEERS: [(&str, &str, &str, i32); 3] = [
+    ("kube-system", "k8s-app", "kube-dns", 53),
+    ("kube-system", "k8s-app", "node-local-dns", 53),
+    (
+        "openshift-dns",
+        "dns.operator.openshift.io/daemonset-dns",
+        "default",
+        5353,
+    ),
+];
+/// NodeLocal DNSCache's link-local listen address: its pods use the host network and answer
+/// there, where no pod selector matches them, so the address itself is admitted (port 53).
+pub const NODE_LOCAL_DNS_IP: &str = "169.254.20.10/32";
 
 /// Pod Security admission labels: `restricted` enforced, audited and warned, at the latest
 /// version so new restrictions apply as the cluster is upgraded.
@@ -103,8 +134,80 @@ fn policies(region: &SovereignRegion, owner: &Owner, ns: &str) -> Vec<NetworkPol
     if !cidrs.is_empty() {
         policies.push(allow_egress_cidrs(owner, ns, cidrs));
     }
+    if let Some(proxy) = region.spec.egress.as_ref().and_then(|e| e.proxy.as_ref()) {
+        policies.push(allow_egress_proxy(owner, ns, proxy));
+    }
     policies.push(allow_gateway_ingress(owner, ns));
+    let scrapers = &region.spec.monitoring.scrape_namespaces;
+    // No namespaces, no policy: an empty `from` would admit every source.
+    if !scrapers.is_empty() {
+        policies.push(allow_metrics_scrapes(owner, ns, scrapers));
+    }
     policies
+}
+
+/// A peer: pods with `labels` in the namespace named `namespace`.
+fn pods_in(namespace: &str, labels: &BTreeMap<String, String>) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        namespace_selector: Some(match_labels(&BTreeMap::from([(
+            NAMESPACE_NAME_LABEL.to_owned(),
+            namespace.to_owned(),
+        )]))),
+        pod_selector: Some(match_labels(labels)),
+        ip_block: None,
+    }
+}
+
+/// The label every namespace carries with its own name (set by the API server).
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// The vLLM servers' port 8000 — where vLLM serves `/metrics` next to its API — from the pods
+/// of `namespaces`: the operator's usage collector scrapes the token counters there (the
+/// `(direct)` attribution needs them), and Prometheus the queue length the autoscaler scales
+/// on. A NetworkPolicy cannot tell `/metrics` from `/v1`: these namespaces can reach the API as
+/// well, and tokens they are served count as `(direct)`.
+fn allow_metrics_scrapes(owner: &Owner, ns: &str, namespaces: &[String]) -> NetworkPolicy {
+    let vllm = BTreeMap::from([
+        (labels::COMPONENT.to_owned(), INFERENCE_COMPONENT.to_owned()),
+        (labels::REGION.to_owned(), owner.region.clone()),
+    ]);
+    let from = namespaces
+        .iter()
+        .map(|namespace| pods_in(namespace, &BTreeMap::new()))
+        .collect();
+    policy(
+        owner,
+        ns,
+        ALLOW_METRICS_SCRAPES,
+        NetworkPolicySpec {
+            pod_selector: Some(match_labels(&vllm)),
+            policy_types: Some(vec!["Ingress".to_owned()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(from),
+                ports: Some(vec![port("TCP", VLLM_PORT)]),
+            }]),
+            egress: None,
+        },
+    )
+}
+
+/// The gateway pods — only they call external APIs — to the egress proxy's pods on its port.
+/// The proxy decides which host names pass (it should allow exactly `egress.hosts`).
+fn allow_egress_proxy(owner: &Owner, ns: &str, proxy: &EgressProxy) -> NetworkPolicy {
+    policy(
+        owner,
+        ns,
+        ALLOW_EGRESS_PROXY,
+        NetworkPolicySpec {
+            pod_selector: Some(match_labels(&owner.selector(GATEWAY_COMPONENT))),
+            policy_types: Some(vec!["Egress".to_owned()]),
+            egress: Some(vec![NetworkPolicyEgressRule {
+                to: Some(vec![pods_in(&proxy.namespace, &proxy.pod_labels)]),
+                ports: Some(vec![port("TCP", proxy.port)]),
+            }]),
+            ingress: None,
+        },
+    )
 }
 
 /// A policy named `name` in `ns` with the given spec.
@@ -145,21 +248,34 @@ fn default_deny(owner: &Owner, ns: &str) -> NetworkPolicy {
     )
 }
 
-/// DNS to the cluster DNS pods only, not to port 53 anywhere (which would let pods use an
-/// outside resolver and leak the names they look up).
+/// DNS to the cluster DNS only, not to port 53 anywhere (which would let pods use an outside
+/// resolver and leak the names they look up): the pods of every common setup ([`DNS_PEERS`]),
+/// each on its own port, and NodeLocal DNSCache's link-local address. A cluster whose DNS is
+/// none of these lists its resolver's addresses in `egress.cidrs`.
 fn allow_dns(owner: &Owner, ns: &str) -> NetworkPolicy {
-    let kube_dns = NetworkPolicyPeer {
-        // Both selectors in one peer: kube-dns pods *in* kube-system, not either of them.
-        namespace_selector: Some(match_labels(&BTreeMap::from([(
-            "kubernetes.io/metadata.name".to_owned(),
-            "kube-system".to_owned(),
-        )]))),
-        pod_selector: Some(match_labels(&BTreeMap::from([(
-            "k8s-app".to_owned(),
-            "kube-dns".to_owned(),
-        )]))),
-        ip_block: None,
-    };
+    let dns_ports = |number: i32| Some(vec![port("UDP", number), port("TCP", number)]);
+    let mut rules: Vec<NetworkPolicyEgressRule> = DNS_PEERS
+        .iter()
+        .map(|(namespace, key, value, number)| NetworkPolicyEgressRule {
+            // Both selectors in one peer: DNS pods *in* that namespace, not either of them.
+            to: Some(vec![pods_in(
+                namespace,
+                &BTreeMap::from([((*key).to_owned(), (*value).to_owned())]),
+            )]),
+            ports: dns_ports(*number),
+        })
+        .collect();
+    rules.push(NetworkPolicyEgressRule {
+        to: Some(vec![NetworkPolicyPeer {
+            ip_block: Some(IPBlock {
+                cidr: NODE_LOCAL_DNS_IP.to_owned(),
+                except: None,
+            }),
+            namespace_selector: None,
+            pod_selector: None,
+        }]),
+        ports: dns_ports(53),
+    });
     policy(
         owner,
         ns,
@@ -167,10 +283,7 @@ fn allow_dns(owner: &Owner, ns: &str) -> NetworkPolicy {
         NetworkPolicySpec {
             pod_selector: Some(everything()),
             policy_types: Some(vec!["Egress".to_owned()]),
-            egress: Some(vec![NetworkPolicyEgressRule {
-                to: Some(vec![kube_dns]),
-                ports: Some(vec![port("UDP", 53), port("TCP", 53)]),
-            }]),
+            egress: Some(rules),
             ingress: None,
         },
     )
@@ -352,7 +465,9 @@ mod tests {
             [
                 ALLOW_DNS,
                 ALLOW_EGRESS_CIDRS,
+                ALLOW_EGRESS_PROXY,
                 ALLOW_GATEWAY_INGRESS,
+                ALLOW_METRICS_SCRAPES,
                 ALLOW_SAME_NAMESPACE,
                 DEFAULT_DENY
             ]
@@ -470,8 +585,11 @@ mod tests {
             !json.contains("api.mistral.ai"),
             "host names cannot be expressed in a NetworkPolicy"
         );
+        r.spec.egress.as_mut().expect("egress").proxy = None;
+        let without_proxy = namespace_and_policies(&r, &owner()).len();
+        assert_eq!(without_proxy, children.len() - 1, "the proxy policy goes");
         r.spec.egress = None;
-        assert_eq!(namespace_and_policies(&r, &owner()).len(), children.len());
+        assert_eq!(namespace_and_policies(&r, &owner()).len(), without_proxy);
     }
 
     #[test]

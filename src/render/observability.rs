@@ -27,8 +27,11 @@ use crate::api::region::{LogLevel, SovereignRegion};
 pub const COMPONENT: &str = "observability";
 /// Name of the collector's ConfigMap, Deployment and Service.
 pub const COLLECTOR: &str = "otel-collector";
-/// The collector image (the contrib distribution, which has the `resource` processor).
-pub const COLLECTOR_IMAGE: &str = "otel/opentelemetry-collector-contrib:0.120.0";
+/// The collector image: the contrib distribution (which has the `resource` processor) at the
+/// version the e2e suite builds and runs (`versions.env`).
+pub fn collector_image() -> String {
+    crate::api::versions::collector_image()
+}
 /// OTLP over gRPC.
 pub const OTLP_GRPC_PORT: i32 = 4317;
 /// OTLP over HTTP.
@@ -95,8 +98,20 @@ pub fn otlp_collector_endpoint(region: &SovereignRegion) -> Option<String> {
     ))
 }
 
-/// The exporter for `endpoint`: `otlphttp` when it is the conventional OTLP/HTTP port 4318,
-/// `otlp` (gRPC) otherwise, which is the default transport of OTLP. Either way exactly one.
+/// In-cluster OTLP/HTTP base URL of the region's collector (port 4318; signal paths such as
+/// `/v1/traces` go after it), or None when the region has no collector. The gateway and vLLM
+/// send over HTTP: their OTLP/HTTP exporters need no gRPC runtime in the image.
+pub fn otlp_http_collector_endpoint(region: &SovereignRegion) -> Option<String> {
+    otlp_endpoint(region)?;
+    Some(format!(
+        "http://{COLLECTOR}.{}.svc:{OTLP_HTTP_PORT}",
+        region.stack_namespace()
+    ))
+}
+
+/// The exporter for `endpoint`: `otlp_http` when it is the conventional OTLP/HTTP port 4318,
+/// `otlp_grpc` otherwise, which is the default transport of OTLP. Either way exactly one. These
+/// are the component names of collector 0.165 (`otlp` / `otlphttp` are deprecated aliases).
 fn exporter_kind(endpoint: &str) -> &'static str {
     let authority = endpoint
         .split_once("://")
@@ -105,9 +120,9 @@ fn exporter_kind(endpoint: &str) -> &'static str {
         .next()
         .unwrap_or_default();
     if authority.ends_with(&format!(":{OTLP_HTTP_PORT}")) {
-        "otlphttp"
+        "otlp_http"
     } else {
-        "otlp"
+        "otlp_grpc"
     }
 }
 
@@ -204,7 +219,7 @@ fn deployment(region: &SovereignRegion, owner: &Owner, ns: &str, hash: &str) -> 
     let selector = owner.selector(COMPONENT);
     let container = Container {
         name: COLLECTOR.to_owned(),
-        image: Some(COLLECTOR_IMAGE.to_owned()),
+        image: Some(collector_image()),
         args: Some(vec![format!("--config={CONFIG_DIR}/{CONFIG_KEY}")]),
         ports: Some(vec![
             k8s::container_port("otlp-grpc", OTLP_GRPC_PORT, Some("TCP")),
@@ -327,14 +342,14 @@ mod tests {
         let exporters = config["exporters"].as_object().expect("exporters");
         assert_eq!(exporters.len(), 1, "exactly one exporter: {exporters:?}");
         assert_eq!(
-            config["exporters"]["otlp"]["endpoint"],
+            config["exporters"]["otlp_grpc"]["endpoint"],
             "https://otel.eu.observability.example.com:4317"
         );
         assert!(!text.contains("debug") && !text.contains("logging:"));
         for signal in ["traces", "metrics", "logs"] {
             let pipeline = &config["service"]["pipelines"][signal];
             assert_eq!(pipeline["receivers"], json!(["otlp"]));
-            assert_eq!(pipeline["exporters"], json!(["otlp"]));
+            assert_eq!(pipeline["exporters"], json!(["otlp_grpc"]));
             assert_eq!(
                 pipeline["processors"],
                 json!(["memory_limiter", "resource/sovereign", "batch"])
@@ -366,7 +381,7 @@ mod tests {
             ])
         );
         assert_eq!(
-            config["exporters"]["otlp"]["endpoint"],
+            config["exporters"]["otlp_grpc"]["endpoint"],
             "https://otel.in.observability.example.com:4317"
         );
     }
@@ -379,10 +394,10 @@ mod tests {
         }
         let (_, config) = config_of(&observability(&r, &owner("eu")).expect("renders"));
         let exporters = config["exporters"].as_object().expect("exporters");
-        assert_eq!(exporters.keys().collect::<Vec<_>>(), ["otlphttp"]);
+        assert_eq!(exporters.keys().collect::<Vec<_>>(), ["otlp_http"]);
         assert_eq!(
             config["service"]["pipelines"]["traces"]["exporters"],
-            json!(["otlphttp"])
+            json!(["otlp_http"])
         );
     }
 
@@ -413,7 +428,15 @@ mod tests {
         let requirements = required_region_requirements(pod);
         assert_eq!(requirements[0].values.as_ref(), Some(&r.spec.locations));
         let container = &pod.containers[0];
-        assert_eq!(container.image.as_deref(), Some(COLLECTOR_IMAGE));
+        assert_eq!(container.image, Some(collector_image()));
+        assert_eq!(
+            container.image.as_deref(),
+            Some(&*format!(
+                "otel/opentelemetry-collector-contrib:{}",
+                crate::api::versions::version("OTELCOL_CONTRIB_VERSION").expect("in versions.env")
+            )),
+            "the default collector image is the version the e2e builds"
+        );
         let security = container.security_context.as_ref().expect("security");
         assert_eq!(security.read_only_root_filesystem, Some(true));
         assert_eq!(security.allow_privilege_escalation, Some(false));

@@ -2,7 +2,7 @@
 //! from the backends that may serve), the vector store and the observability pipeline.
 
 use super::{
-    Child, Owner, RenderError, gateway, gateway_config, k8s, network, observability, vectorstore,
+    Child, Owner, RenderError, gateway, gateway_config, network, observability, vectorstore,
 };
 use crate::api::backend::InferenceBackend;
 use crate::api::region::SovereignRegion;
@@ -33,15 +33,11 @@ pub fn region_plan(
         }
     }
     let config = gateway_config::litellm_config(region, serving)?;
-    let mut env = config.env;
-    if let Some(collector) = observability::otlp_collector_endpoint(region) {
-        env.push(k8s::env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector));
-    }
     children.extend(gateway::gateway_children(
         region,
         owner,
         &config.config_yaml,
-        env,
+        config.env,
     ));
     children.extend(vectorstore::vector_store(region, owner));
     children.extend(observability::observability(region, owner)?);

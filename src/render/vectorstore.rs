@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ExecAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
+    ConfigMap, Container, ExecAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
     PodTemplateSpec, Probe, Service, ServicePort, TopologySpreadConstraint, Volume,
     VolumeResourceRequirements,
 };
@@ -22,6 +22,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::k8s::{self, Disruption};
 use super::{Child, Owner, pod};
+use crate::api::common::SecretKeyReference;
 use crate::api::labels::TOPOLOGY_ZONE;
 use crate::api::region::{SovereignRegion, VectorStoreEngine};
 
@@ -32,8 +33,15 @@ pub const COMPONENT: &str = "vector-store";
 pub const QDRANT: &str = "qdrant";
 /// Name of the headless Service that gives each Qdrant pod its stable DNS name.
 pub const QDRANT_HEADLESS: &str = "qdrant-headless";
-/// Qdrant image when the spec names none.
+/// Qdrant image when the spec names none. UNPROVEN: no Qdrant server binary can be installed
+/// on the test machines (no container runtime, and Qdrant is on none of the package
+/// registries they reach), so unlike every other default image this version is not run by
+/// the e2e suite; only the rendered spec is checked.
 pub const QDRANT_IMAGE: &str = "qdrant/qdrant:v1.15.4";
+/// Secret and key of the Qdrant API key when `vectorStore.apiKeySecret` is unset.
+pub const QDRANT_API_KEY_SECRET: &str = "qdrant-api-key";
+/// Key of the API key in [`QDRANT_API_KEY_SECRET`].
+pub const QDRANT_API_KEY_KEY: &str = "api-key";
 /// Qdrant REST API (also serves the health endpoints).
 pub const QDRANT_HTTP_PORT: i32 = 6333;
 /// Qdrant gRPC API.
@@ -47,8 +55,21 @@ pub const QDRANT_UID: i64 = 1000;
 
 /// Name of the pgvector StatefulSet and of its Service.
 pub const PGVECTOR: &str = "pgvector";
-/// PostgreSQL + pgvector image when the spec names none.
-pub const PGVECTOR_IMAGE: &str = "pgvector/pgvector:pg17";
+/// PostgreSQL + pgvector image when the spec names none: the pgvector and PostgreSQL major the
+/// e2e suite runs (`versions.env`).
+pub fn pgvector_image() -> String {
+    crate::api::versions::pgvector_image()
+}
+/// ConfigMap with the SQL the PostgreSQL image runs once, when it initialises an empty data
+/// directory (`/docker-entrypoint-initdb.d`, the official image's entrypoint).
+pub const PGVECTOR_INIT: &str = "pgvector-init";
+/// File of the init ConfigMap: creates the extension in the default database and in
+/// `template1`, so that databases created later have it too.
+pub const PGVECTOR_INIT_FILE: &str = "10-create-extension-vector.sql";
+/// Its content. `IF NOT EXISTS`: harmless when run again by hand on an existing database.
+pub const PGVECTOR_INIT_SQL: &str = "CREATE EXTENSION IF NOT EXISTS vector;\n\\connect template1\nCREATE EXTENSION IF NOT EXISTS vector;\n";
+/// Where the official image's entrypoint looks for init scripts.
+const INITDB_DIR: &str = "/docker-entrypoint-initdb.d";
 /// PostgreSQL port.
 pub const PGVECTOR_PORT: i32 = 5432;
 /// The `postgres` user of the Debian-based PostgreSQL images.
@@ -214,10 +235,25 @@ fn qdrant(region: &SovereignRegion, owner: &Owner, ns: &str) -> Vec<Child> {
     let clustered = spec.replicas > 1;
     let image = spec.image.as_deref().unwrap_or(QDRANT_IMAGE);
 
+    let api_key = spec.api_key_secret.clone().unwrap_or(SecretKeyReference {
+        name: QDRANT_API_KEY_SECRET.to_owned(),
+        key: QDRANT_API_KEY_KEY.to_owned(),
+    });
     let mut env_vars = vec![
         // Qdrant writes this marker file in its working directory, which is on the read-only
         // root filesystem; put it on a scratch volume instead.
         k8s::env("QDRANT_INIT_FILE_PATH", "/qdrant/init/.qdrant-initialized"),
+        // Qdrant reports anonymous usage to telemetry.qdrant.io unless told not to
+        // (config `telemetry_disabled`): nothing about the region's store leaves it.
+        k8s::env("QDRANT__TELEMETRY_DISABLED", "true"),
+        // Every request needs the key (`api-key` header); the health endpoints stay open for
+        // the probes. The pod waits in CreateContainerConfigError until the Secret exists.
+        k8s::secret_env(
+            "QDRANT__SERVICE__API_KEY",
+            &api_key.name,
+            &api_key.key,
+            Some(false),
+        ),
     ];
     let mut command = None;
     let mut args = None;
@@ -265,6 +301,11 @@ fn qdrant(region: &SovereignRegion, owner: &Owner, ns: &str) -> Vec<Child> {
         liveness_probe: Some(k8s::http_probe("/livez", QDRANT_HTTP_PORT, 10, 6, Some(5))),
         readiness_probe: Some(k8s::http_probe("/readyz", QDRANT_HTTP_PORT, 5, 3, Some(5))),
         security_context: Some(pod::restricted_container_security(true)),
+        resources: Some(k8s::with_default_requests(
+            spec.resources.as_ref(),
+            "500m",
+            "1Gi",
+        )),
         volume_mounts: Some(vec![
             k8s::mount(DATA_VOLUME, "/qdrant/storage", false),
             k8s::mount("snapshots", "/qdrant/snapshots", false),
@@ -365,7 +406,7 @@ fn qdrant(region: &SovereignRegion, owner: &Owner, ns: &str) -> Vec<Child> {
 fn pgvector(region: &SovereignRegion, owner: &Owner, ns: &str) -> Vec<Child> {
     let spec = &region.spec.vector_store;
     let selector = owner.selector(COMPONENT);
-    let image = spec.image.as_deref().unwrap_or(PGVECTOR_IMAGE);
+    let image = spec.image.clone().unwrap_or_else(pgvector_image);
 
     let pg_isready = || Probe {
         exec: Some(ExecAction {
@@ -415,12 +456,20 @@ fn pgvector(region: &SovereignRegion, owner: &Owner, ns: &str) -> Vec<Child> {
         liveness_probe: Some(pg_isready()),
         readiness_probe: Some(pg_isready()),
         security_context: Some(pod::restricted_container_security(true)),
+        resources: Some(k8s::with_default_requests(
+            spec.resources.as_ref(),
+            "250m",
+            "512Mi",
+        )),
         volume_mounts: Some(vec![
             k8s::mount(DATA_VOLUME, "/var/lib/postgresql/data", false),
             // The socket directory and temp files: the only places outside PGDATA PostgreSQL
             // writes, so the root filesystem can stay read-only.
             k8s::mount("run", "/var/run/postgresql", false),
             k8s::mount("tmp", "/tmp", false),
+            // `CREATE EXTENSION vector` at first initialisation: pgvector ships the extension,
+            // but a database has it only once it is created.
+            k8s::mount("init", INITDB_DIR, true),
         ]),
         ..Container::default()
     };
@@ -438,7 +487,11 @@ fn pgvector(region: &SovereignRegion, owner: &Owner, ns: &str) -> Vec<Child> {
                 &selector,
                 PGVECTOR_UID,
                 container,
-                vec![k8s::empty_dir("run", None), k8s::empty_dir("tmp", None)],
+                vec![
+                    k8s::empty_dir("run", None),
+                    k8s::empty_dir("tmp", None),
+                    k8s::config_map_volume("init", PGVECTOR_INIT),
+                ],
                 None,
             ),
             ..StatefulSetSpec::default()
@@ -452,7 +505,19 @@ fn pgvector(region: &SovereignRegion, owner: &Owner, ns: &str) -> Vec<Child> {
         &selector,
         vec![service_port("postgres", PGVECTOR_PORT)],
     );
-    vec![Child::from(statefulset), Child::from(service)]
+    let init = ConfigMap {
+        metadata: owner.meta(COMPONENT, PGVECTOR_INIT, Some(ns)),
+        data: Some(BTreeMap::from([(
+            PGVECTOR_INIT_FILE.to_owned(),
+            PGVECTOR_INIT_SQL.to_owned(),
+        )])),
+        ..ConfigMap::default()
+    };
+    vec![
+        Child::from(init),
+        Child::from(statefulset),
+        Child::from(service),
+    ]
 }
 
 #[cfg(test)]
@@ -761,6 +826,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                "ConfigMap/sovereign-in/pgvector-init",
                 "StatefulSet/sovereign-in/pgvector",
                 "Service/sovereign-in/pgvector"
             ]
@@ -779,7 +845,7 @@ mod tests {
             Some(999)
         );
         let container = &spec.containers[0];
-        assert_eq!(container.image.as_deref(), Some(PGVECTOR_IMAGE));
+        assert_eq!(container.image, Some(pgvector_image()));
         let env = env_of(container);
         assert!(
             env["PGDATA"]

@@ -10,7 +10,7 @@ use k8s_openapi::api::autoscaling::v2::{
 };
 use k8s_openapi::api::core::v1::{
     Container, EnvFromSource, NodeSelectorRequirement, PersistentVolumeClaimVolumeSource, PodSpec,
-    PodTemplateSpec, ResourceRequirements, SecretEnvSource, Toleration, Volume,
+    PodTemplateSpec, SecretEnvSource, Toleration, Volume,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -20,7 +20,7 @@ use super::pod::{
     region_affinity, region_node_selector, region_tolerations, restricted_container_security,
     restricted_pod_security,
 };
-use super::{Child, Owner, RenderError};
+use super::{Child, Owner, PodMonitor, RenderError, observability};
 use crate::api::backend::{InferenceBackend, VllmSpec};
 use crate::api::region::SovereignRegion;
 
@@ -35,6 +35,13 @@ const PVC_DIR: &str = "/models";
 /// Pods need a non-root user for Pod Security `restricted`; vLLM runs fine as any uid when its
 /// caches point at writable volumes.
 const VLLM_UID: i64 = 1000;
+/// The user name given to that uid through `USER` / `LOGNAME`: the image has no passwd entry
+/// for it, and `getpass.getuser()` (PyTorch's compile cache, Triton) reads these first and
+/// raises `KeyError` without them.
+const VLLM_USER: &str = "vllm";
+/// Default CPU and memory requested per GPU when the spec sets no resources.
+const CPU_PER_GPU: i32 = 2;
+const MEMORY_GI_PER_GPU: i32 = 16;
 
 /// Name of the Deployment and Service of a vLLM backend. The gateway config points at
 /// `http://vllm-<backend>.<namespace>.svc:8000/v1`.
@@ -85,7 +92,7 @@ pub fn vllm_children(
                     labels: Some(selector.clone()),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(pod_spec(backend, vllm, region)),
+                spec: Some(pod_spec(backend, vllm, region)?),
             },
             ..DeploymentSpec::default()
         }),
@@ -104,6 +111,26 @@ pub fn vllm_children(
     }
     if autoscaled {
         children.push(Child::from(autoscaler(&name, meta(&name), vllm)));
+    }
+    if let Some(monitor) = &region.spec.monitoring.pod_monitor {
+        let mut metadata = meta(&name);
+        metadata
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .extend(monitor.labels.clone());
+        let mut endpoint = serde_json::json!({"port": "http", "path": "/metrics"});
+        if let Some(interval) = &monitor.interval {
+            endpoint["interval"] = serde_json::Value::from(interval.clone());
+        }
+        children.push(Child::from(PodMonitor {
+            api_version: "monitoring.coreos.com/v1",
+            kind: "PodMonitor",
+            metadata,
+            spec: serde_json::json!({
+                "selector": {"matchLabels": selector},
+                "podMetricsEndpoints": [endpoint],
+            }),
+        }));
     }
     Ok(children)
 }
@@ -199,7 +226,18 @@ pub fn server_args(backend: &InferenceBackend, vllm: &VllmSpec) -> Vec<String> {
     args
 }
 
-fn pod_spec(backend: &InferenceBackend, vllm: &VllmSpec, region: &SovereignRegion) -> PodSpec {
+/// The OTLP/HTTP traces URL of the region's collector for vLLM's `--otlp-traces-endpoint`
+/// (with `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=http/protobuf` the exporter posts to exactly
+/// this URL, so it carries the `/v1/traces` path), or None without a collector.
+fn traces_endpoint(region: &SovereignRegion) -> Option<String> {
+    observability::otlp_http_collector_endpoint(region).map(|base| format!("{base}/v1/traces"))
+}
+
+fn pod_spec(
+    backend: &InferenceBackend,
+    vllm: &VllmSpec,
+    region: &SovereignRegion,
+) -> Result<PodSpec, RenderError> {
     let gpus = &vllm.gpus;
     let mut extra_requirements = Vec::new();
     if let Some(gpu_type) = &gpus.gpu_type {
@@ -217,25 +255,74 @@ fn pod_spec(backend: &InferenceBackend, vllm: &VllmSpec, region: &SovereignRegio
         ..Toleration::default()
     };
     let gpu_quantity = Quantity(gpus.count.to_string());
-    let resources = ResourceRequirements {
-        limits: Some(BTreeMap::from([(
-            gpus.resource_name.clone(),
-            gpu_quantity.clone(),
-        )])),
-        requests: Some(BTreeMap::from([(gpus.resource_name.clone(), gpu_quantity)])),
-        ..ResourceRequirements::default()
-    };
+    let per_gpu = gpus.count.max(1);
+    let mut resources = k8s::with_default_requests(
+        vllm.resources.as_ref(),
+        &(CPU_PER_GPU * per_gpu).to_string(),
+        &format!("{}Gi", MEMORY_GI_PER_GPU * per_gpu),
+    );
+    // The GPUs are the backend's `gpus`, whatever `resources` says.
+    resources
+        .limits
+        .get_or_insert_with(BTreeMap::new)
+        .insert(gpus.resource_name.clone(), gpu_quantity.clone());
+    resources
+        .requests
+        .get_or_insert_with(BTreeMap::new)
+        .insert(gpus.resource_name.clone(), gpu_quantity);
 
     let mut env = vec![
         k8s::env("HF_HOME", CACHE_DIR),
         // Writable home for vLLM's and Triton's caches under a read-only image user.
         k8s::env("HOME", CACHE_DIR),
+        k8s::env("USER", VLLM_USER),
+        k8s::env("LOGNAME", VLLM_USER),
+        // No usage reports to vLLM's stats server (abroad, and denied by the egress policy
+        // anyway): vllm/usage/usage_lib.py checks both.
+        k8s::env("VLLM_NO_USAGE_STATS", "1"),
+        k8s::env("DO_NOT_TRACK", "1"),
+        k8s::env("HF_HUB_DISABLE_TELEMETRY", "1"),
     ];
+    // Weights never come from the public hub: a Hugging Face source (or none) goes to the
+    // region's in-region mirror; a PVC or object store needs no hub at all, so the hub client
+    // is switched offline and cannot reach out for a tokenizer or config either.
+    let from_hub = vllm
+        .model_source
+        .as_ref()
+        .is_none_or(|s| s.hugging_face.is_some());
+    if from_hub {
+        let Some(mirror) = region.spec.hugging_face_mirror.as_deref() else {
+            return Err(RenderError::NoInRegionModelSource {
+                backend: format!(
+                    "{}/{}",
+                    backend.metadata.namespace.as_deref().unwrap_or_default(),
+                    backend.metadata.name.as_deref().unwrap_or_default()
+                ),
+                region: region.metadata.name.clone().unwrap_or_default(),
+            });
+        };
+        env.push(k8s::env("HF_ENDPOINT", mirror.trim_end_matches('/')));
+    } else {
+        env.push(k8s::env("HF_HUB_OFFLINE", "1"));
+    }
+    let mut args = server_args(backend, vllm);
+    if let Some(traces) = traces_endpoint(region) {
+        args.extend(["--otlp-traces-endpoint".into(), traces]);
+        env.push(k8s::env(
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "http/protobuf",
+        ));
+        env.push(k8s::env(
+            "OTEL_SERVICE_NAME",
+            &workload_name(backend.metadata.name.as_deref().unwrap_or_default()),
+        ));
+    }
     let mut env_from = Vec::new();
     let mut volumes = vec![
-        k8s::empty_dir("model-cache", None),
-        // NCCL needs a large /dev/shm for tensor parallelism.
-        k8s::empty_dir("shm", Some("Memory")),
+        k8s::sized_empty_dir("model-cache", None, &vllm.cache_size),
+        // NCCL needs a large /dev/shm for tensor parallelism; memory-backed, so it is bounded
+        // (it counts against the container's memory).
+        k8s::sized_empty_dir("shm", Some("Memory"), &vllm.shm_size),
     ];
     let mut mounts = vec![
         k8s::mount("model-cache", CACHE_DIR, false),
@@ -276,7 +363,7 @@ fn pod_spec(backend: &InferenceBackend, vllm: &VllmSpec, region: &SovereignRegio
         }
     }
 
-    PodSpec {
+    Ok(PodSpec {
         affinity: Some(region_affinity(region, extra_requirements)),
         node_selector: region_node_selector(region),
         tolerations: region_tolerations(region, vec![gpu_toleration]),
@@ -286,7 +373,7 @@ fn pod_spec(backend: &InferenceBackend, vllm: &VllmSpec, region: &SovereignRegio
             name: "vllm".into(),
             image: Some(vllm.image.clone()),
             command: Some(vec!["vllm".into(), "serve".into()]),
-            args: Some(server_args(backend, vllm)),
+            args: Some(args),
             ports: Some(vec![k8s::container_port("http", PORT, None)]),
             env: Some(env),
             env_from: (!env_from.is_empty()).then_some(env_from),
@@ -301,7 +388,7 @@ fn pod_spec(backend: &InferenceBackend, vllm: &VllmSpec, region: &SovereignRegio
         }],
         volumes: Some(volumes),
         ..PodSpec::default()
-    }
+    })
 }
 
 #[cfg(test)]
@@ -310,6 +397,7 @@ mod tests {
     use crate::render::test_support::{
         deployment, example_backends, example_region, required_region_requirements,
     };
+    use k8s_openapi::api::core::v1::ResourceRequirements;
 
     fn render(region: &str, backend: &str) -> Vec<Child> {
         let region = example_region(region);
@@ -432,6 +520,264 @@ mod tests {
             vllm_children(&backend, &region, &owner)
                 .expect("renders")
                 .is_empty()
+        );
+    }
+
+    fn pod_of(children: &[Child]) -> PodSpec {
+        deployment(children)
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.clone())
+            .expect("pod spec")
+    }
+
+    fn env_value(pod: &PodSpec, name: &str) -> Option<String> {
+        pod.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    }
+
+    fn render_with(
+        region: &SovereignRegion,
+        backend: &InferenceBackend,
+    ) -> Result<Vec<Child>, RenderError> {
+        let owner = Owner {
+            region: backend.spec.region.clone(),
+            instance: backend.metadata.name.clone().unwrap_or_default(),
+            reference: None,
+        };
+        vllm_children(backend, region, &owner)
+    }
+
+    fn example_backend(region: &SovereignRegion, name: &str) -> InferenceBackend {
+        example_backends(region)
+            .into_iter()
+            .find(|b| b.metadata.name.as_deref() == Some(name))
+            .expect("backend in example")
+    }
+
+    /// Defect: weights came from the public Hugging Face hub, which the region's egress denies.
+    #[test]
+    fn weights_come_from_the_regions_mirror_never_the_public_hub() {
+        let region = example_region("eu");
+        let pod = pod_of(&render("eu", "llama-3-70b"));
+        assert_eq!(
+            env_value(&pod, "HF_ENDPOINT").as_deref(),
+            Some("https://hf-mirror.eu.example.com")
+        );
+        assert_eq!(env_value(&pod, "HF_HUB_OFFLINE"), None);
+
+        // No mirror: refused with a message naming the fix, not rendered to crash-loop.
+        let mut no_mirror = region.clone();
+        no_mirror.spec.hugging_face_mirror = None;
+        let backend = example_backend(&region, "llama-3-70b");
+        let error = render_with(&no_mirror, &backend).expect_err("refused");
+        assert!(
+            matches!(&error, RenderError::NoInRegionModelSource { backend, region }
+                if backend == "sovereign-eu/llama-3-70b" && region == "eu"),
+            "{error}"
+        );
+        assert!(error.to_string().contains("huggingFaceMirror"), "{error}");
+
+        // A PVC needs no hub: the hub client is offline, and no mirror is needed.
+        let mut pvc = backend.clone();
+        if let Some(v) = pvc.spec.vllm.as_mut() {
+            v.model_source = Some(crate::api::backend::ModelSource {
+                pvc: Some(crate::api::backend::PvcSource {
+                    claim_name: "weights-llama".into(),
+                    path: Some("llama-3-70b".into()),
+                }),
+                ..Default::default()
+            });
+        }
+        let pod = pod_of(&render_with(&no_mirror, &pvc).expect("renders"));
+        assert_eq!(env_value(&pod, "HF_HUB_OFFLINE").as_deref(), Some("1"));
+        assert_eq!(env_value(&pod, "HF_ENDPOINT"), None);
+        // India's llama streams from an in-region bucket: offline too.
+        let pod = pod_of(&render("in", "llama-3-70b"));
+        assert_eq!(env_value(&pod, "HF_HUB_OFFLINE").as_deref(), Some("1"));
+        assert!(
+            pod.containers[0]
+                .args
+                .as_ref()
+                .is_some_and(|a| a[0] == "s3://models-in-mumbai/meta-llama-3-70b-instruct")
+        );
+    }
+
+    /// Defects: the model cache and /dev/shm were emptyDirs without a size limit.
+    #[test]
+    fn cache_and_shm_have_size_limits() {
+        let pod = pod_of(&render("eu", "llama-3-70b"));
+        let limit = |name: &str| {
+            pod.volumes
+                .iter()
+                .flatten()
+                .find(|v| v.name == name)
+                .and_then(|v| v.empty_dir.as_ref())
+                .map(|d| (d.medium.clone(), d.size_limit.clone()))
+        };
+        assert_eq!(
+            limit("model-cache"),
+            Some((None, Some(Quantity("200Gi".into()))))
+        );
+        assert_eq!(
+            limit("shm"),
+            Some((Some("Memory".into()), Some(Quantity("8Gi".into()))))
+        );
+    }
+
+    /// Defect: as uid 1000 with no passwd entry and no USER / LOGNAME, `getpass.getuser()`
+    /// (PyTorch, Triton) raises KeyError.
+    #[test]
+    fn the_uid_without_a_passwd_entry_has_a_user_name_and_home() {
+        let pod = pod_of(&render("eu", "llama-3-70b"));
+        assert_eq!(env_value(&pod, "USER").as_deref(), Some("vllm"));
+        assert_eq!(env_value(&pod, "LOGNAME").as_deref(), Some("vllm"));
+        assert_eq!(env_value(&pod, "HOME").as_deref(), Some(CACHE_DIR));
+        let home_is_writable = pod.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.mount_path == CACHE_DIR && m.read_only != Some(true));
+        assert!(home_is_writable);
+    }
+
+    /// Defect: vLLM was BestEffort (GPU only, no CPU / memory requests).
+    #[test]
+    fn cpu_and_memory_are_requested_per_gpu_unless_given() {
+        let pod = pod_of(&render("eu", "llama-3-70b"));
+        let requests = pod.containers[0]
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.clone())
+            .expect("requests");
+        assert_eq!(requests["cpu"], Quantity("8".into()), "2 per GPU x 4");
+        assert_eq!(requests["memory"], Quantity("64Gi".into()));
+        assert_eq!(requests["nvidia.com/gpu"], Quantity("4".into()));
+
+        let region = example_region("in");
+        let mut backend = example_backend(&region, "sarvam-2b");
+        if let Some(v) = backend.spec.vllm.as_mut() {
+            v.resources = Some(ResourceRequirements {
+                requests: Some(BTreeMap::from([("memory".into(), Quantity("24Gi".into()))])),
+                limits: Some(BTreeMap::from([(
+                    "nvidia.com/gpu".into(),
+                    Quantity("7".into()),
+                )])),
+                ..ResourceRequirements::default()
+            });
+        }
+        let pod = pod_of(&render_with(&region, &backend).expect("renders"));
+        let resources = pod.containers[0].resources.clone().expect("resources");
+        let requests = resources.requests.expect("requests");
+        assert_eq!(requests["memory"], Quantity("24Gi".into()), "the spec wins");
+        assert_eq!(requests["cpu"], Quantity("2".into()));
+        assert_eq!(
+            resources.limits.expect("limits")["nvidia.com/gpu"],
+            Quantity("1".into()),
+            "GPUs come from gpus.count, not from resources"
+        );
+    }
+
+    /// Defect: vLLM reported usage stats abroad.
+    #[test]
+    fn usage_stats_and_hub_telemetry_are_off() {
+        let pod = pod_of(&render("in", "sarvam-2b"));
+        assert_eq!(env_value(&pod, "VLLM_NO_USAGE_STATS").as_deref(), Some("1"));
+        assert_eq!(env_value(&pod, "DO_NOT_TRACK").as_deref(), Some("1"));
+        assert_eq!(
+            env_value(&pod, "HF_HUB_DISABLE_TELEMETRY").as_deref(),
+            Some("1")
+        );
+    }
+
+    /// Defect: vLLM got no OTLP endpoint, so the regional collector saw none of its traces.
+    #[test]
+    fn traces_go_to_the_regional_collector() {
+        let pod = pod_of(&render("eu", "llama-3-70b"));
+        let args = pod.containers[0].args.clone().expect("args");
+        let at = args
+            .iter()
+            .position(|a| a == "--otlp-traces-endpoint")
+            .expect("--otlp-traces-endpoint");
+        assert_eq!(
+            args[at + 1],
+            "http://otel-collector.sovereign-eu.svc:4318/v1/traces"
+        );
+        assert_eq!(
+            env_value(&pod, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").as_deref(),
+            Some("http/protobuf")
+        );
+        assert!(
+            !args.iter().any(|a| a == "--disable-log-requests"),
+            "gone in 0.32"
+        );
+
+        let mut region = example_region("eu");
+        region.spec.observability = None;
+        let backend = example_backend(&region, "llama-3-70b");
+        let pod = pod_of(&render_with(&region, &backend).expect("renders"));
+        assert!(
+            !pod.containers[0]
+                .args
+                .iter()
+                .flatten()
+                .any(|a| a.starts_with("--otlp"))
+        );
+    }
+
+    #[test]
+    fn the_default_image_is_the_release_the_e2e_runs() {
+        let pod = pod_of(&render("eu", "llama-3-70b"));
+        assert_eq!(
+            pod.containers[0].image.as_deref(),
+            Some(&*format!(
+                "vllm/vllm-openai:v{}",
+                crate::api::versions::version("VLLM_VERSION").expect("in versions.env")
+            ))
+        );
+    }
+
+    /// Defect: no PodMonitor was rendered, so Prometheus (and the HPA's metric) had no data.
+    #[test]
+    fn a_pod_monitor_is_rendered_when_asked_for() {
+        assert!(
+            !render("eu", "llama-3-70b")
+                .iter()
+                .any(|c| matches!(c, Child::PodMonitor(_)))
+        );
+        let mut region = example_region("eu");
+        region.spec.monitoring.pod_monitor = Some(crate::api::region::PodMonitorSpec {
+            labels: BTreeMap::from([("release".into(), "kube-prometheus-stack".into())]),
+            interval: Some("15s".into()),
+        });
+        let backend = example_backend(&region, "llama-3-70b");
+        let children = render_with(&region, &backend).expect("renders");
+        let monitor = children
+            .iter()
+            .find_map(|c| match c {
+                Child::PodMonitor(m) => Some(m),
+                _ => None,
+            })
+            .expect("a PodMonitor");
+        let json = Child::PodMonitor(monitor.clone()).to_json().expect("json");
+        assert_eq!(json["apiVersion"], "monitoring.coreos.com/v1");
+        assert_eq!(json["kind"], "PodMonitor");
+        assert_eq!(json["metadata"]["namespace"], "sovereign-eu");
+        assert_eq!(
+            json["metadata"]["labels"]["release"],
+            "kube-prometheus-stack"
+        );
+        assert_eq!(
+            json["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"],
+            "llama-3-70b"
+        );
+        assert_eq!(
+            json["spec"]["podMetricsEndpoints"],
+            serde_json::json!([{"port": "http", "path": "/metrics", "interval": "15s"}])
         );
     }
 
