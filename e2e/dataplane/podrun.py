@@ -135,7 +135,9 @@ IMAGES = [
         "tag_also": "pg17",
         "entrypoint": ["docker-entrypoint.sh"],
         "cmd": ["postgres"],
-        "env": {"PGDATA": "/var/lib/postgresql/data", "LANG": "en_US.utf8"},
+        # The image sets LANG=en_US.utf8, a locale it generates; this host has only C.UTF-8
+        # (initdb refuses a locale that does not exist).
+        "env": {"PGDATA": "/var/lib/postgresql/data", "LANG": "C.UTF-8"},
         # The Debian PostgreSQL images create this user; initdb needs a name for its uid.
         "passwd": ["postgres:x:999:999::/var/lib/postgresql:/bin/bash"],
         "group": ["postgres:x:999:"],
@@ -607,18 +609,52 @@ class Container:
              "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
              "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
              "--symlink", "usr/sbin", "/sbin",
-             "--ro-bind", "/etc", "/etc",
-             "--proc", "/proc", "--dev", "/dev"]
-        for name in ("passwd", "group", "hosts", "resolv.conf", "hostname"):
+             "--proc", "/proc", "--dev", "/dev",
+             # Container runtimes mount sysfs read-only; vLLM reads the CPU topology there.
+             "--ro-bind", "/sys", "/sys"]
+        # The directories every Linux image has, with their usual modes: a container whose root
+        # is writable has a writable /tmp.
+        for d, mode in (("/var", "0755"), ("/run", "0755"), ("/home", "0755"), ("/opt", "0755"),
+                        ("/tmp", "1777"), ("/var/tmp", "1777")):
+            b += ["--perms", mode, "--dir", d]
+        # /etc: the host's entries one by one (read-only) on a directory of the root, so that
+        # mount points under /etc (config volumes) can be made; the pod's own accounts, hosts,
+        # resolver and hostname.
+        own = ("passwd", "group", "hosts", "resolv.conf", "hostname")
+        b += ["--perms", "0755", "--dir", "/etc"]
+        for name in sorted(os.listdir("/etc")):
+            host = os.path.join("/etc", name)
+            if name in own:
+                continue
+            if os.path.islink(host):
+                b += ["--symlink", os.readlink(host), host]
+            else:
+                b += ["--ro-bind", host, host]
+        for name in own:
             b += ["--ro-bind", os.path.join(self.runner.dir, "etc", name), f"/etc/{name}"]
+        # bwrap would create missing parents of a mount point with mode 0700, which a non-root
+        # uid cannot traverse; an image's directories are 0755.
+        made = set()
+
+        def parents(path):
+            out = []
+            parts = path.strip("/").split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                d = "/" + "/".join(parts[:i])
+                if d not in made and d.split("/")[1] not in ("usr", "proc", "dev") and d != "/etc":
+                    made.add(d)
+                    out += ["--perms", "0755", "--dir", d]
+            return out
+
         for bind in layout["binds"]:
             src, dst = bind if isinstance(bind, tuple) else (bind, bind)
-            b += ["--ro-bind", src, dst]
+            b += parents(dst) + ["--ro-bind", src, dst]
         for mount in self.spec.get("volumeMounts") or []:
             volume = self.runner.volumes.get(mount["name"])
             if volume is None:
                 raise PodError(f"{where}: volumeMount {mount['name']!r} names no pod volume")
             path = mount["mountPath"]
+            b += parents(path)
             src = volume["path"]
             if mount.get("subPath"):
                 src = os.path.join(src, mount["subPath"])

