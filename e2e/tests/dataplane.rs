@@ -31,7 +31,7 @@ use sovereign_operator::api::{InferenceBackend, SovereignRegion};
 use sovereign_operator::controllers::usage::stored_ledger;
 use sovereign_operator::render;
 
-use crate::harness::{apply, client, install_crds, operator_kubeconfig, repo_path};
+use crate::harness::{Exclusive, PlaneId, apply, exclusive, repo_path};
 
 const NAMESPACE: &str = "sovereign-dp";
 const REGION: &str = "dp";
@@ -91,6 +91,13 @@ impl Installed {
 fn podrun() -> Command {
     let mut command = Command::new("python3");
     command.arg(repo_path("e2e/dataplane/podrun.py"));
+    command
+}
+
+/// podrun for the pods of `plane` (it reads them with kubectl).
+fn podrun_on(plane: &Exclusive) -> Command {
+    let mut command = podrun();
+    command.env("KUBECONFIG", plane.kubeconfig());
     command
 }
 
@@ -178,9 +185,9 @@ struct RunningPod {
 }
 
 impl RunningPod {
-    fn start(net: &Net, state: &Path, pod: &str, pvcs: &[String]) -> Self {
+    fn start(plane: &Exclusive, net: &Net, state: &Path, pod: &str, pvcs: &[String]) -> Self {
         let stderr = state.join(format!("{pod}.podrun.log"));
-        let mut command = podrun();
+        let mut command = podrun_on(plane);
         command.args([
             "run",
             "--net",
@@ -415,8 +422,9 @@ fn print_status(what: &str, status: &Value, since: Instant) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dataplane_the_rendered_pods_run_and_a_request_reaches_vllm_through_the_gateway() {
     let installed = Installed::get();
-    let client = client().await;
-    install_crds().await;
+    let plane = exclusive(PlaneId::DataPlane).await;
+    let client = plane.client().await;
+    plane.install_crds().await;
     // The in-region storage classes and local volumes a real cluster would have.
     let storage = std::fs::read_to_string(repo_path("e2e/fixtures/storage.yaml"))
         .expect("e2e/fixtures/storage.yaml");
@@ -440,7 +448,7 @@ async fn dataplane_the_rendered_pods_run_and_a_request_reaches_vllm_through_the_
     // The operator, in the simulated cluster network, talking to the API server through a
     // forwarder on that network's loopback at the address its kubeconfig names.
     let net = Net::up();
-    let kubeconfig = operator_kubeconfig();
+    let kubeconfig = plane.operator_kubeconfig();
     let config: Value = serde_json::from_str(
         &std::fs::read_to_string(&kubeconfig).expect("the operator's kubeconfig"),
     )
@@ -512,7 +520,7 @@ async fn dataplane_the_rendered_pods_run_and_a_request_reaches_vllm_through_the_
         let name = pod.metadata.name.clone().expect("pod name");
         running.insert(
             component.clone(),
-            RunningPod::start(&net, &work, &name, std::slice::from_ref(&pvc)),
+            RunningPod::start(&plane, &net, &work, &name, std::slice::from_ref(&pvc)),
         );
     }
     for component in COMPONENTS {
