@@ -4,7 +4,10 @@
 #     values.schema.json refuses bad values; the RBAC has no wildcard;
 #   - deploy/kustomize/base/operator.yaml is the chart's current output (`make deploy-manifests`);
 #   - the kustomize overlays build (kubectl kustomize) and add their --region;
-#   - the Argo CD health checks pass their cases in a real Lua interpreter.
+#   - the Argo CD health checks pass their cases in a real Lua interpreter;
+#   - the alert rules pass their promtool unit tests (deploy/monitoring/alerts_test.yaml), as
+#     written and as the chart's PrometheusRule renders them (promtool built by
+#     scripts/promtool.sh into the cache), and a rule with a changed threshold fails them.
 # The API server's verdict on the same manifests is in the e2e suite (e2e/tests/chart.rs).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -55,4 +58,26 @@ done
 echo "deploy-check: kustomize overlays eu, in build"
 
 "${LUA}" deploy/argocd/health/test.lua
+
+# Alert rules, tested by Prometheus itself.
+PROMTOOL="$(bash scripts/promtool.sh path)"
+"${PROMTOOL}" --version | head -1
+"${PROMTOOL}" check rules deploy/monitoring/alerts.yaml
+"${PROMTOOL}" test rules deploy/monitoring/alerts_test.yaml
+mkdir -p "${work}/chart-rules" "${work}/mutated-rules"
+# The chart's PrometheusRule: its spec is a rule file (groups), indented under `spec:`.
+"${HELM}" template --kube-version "${KUBE_VERSION}" sovereign-operator "${chart}" --namespace sovereign-system \
+  --show-only templates/prometheusrule.yaml --set prometheusRule.enabled=true |
+  sed -n '/^spec:/,$p' | tail -n +2 | sed 's/^  //' >"${work}/chart-rules/alerts.yaml"
+grep -q 'alert: SovereignNoLeader' "${work}/chart-rules/alerts.yaml" || fail "no rules extracted from the PrometheusRule"
+cp deploy/monitoring/alerts_test.yaml "${work}/chart-rules/"
+"${PROMTOOL}" test rules "${work}/chart-rules/alerts_test.yaml"
+# The tests can fail: a budget alert at 99 % instead of 90 % must break them.
+sed 's/(sovereign_budget_used_ratio) > 0.9/(sovereign_budget_used_ratio) > 0.99/' \
+  deploy/monitoring/alerts.yaml >"${work}/mutated-rules/alerts.yaml"
+cp deploy/monitoring/alerts_test.yaml "${work}/mutated-rules/"
+if "${PROMTOOL}" test rules "${work}/mutated-rules/alerts_test.yaml" >/dev/null 2>&1; then
+  fail "promtool tests passed on a rule with a changed threshold"
+fi
+echo "deploy-check: alert rules pass promtool test rules (file and chart), and a changed rule fails"
 echo "deploy-check: ok"

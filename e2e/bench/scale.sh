@@ -60,6 +60,7 @@ metadata: {{name: {region}}}
 spec:
   jurisdiction: EU
   locations: [{locations[r % 3]}]
+  huggingFaceMirror: https://hf-mirror.eu.example.com
   gateway: {{replicas: 1}}
   vectorStore: {{engine: None}}""")
     for b in range(m):

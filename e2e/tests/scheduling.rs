@@ -28,7 +28,7 @@ fn gpu_pod(name: &str, location: &str, gpu_product: Option<&str>) -> Pod {
                 "nodeSelectorTerms": [{"matchExpressions": terms}]
             }}},
             "containers": [{
-                "name": "vllm", "image": "vllm/vllm-openai:v0.11.0",
+                "name": "vllm", "image": "vllm/vllm-openai:v0.32.0",
                 "resources": {"limits": {"nvidia.com/gpu": "2"}}
             }]
         }

@@ -105,6 +105,7 @@ pub struct VllmSpec {
     /// is refused: vLLM 0.32 removed it and exits on it ("unrecognized arguments"); request
     /// logging is off unless `--enable-log-requests` is given.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128), inner(length(max = 4096)))]
     #[x_kube(validation = Rule::new("!self.exists(a, a == '--disable-log-requests' || a.startsWith('--disable-log-requests='))").message("vllm.extraArgs: --disable-log-requests was removed in vLLM 0.32 and makes the server exit; request logging is off by default (--enable-log-requests turns it on)"))]
     pub extra_args: Vec<String>,
     /// Where the weights come from. Without it `model` is a Hugging Face id downloaded from

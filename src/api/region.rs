@@ -36,6 +36,9 @@ use super::common::{
 #[x_kube(validation = Rule::new(
     "has(self.__namespace__) == has(oldSelf.__namespace__) && (!has(self.__namespace__) || self.__namespace__ == oldSelf.__namespace__)"
 ).message("namespace is immutable; delete and re-create the region to move it"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.huggingFaceMirror) || !isURL(self.huggingFaceMirror) || (has(self.inRegionHosts) && self.inRegionHosts.exists(h, h == url(self.huggingFaceMirror).getHostname() || (h.startsWith('*.') && url(self.huggingFaceMirror).getHostname().endsWith(h.substring(1)))))"
+).message("huggingFaceMirror must be served from inside the region: its host must match one of inRegionHosts"))]
 #[serde(rename_all = "camelCase")]
 pub struct SovereignRegionSpec {
     /// Jurisdiction whose law governs the data of this region: `EU` or an ISO 3166-1 alpha-2
@@ -80,7 +83,7 @@ pub struct SovereignRegionSpec {
     /// Host names served from inside this region (exact names, or `*.suffix` wildcards). The
     /// observability endpoints must be among them; residency audits check against this list.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 253)))]
     pub in_region_hosts: Vec<String>,
 
     /// The region's LiteLLM gateway.
@@ -105,7 +108,7 @@ pub struct SovereignRegionSpec {
     /// Hugging Face (a `huggingFace` model source, or none) download from here; the public hub
     /// is never used, so without a mirror such backends are refused (use a `pvc` or
     /// `objectStore` source instead). The mirror must be an in-region host whose addresses
-    /// `egress.cidrs` opens.
+    /// `egress.cidrs` opens; its host must match one of `inRegionHosts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = http_url_rule("huggingFaceMirror"))]
     #[schemars(length(max = 2048))]
@@ -131,7 +134,7 @@ pub struct MonitoringSpec {
     /// scrapes fail and tokens served around the gateway are never attributed.
     #[serde(default = "default_scrape_namespaces")]
     #[x_kube(validation = Rule::new("self.all(n, n.matches('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$'))").message("monitoring.scrapeNamespaces entries must be namespace names (DNS labels)"))]
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = 16), inner(length(max = 63)))]
     pub scrape_namespaces: Vec<String>,
     /// Render a `monitoring.coreos.com/v1` PodMonitor per vLLM backend (port `http`,
     /// `/metrics`) so that Prometheus — and through a custom-metrics adapter the autoscaler on

@@ -31,6 +31,10 @@ pub const ACTIONS_CONFIG_MAP: &str = "sovereign-budget-actions";
 /// Key of the actions in that ConfigMap.
 pub const ACTIONS_KEY: &str = "actions.json";
 const ACTIONS_DIR: &str = "/etc/sovereign/actions";
+/// Startup probe of the gateway: every 5 s, up to 36 misses (3 minutes) before the kubelet
+/// gives up and restarts it.
+const STARTUP_PERIOD_SECONDS: i32 = 5;
+const STARTUP_FAILURES: i32 = 36;
 /// The `nobody` uid the LiteLLM `non_root` image is built for (`USER nobody`; its /app and
 /// Prisma files belong to it).
 const GATEWAY_UID: i64 = 65534;
@@ -130,6 +134,16 @@ pub fn gateway_children(
                 k8s::mount("budget-actions", ACTIONS_DIR, true),
                 k8s::mount("tmp", "/tmp", false),
             ]),
+            // LiteLLM takes ~30 s to listen on a small node (measured: 29.5 s on 2 cores, the
+            // e2e runner, 1.108.7); liveness alone (3 × 10 s) killed it before it ever started.
+            // The startup probe holds liveness and readiness off for up to 3 minutes.
+            startup_probe: Some(k8s::http_probe(
+                "/health/liveliness",
+                PORT,
+                STARTUP_PERIOD_SECONDS,
+                STARTUP_FAILURES,
+                None,
+            )),
             readiness_probe: Some(probe("/health/readiness")),
             liveness_probe: Some(probe("/health/liveliness")),
             security_context: Some(restricted_container_security(false)),
@@ -225,5 +239,86 @@ mod tests {
         let json = serde_json::to_string(&children).expect("json");
         assert!(json.contains("LITELLM_LOCAL_MODEL_COST_MAP"));
         assert!(json.contains("europe-west9"), "pinned to the region");
+    }
+    fn pod(children: &[Child]) -> PodSpec {
+        children
+            .iter()
+            .find_map(|c| match c {
+                Child::Deployment(d) => d.spec.as_ref().and_then(|s| s.template.spec.clone()),
+                _ => None,
+            })
+            .expect("gateway pod")
+    }
+
+    #[test]
+    fn the_egress_proxy_is_in_the_gateways_environment() {
+        let region = example_region("eu");
+        let children = gateway_children(&region, &owner("eu"), "model_list: []\n", Vec::new());
+        let env: BTreeMap<String, Option<String>> = pod(&children).containers[0]
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone()))
+            .collect();
+        assert_eq!(
+            env["HTTPS_PROXY"].as_deref(),
+            Some("http://egress-proxy.egress-eu.svc:3128")
+        );
+        assert_eq!(env["https_proxy"], env["HTTPS_PROXY"]);
+        assert_eq!(
+            env["NO_PROXY"].as_deref(),
+            Some(
+                ".svc,.cluster.local,localhost,127.0.0.1,.eu.observability.example.com,hf-mirror.eu.example.com"
+            )
+        );
+        let mut none = example_region("eu");
+        none.spec.egress = None;
+        assert!(proxy_env(&none).is_empty());
+    }
+
+    #[test]
+    fn the_gateway_runs_as_the_non_root_images_user_and_defaults_to_the_tested_release() {
+        let region = example_region("eu");
+        let children = gateway_children(&region, &owner("eu"), "model_list: []\n", Vec::new());
+        let pod = pod(&children);
+        assert_eq!(
+            pod.security_context.as_ref().and_then(|s| s.run_as_user),
+            Some(65534)
+        );
+        assert_eq!(
+            pod.containers[0].image.as_deref(),
+            Some(&*format!(
+                "ghcr.io/berriai/litellm-non_root:v{}",
+                crate::api::versions::version("LITELLM_VERSION").expect("in versions.env")
+            ))
+        );
+    }
+
+    /// Defect (found by running the rendered pod): liveness (3 × 10 s) killed LiteLLM, which
+    /// takes ~30 s to listen, before it ever started — a crash loop.
+    #[test]
+    fn a_startup_probe_holds_liveness_off_while_litellm_starts() {
+        let region = example_region("eu");
+        let children = gateway_children(&region, &owner("eu"), "model_list: []\n", Vec::new());
+        let container = &pod(&children).containers[0];
+        let startup = container.startup_probe.as_ref().expect("a startup probe");
+        let budget = startup.period_seconds.unwrap_or(10) * startup.failure_threshold.unwrap_or(3);
+        assert!(budget >= 180, "startup budget {budget} s");
+        assert_eq!(
+            startup
+                .http_get
+                .as_ref()
+                .map(|h| (h.path.clone(), h.port.clone())),
+            Some((
+                Some("/health/liveliness".to_owned()),
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(4000)
+            ))
+        );
+        let liveness = container.liveness_probe.as_ref().expect("liveness");
+        assert!(
+            liveness.period_seconds.unwrap_or(10) * liveness.failure_threshold.unwrap_or(3)
+                < budget,
+            "liveness alone would kill a slow start"
+        );
     }
 }

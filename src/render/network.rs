@@ -633,6 +633,163 @@ mod tests {
         );
     }
 
+    fn dns_destinations(policies: &BTreeMap<String, NetworkPolicy>) -> Vec<(String, i32)> {
+        let mut out = Vec::new();
+        for rule in spec(&policies[ALLOW_DNS]).egress.iter().flatten() {
+            let ports: Vec<i32> = rule
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| match p.port {
+                    Some(IntOrString::Int(n)) => Some(n),
+                    _ => None,
+                })
+                .collect();
+            for peer in rule.to.iter().flatten() {
+                let what = match (&peer.ip_block, &peer.pod_selector) {
+                    (Some(block), _) => block.cidr.clone(),
+                    (None, Some(pods)) => format!(
+                        "{}/{:?}",
+                        peer.namespace_selector
+                            .as_ref()
+                            .and_then(|n| n.match_labels.as_ref())
+                            .map(|l| l["kubernetes.io/metadata.name"].clone())
+                            .unwrap_or_default(),
+                        pods.match_labels.clone().unwrap_or_default()
+                    ),
+                    _ => "everywhere".to_owned(),
+                };
+                for port in &ports {
+                    out.push((what.clone(), *port));
+                }
+            }
+        }
+        out
+    }
+
+    /// Defect: only `k8s-app=kube-dns` was admitted, so NodeLocal DNSCache and OpenShift DNS
+    /// lookups failed.
+    #[test]
+    fn dns_admits_the_common_cluster_dns_setups() {
+        let policies = policies_of(&namespace_and_policies(&example_region("eu"), &owner()));
+        let destinations = dns_destinations(&policies);
+        for wanted in [
+            ("kube-system/{\"k8s-app\": \"kube-dns\"}".to_owned(), 53),
+            (
+                "kube-system/{\"k8s-app\": \"node-local-dns\"}".to_owned(),
+                53,
+            ),
+            ("169.254.20.10/32".to_owned(), 53),
+            (
+                "openshift-dns/{\"dns.operator.openshift.io/daemonset-dns\": \"default\"}"
+                    .to_owned(),
+                5353,
+            ),
+        ] {
+            assert!(
+                destinations.contains(&wanted),
+                "{wanted:?} in {destinations:?}"
+            );
+        }
+        // Never port 53 anywhere: every rule names its peers.
+        assert!(!destinations.iter().any(|(what, _)| what == "everywhere"));
+    }
+
+    /// Defect: the vLLM servers admitted only their own namespace, so the operator's usage
+    /// collector (and Prometheus) could not scrape `:8000/metrics`.
+    #[test]
+    fn the_operator_and_prometheus_may_scrape_the_vllm_servers() {
+        let policies = policies_of(&namespace_and_policies(&example_region("eu"), &owner()));
+        let scrapes = spec(&policies[ALLOW_METRICS_SCRAPES]);
+        assert_eq!(
+            scrapes
+                .pod_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.clone()),
+            Some(BTreeMap::from([
+                (
+                    "app.kubernetes.io/component".to_owned(),
+                    "inference".to_owned()
+                ),
+                ("sovereign.ai/region".to_owned(), "eu".to_owned()),
+            ]))
+        );
+        let rule = &scrapes.ingress.as_ref().expect("ingress")[0];
+        let namespaces: Vec<String> = rule
+            .from
+            .iter()
+            .flatten()
+            .map(|p| {
+                p.namespace_selector
+                    .as_ref()
+                    .and_then(|n| n.match_labels.as_ref())
+                    .map(|l| l["kubernetes.io/metadata.name"].clone())
+                    .expect("a named namespace")
+            })
+            .collect();
+        assert_eq!(namespaces, ["sovereign-system", "monitoring"]);
+        assert_eq!(
+            rule.ports.as_ref().expect("ports")[0].port,
+            Some(IntOrString::Int(8000))
+        );
+
+        let mut r = example_region("eu");
+        r.spec.monitoring.scrape_namespaces = vec!["ops".into()];
+        let policies = policies_of(&namespace_and_policies(&r, &owner()));
+        let from = &spec(&policies[ALLOW_METRICS_SCRAPES])
+            .ingress
+            .as_ref()
+            .expect("ingress")[0]
+            .from;
+        assert_eq!(from.as_ref().map(Vec::len), Some(1));
+        r.spec.monitoring.scrape_namespaces.clear();
+        let policies = policies_of(&namespace_and_policies(&r, &owner()));
+        assert!(
+            !policies.contains_key(ALLOW_METRICS_SCRAPES),
+            "an empty list must not admit everyone"
+        );
+    }
+
+    /// Defect: external backends were unreachable — host names cannot be NetworkPolicy peers.
+    /// The gateway reaches them through the region's egress proxy.
+    #[test]
+    fn the_gateway_reaches_the_egress_proxy_and_nothing_else_does() {
+        let policies = policies_of(&namespace_and_policies(&example_region("eu"), &owner()));
+        let proxy = spec(&policies[ALLOW_EGRESS_PROXY]);
+        assert_eq!(
+            proxy
+                .pod_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.clone()),
+            Some(owner().selector("gateway")),
+            "only the gateway calls external APIs"
+        );
+        let rule = &proxy.egress.as_ref().expect("egress")[0];
+        let peer = &rule.to.as_ref().expect("to")[0];
+        assert_eq!(
+            peer.namespace_selector
+                .as_ref()
+                .and_then(|n| n.match_labels.clone()),
+            Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_owned(),
+                "egress-eu".to_owned()
+            )]))
+        );
+        assert_eq!(
+            peer.pod_selector
+                .as_ref()
+                .and_then(|p| p.match_labels.clone()),
+            Some(BTreeMap::from([(
+                "app.kubernetes.io/name".to_owned(),
+                "egress-proxy".to_owned()
+            )]))
+        );
+        assert_eq!(
+            rule.ports.as_ref().expect("ports")[0].port,
+            Some(IntOrString::Int(3128))
+        );
+    }
+
     #[test]
     fn rendering_is_deterministic() {
         let a = serde_json::to_string(&namespace_and_policies(&example_region("eu"), &owner()))

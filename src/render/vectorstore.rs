@@ -908,6 +908,117 @@ mod tests {
         );
     }
 
+    /// Defects: Qdrant ran without an API key and reported telemetry to qdrant.io.
+    #[test]
+    fn qdrant_needs_a_key_and_sends_no_telemetry() {
+        let mut r = example_region("eu");
+        let env = env_of(&pod_spec(statefulset(&vector_store(&r, &owner("eu")))).containers[0]);
+        assert_eq!(
+            env["QDRANT__TELEMETRY_DISABLED"].value.as_deref(),
+            Some("true")
+        );
+        let key = |env: &BTreeMap<String, EnvVar>| {
+            let var = &env["QDRANT__SERVICE__API_KEY"];
+            assert!(var.value.is_none(), "never inline");
+            var.value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+                .map(|s| (s.name.clone(), s.key.clone(), s.optional))
+        };
+        assert_eq!(
+            key(&env),
+            Some(("qdrant-api-key".into(), "api-key".into(), Some(false)))
+        );
+        r.spec.vector_store.api_key_secret = Some(SecretKeyReference {
+            name: "vectors".into(),
+            key: "key".into(),
+        });
+        let env = env_of(&pod_spec(statefulset(&vector_store(&r, &owner("eu")))).containers[0]);
+        assert_eq!(
+            key(&env),
+            Some(("vectors".into(), "key".into(), Some(false)))
+        );
+    }
+
+    /// Defect: Qdrant and pgvector were BestEffort (no CPU / memory requests).
+    #[test]
+    fn both_stores_request_cpu_and_memory() {
+        let requests = |r: &SovereignRegion| {
+            pod_spec(statefulset(&vector_store(r, &owner("x")))).containers[0]
+                .resources
+                .as_ref()
+                .and_then(|r| r.requests.clone())
+                .expect("requests")
+        };
+        let eu = requests(&example_region("eu"));
+        assert_eq!(
+            (eu["cpu"].clone(), eu["memory"].clone()),
+            (Quantity("500m".into()), Quantity("1Gi".into()))
+        );
+        let mut india = example_region("in");
+        let defaults = requests(&india);
+        assert_eq!(
+            (defaults["cpu"].clone(), defaults["memory"].clone()),
+            (Quantity("250m".into()), Quantity("512Mi".into()))
+        );
+        india.spec.vector_store.resources =
+            Some(k8s_openapi::api::core::v1::ResourceRequirements {
+                requests: Some(BTreeMap::from([("memory".into(), Quantity("8Gi".into()))])),
+                ..Default::default()
+            });
+        let given = requests(&india);
+        assert_eq!(given["memory"], Quantity("8Gi".into()), "the spec wins");
+        assert_eq!(given["cpu"], Quantity("250m".into()));
+    }
+
+    /// Defect: pgvector never ran `CREATE EXTENSION vector`.
+    #[test]
+    fn pgvector_creates_the_extension_at_first_init() {
+        let children = vector_store(&example_region("in"), &owner("in"));
+        let init = children
+            .iter()
+            .find_map(|c| match c {
+                Child::ConfigMap(m) if m.metadata.name.as_deref() == Some(PGVECTOR_INIT) => {
+                    m.data.clone()
+                }
+                _ => None,
+            })
+            .expect("init ConfigMap");
+        assert_eq!(
+            init[PGVECTOR_INIT_FILE]
+                .matches("CREATE EXTENSION IF NOT EXISTS vector;")
+                .count(),
+            2,
+            "in the default database and in template1"
+        );
+        let spec = pod_spec(statefulset(&children));
+        let mount = spec.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == "init")
+            .expect("init mount");
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            ("/docker-entrypoint-initdb.d", Some(true))
+        );
+        let volume = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "init")
+            .and_then(|v| v.config_map.as_ref())
+            .expect("init volume");
+        assert_eq!(volume.name, PGVECTOR_INIT);
+        assert_eq!(
+            spec.containers[0].image.as_deref(),
+            Some(&*format!(
+                "pgvector/pgvector:{}-pg17",
+                crate::api::versions::version("PGVECTOR_VERSION").expect("in versions.env")
+            ))
+        );
+    }
+
     #[test]
     fn rendering_is_deterministic() {
         for r in [example_region("eu"), example_region("in")] {

@@ -799,5 +799,195 @@ pub fn cases() -> Vec<Case> {
             expect: Some("spec.timeZone: timeZone must be an IANA time zone name"),
         });
     }
+    {
+        cases.push(Case {
+            name: "backend_extra_args_without_removed_flags/1",
+            kind: Kind::InferenceBackend,
+            object: with(
+                &vllm_backend(),
+                "/spec/vllm/extraArgs",
+                json!(["--enable-log-requests", "--enable-prefix-caching"]),
+            ),
+            old: None,
+            expect: None,
+        });
+        cases.push(Case {
+            name: "backend_extra_args_without_removed_flags/2",
+            kind: Kind::InferenceBackend,
+            object: with(
+                &vllm_backend(),
+                "/spec/vllm/extraArgs",
+                json!(["--enable-prefix-caching", "--disable-log-requests"]),
+            ),
+            old: None,
+            expect: Some(
+                "spec.vllm.extraArgs: vllm.extraArgs: --disable-log-requests was removed in vLLM 0.32",
+            ),
+        });
+    }
+    {
+        cases.push(Case {
+            name: "backend_cache_and_shm_sizes_are_positive_quantities/1",
+            kind: Kind::InferenceBackend,
+            object: with(
+                &with(&vllm_backend(), "/spec/vllm/cacheSize", json!("400Gi")),
+                "/spec/vllm/shmSize",
+                json!("16Gi"),
+            ),
+            old: None,
+            expect: None,
+        });
+        cases.push(Case {
+            name: "backend_cache_and_shm_sizes_are_positive_quantities/2",
+            kind: Kind::InferenceBackend,
+            object: with(&vllm_backend(), "/spec/vllm/cacheSize", json!("0")),
+            old: None,
+            expect: Some("spec.vllm.cacheSize: vllm.cacheSize must be a positive quantity"),
+        });
+        cases.push(Case {
+            name: "backend_cache_and_shm_sizes_are_positive_quantities/3",
+            kind: Kind::InferenceBackend,
+            object: with(&vllm_backend(), "/spec/vllm/shmSize", json!("lots")),
+            old: None,
+            expect: Some("spec.vllm.shmSize: vllm.shmSize must be a positive quantity"),
+        });
+    }
+    {
+        let hosts = with(
+            &region(),
+            "/spec/inRegionHosts",
+            json!(["*.eu.example.com", "hf-mirror.models.svc"]),
+        );
+        cases.push(Case {
+            name: "region_hugging_face_mirror_is_an_http_url/1",
+            kind: Kind::SovereignRegion,
+            object: with(
+                &hosts,
+                "/spec/huggingFaceMirror",
+                json!("http://hf-mirror.models.svc:8080"),
+            ),
+            old: None,
+            expect: None,
+        });
+        cases.push(Case {
+            name: "region_hugging_face_mirror_is_an_in_region_host/1",
+            kind: Kind::SovereignRegion,
+            object: with(
+                &hosts,
+                "/spec/huggingFaceMirror",
+                json!("https://hub.eu.example.com"),
+            ),
+            old: None,
+            expect: None,
+        });
+        cases.push(Case {
+            name: "region_hugging_face_mirror_is_an_in_region_host/2",
+            kind: Kind::SovereignRegion,
+            object: with(
+                &hosts,
+                "/spec/huggingFaceMirror",
+                json!("https://huggingface.co"),
+            ),
+            old: None,
+            expect: Some(
+                "huggingFaceMirror must be served from inside the region: its host must match one of inRegionHosts",
+            ),
+        });
+        cases.push(Case {
+            name: "region_hugging_face_mirror_is_an_in_region_host/3",
+            kind: Kind::SovereignRegion,
+            object: with(
+                &region(),
+                "/spec/huggingFaceMirror",
+                json!("https://hub.eu.example.com"),
+            ),
+            old: None,
+            expect: Some(
+                "huggingFaceMirror must be served from inside the region: its host must match one of inRegionHosts",
+            ),
+        });
+        cases.push(Case {
+            name: "region_hugging_face_mirror_is_an_http_url/2",
+            kind: Kind::SovereignRegion,
+            object: with(&region(), "/spec/huggingFaceMirror", json!("hf-mirror.eu")),
+            old: None,
+            expect: Some(
+                "spec.huggingFaceMirror: huggingFaceMirror must be an absolute http:// or https:// URL",
+            ),
+        });
+    }
+    {
+        cases.push(Case {
+            name: "region_scrape_namespaces_are_namespace_names/1",
+            kind: Kind::SovereignRegion,
+            object: with(
+                &region(),
+                "/spec/monitoring",
+                json!({"scrapeNamespaces": ["ops", "kube-prometheus"], "podMonitor": {"labels": {"release": "kps"}}}),
+            ),
+            old: None,
+            expect: None,
+        });
+        cases.push(Case {
+            name: "region_scrape_namespaces_are_namespace_names/2",
+            kind: Kind::SovereignRegion,
+            object: with(
+                &region(),
+                "/spec/monitoring",
+                json!({"scrapeNamespaces": ["Monitoring"]}),
+            ),
+            old: None,
+            expect: Some(
+                "spec.monitoring.scrapeNamespaces: monitoring.scrapeNamespaces entries must be namespace names",
+            ),
+        });
+    }
+    {
+        let proxy = json!({"cidrs": ["10.20.0.0/16"], "hosts": ["api.mistral.ai"], "proxy": {
+            "url": "http://egress-proxy.egress.svc:3128", "namespace": "egress", "port": 3128
+        }});
+        cases.push(Case {
+            name: "region_egress_proxy_is_well_formed/1",
+            kind: Kind::SovereignRegion,
+            object: with(&region(), "/spec/egress", proxy.clone()),
+            old: None,
+            expect: None,
+        });
+        cases.push(Case {
+            name: "region_egress_proxy_is_well_formed/2",
+            kind: Kind::SovereignRegion,
+            object: with(
+                &with(&region(), "/spec/egress", proxy.clone()),
+                "/spec/egress/proxy/port",
+                json!(0),
+            ),
+            old: None,
+            expect: Some("spec.egress.proxy.port: egress.proxy.port must be between 1 and 65535"),
+        });
+        cases.push(Case {
+            name: "region_egress_proxy_is_well_formed/3",
+            kind: Kind::SovereignRegion,
+            object: with(
+                &with(&region(), "/spec/egress", proxy.clone()),
+                "/spec/egress/proxy/url",
+                json!("egress-proxy:3128"),
+            ),
+            old: None,
+            expect: Some(
+                "spec.egress.proxy.url: egress.proxy.url must be an absolute http:// or https:// URL",
+            ),
+        });
+        cases.push(Case {
+            name: "region_egress_proxy_is_well_formed/4",
+            kind: Kind::SovereignRegion,
+            object: with(
+                &with(&region(), "/spec/egress", proxy),
+                "/spec/egress/proxy/namespace",
+                json!("Egress_NS"),
+            ),
+            old: None,
+            expect: Some("spec.egress.proxy.namespace: egress.proxy.namespace must be a DNS label"),
+        });
+    }
     cases
 }
