@@ -961,6 +961,8 @@ class Runner:
                         continue
                     if now < p.next_at:
                         continue
+                    if "exec" in p.spec and c.sandbox_pid() is None:
+                        continue  # not created yet: the kubelet does not probe it either
                     p.next_at = now + p.spec.get("periodSeconds", 10)
                     ok = p.check(ip)
                     if ok:

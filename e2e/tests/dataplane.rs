@@ -252,10 +252,20 @@ impl RunningPod {
                     self.logs()
                 );
             }
-            if let Some(status) = self.read_status()
-                && status["ready"] == true
-            {
-                return status;
+            if let Some(status) = self.read_status() {
+                if status["ready"] == true {
+                    return status;
+                }
+                // CrashLoopBackOff: restarted three times without ever being ready.
+                for (name, c) in status["containers"].as_object().into_iter().flatten() {
+                    if c["restarts"].as_u64().unwrap_or(0) >= 3 && c["ready_at"].is_null() {
+                        panic!(
+                            "container {name} of pod {} crash-loops (3 restarts, never ready):\n{}",
+                            self.name,
+                            self.logs()
+                        );
+                    }
+                }
             }
             assert!(
                 started.elapsed() < START_PATIENCE,
