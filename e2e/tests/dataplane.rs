@@ -747,6 +747,8 @@ async fn dataplane_the_rendered_pods_run_and_a_request_reaches_vllm_through_the_
     drop(running);
     drop(operator);
     remove_region(&client).await;
+    // Kept after a failure, for the logs.
+    let _ = std::fs::remove_dir_all(&work);
 }
 
 /// Deletes the test's region and backend, if there, and waits until they are gone.
