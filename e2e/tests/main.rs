@@ -13,6 +13,7 @@ mod admission_support;
 
 mod admission;
 mod chart;
+mod dataplane;
 mod finops;
 mod harness;
 mod leader;
