@@ -407,61 +407,64 @@ fn api_group(api_version: &str) -> &str {
     api_version.rsplit_once('/').map_or("", |(group, _)| group)
 }
 
+/// How a pod spec reads a Secret, ConfigMap or PVC (formatted only for findings).
+#[derive(Clone, Copy)]
+enum Read<'v> {
+    Volume(&'v str),
+    Env(&'v str, &'v str),
+    EnvFrom(&'v str),
+}
+
+impl fmt::Display for Read<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Read::Volume(volume) => write!(f, "volume {volume}"),
+            Read::Env(env, container) => write!(f, "env {env} of container {container}"),
+            Read::EnvFrom(container) => write!(f, "envFrom of container {container}"),
+        }
+    }
+}
+
 /// The Secrets, ConfigMaps and PVCs a pod spec reads: (kind, name, how).
-fn pod_references<'v>(pod_spec: &'v Value) -> Vec<(&'static str, &'v str, String)> {
+fn pod_references<'v>(pod_spec: &'v Value) -> Vec<(&'static str, &'v str, Read<'v>)> {
+    let text = |v: &'v Value| v.as_str().unwrap_or_default();
     let mut out = Vec::new();
-    let mut push = |kind: &'static str, name: Option<&'v str>, how: String| {
-        if let Some(name) = name.filter(|n| !n.is_empty()) {
+    let mut push = |kind: &'static str, name: &'v Value, how: Read<'v>| {
+        if let Some(name) = name.as_str().filter(|n| !n.is_empty()) {
             out.push((kind, name, how));
         }
     };
     for volume in pod_spec["volumes"].as_array().into_iter().flatten() {
-        let volume_name = volume["name"].as_str().unwrap_or_default();
-        let how = format!("volume {volume_name}");
-        push(
-            "Secret",
-            volume["secret"]["secretName"].as_str(),
-            how.clone(),
-        );
-        push(
-            "ConfigMap",
-            volume["configMap"]["name"].as_str(),
-            how.clone(),
-        );
+        let how = Read::Volume(text(&volume["name"]));
+        push("Secret", &volume["secret"]["secretName"], how);
+        push("ConfigMap", &volume["configMap"]["name"], how);
         push(
             "PersistentVolumeClaim",
-            volume["persistentVolumeClaim"]["claimName"].as_str(),
-            how.clone(),
+            &volume["persistentVolumeClaim"]["claimName"],
+            how,
         );
         for source in volume["projected"]["sources"]
             .as_array()
             .into_iter()
             .flatten()
         {
-            push("Secret", source["secret"]["name"].as_str(), how.clone());
-            push(
-                "ConfigMap",
-                source["configMap"]["name"].as_str(),
-                how.clone(),
-            );
+            push("Secret", &source["secret"]["name"], how);
+            push("ConfigMap", &source["configMap"]["name"], how);
         }
     }
     for field in ["containers", "initContainers", "ephemeralContainers"] {
         for container in pod_spec[field].as_array().into_iter().flatten() {
-            let container_name = container["name"].as_str().unwrap_or_default();
+            let container_name = text(&container["name"]);
             for env in container["env"].as_array().into_iter().flatten() {
-                let how = format!(
-                    "env {} of container {container_name}",
-                    env["name"].as_str().unwrap_or_default()
-                );
+                let how = Read::Env(text(&env["name"]), container_name);
                 let from = &env["valueFrom"];
-                push("Secret", from["secretKeyRef"]["name"].as_str(), how.clone());
-                push("ConfigMap", from["configMapKeyRef"]["name"].as_str(), how);
+                push("Secret", &from["secretKeyRef"]["name"], how);
+                push("ConfigMap", &from["configMapKeyRef"]["name"], how);
             }
             for from in container["envFrom"].as_array().into_iter().flatten() {
-                let how = format!("envFrom of container {container_name}");
-                push("Secret", from["secretRef"]["name"].as_str(), how.clone());
-                push("ConfigMap", from["configMapRef"]["name"].as_str(), how);
+                let how = Read::EnvFrom(container_name);
+                push("Secret", &from["secretRef"]["name"], how);
+                push("ConfigMap", &from["configMapRef"]["name"], how);
             }
         }
     }
@@ -715,6 +718,19 @@ impl Engine {
         }
     }
 
+    /// The policies that govern data class `class` (normalized without allocating when it
+    /// already is, the common case).
+    fn governing(&self, class: &str) -> Option<&Vec<usize>> {
+        let normal = !class.starts_with(char::is_whitespace)
+            && !class.ends_with(char::is_whitespace)
+            && !class.bytes().any(|b| b.is_ascii_uppercase());
+        if normal {
+            self.classes.get(class)
+        } else {
+            self.classes.get(&normalize_class(class))
+        }
+    }
+
     fn region_ref<'v>(&self, name: &'v str) -> RegionRef<'v> {
         match self.region_index.get(name) {
             Some(&i) => RegionRef::Known(i),
@@ -819,12 +835,7 @@ impl Engine {
         // Which policies govern the object, and why.
         let mut governing: Vec<Governance> = Vec::new();
         let govern = |class: &str, via: Option<String>, governing: &mut Vec<Governance>| {
-            for &p in self
-                .classes
-                .get(&normalize_class(class))
-                .into_iter()
-                .flatten()
-            {
+            for &p in self.governing(class).into_iter().flatten() {
                 if !governing.iter().any(|g| g.policy == p) {
                     governing.push(Governance {
                         policy: p,
@@ -847,7 +858,10 @@ impl Engine {
                 govern(class, None, &mut governing);
             }
             let pod_spec = template.map(|t| &t["spec"]);
-            if let (Some(pod_spec), Some(namespace)) = (pod_spec, subject.namespace) {
+            // Only when the input holds governed data to read: most inputs cost nothing here.
+            if let (Some(pod_spec), Some(namespace), false) =
+                (pod_spec, subject.namespace, inventory.data.is_empty())
+            {
                 for (data_kind, data_name, how) in pod_references(pod_spec) {
                     if let Some(class) = inventory.data.get(&(data_kind, namespace, data_name)) {
                         let via = format!(
@@ -1458,6 +1472,80 @@ mod tests {
             [ResidencyError::SinkExpression { policy, index: 0, .. }] if policy == "pii-home-region"
         ));
         assert_eq!(rules_of(&evaluation), vec![Rule::PinWorkloads]);
+    }
+
+    #[test]
+    fn a_sink_the_engine_cannot_judge_is_an_error_not_a_pass() {
+        for (kinds, expression) in [
+            (vec!["Mirror".to_owned()], "  "),
+            (Vec::new(), "object.spec.target"),
+            (vec![String::new()], "object.spec.target"),
+        ] {
+            let mut policy = pii_policy();
+            policy.spec.sinks.push(SinkSpec {
+                group: "storage.example.com".into(),
+                kinds,
+                location_expression: expression.into(),
+            });
+            let evaluation =
+                Engine::new(&regions(), &[policy]).evaluate(&[unpinned("sovereign-eu")]);
+            assert!(
+                matches!(
+                    evaluation.errors.as_slice(),
+                    [ResidencyError::UnjudgeableSink { index: 0, .. }]
+                ),
+                "{evaluation:?}"
+            );
+            assert!(!evaluation.is_compliant());
+        }
+    }
+
+    #[test]
+    fn governance_follows_the_data_a_pod_reads_and_says_so() {
+        let secret = json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "db", "namespace": "sovereign-eu",
+                         "labels": {"sovereign.ai/data-class": " PII"}}});
+        let reader = |namespace: &str| {
+            json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "reader", "namespace": namespace},
+                "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i",
+                    "envFrom": [{"secretRef": {"name": "db"}}]}]}}}
+            })
+        };
+        let engine = Engine::new(&regions(), &[pii_policy()]);
+        let evaluation = engine.evaluate(&[secret.clone(), reader("sovereign-eu")]);
+        assert_eq!(rules_of(&evaluation), vec![Rule::PinWorkloads]);
+        assert!(
+            evaluation.findings[0]
+                .message
+                .contains("governed as pii because its envFrom of container c reads Secret db"),
+            "{evaluation:?}"
+        );
+        // Another namespace's Secret of the same name is another Secret.
+        let evaluation = engine.evaluate(&[secret, reader("analytics-eu")]);
+        assert!(evaluation.is_compliant(), "{evaluation:?}");
+    }
+
+    #[test]
+    fn a_backup_in_an_exempt_namespace_still_copies_governed_data() {
+        let objects = [
+            json!({"apiVersion": "velero.io/v1", "kind": "BackupStorageLocation",
+                   "metadata": {"name": "us", "namespace": "kube-system"},
+                   "spec": {"provider": "aws", "config": {"region": "us-east-1"}}}),
+            json!({"apiVersion": "velero.io/v1", "kind": "Backup",
+                   "metadata": {"name": "b", "namespace": "kube-system"},
+                   "spec": {"storageLocation": "us", "includedNamespaces": ["sovereign-*"],
+                            "excludedNamespaces": ["sovereign-in"]}}),
+        ];
+        let evaluation = Engine::new(&regions(), &[pii_policy()]).evaluate(&objects);
+        assert_eq!(
+            rules_of(&evaluation),
+            vec![Rule::ForbidCrossBorderReplication],
+            "{evaluation:?}"
+        );
+        assert_eq!(evaluation.findings[0].name, "b");
+        assert!(evaluation.findings[0].message.contains("outside region eu"));
     }
 
     #[test]
