@@ -396,6 +396,51 @@ mod tests {
         }
     }
 
+    /// The chart's ClusterRole lets the audit list every audited kind: a kind the cluster
+    /// serves but the operator may not list would fail the whole audit.
+    #[test]
+    fn the_chart_lets_the_audit_list_every_audited_kind() {
+        let rules = include_str!("../../charts/sovereign-operator/templates/_helpers.tpl");
+        let mut granted: Vec<(String, String)> = Vec::new();
+        let lines: Vec<&str> = rules.lines().map(str::trim).collect();
+        for window in lines.windows(3) {
+            let list = |line: &str, key: &str| -> Option<Vec<String>> {
+                let inner = line
+                    .strip_prefix(key)?
+                    .trim()
+                    .strip_prefix('[')?
+                    .strip_suffix(']')?;
+                Some(
+                    inner
+                        .split(',')
+                        .map(|s| s.trim().trim_matches('"').to_owned())
+                        .collect(),
+                )
+            };
+            if let (Some(groups), Some(resources), Some(verbs)) = (
+                list(window[0], "- apiGroups:"),
+                list(window[1], "resources:"),
+                list(window[2], "verbs:"),
+            ) && verbs.iter().any(|v| v == "list")
+            {
+                for group in &groups {
+                    for resource in &resources {
+                        granted.push((group.clone(), resource.clone()));
+                    }
+                }
+            }
+        }
+        for kind in audited() {
+            assert!(
+                granted.contains(&(kind.group.to_owned(), kind.plural.to_owned())),
+                "the chart does not let the audit list {} ({}/{})",
+                kind.kind,
+                kind.group,
+                kind.plural
+            );
+        }
+    }
+
     #[test]
     fn the_audit_lists_what_the_engine_needs() {
         let audited: Vec<&str> = audited().map(|k| k.kind).collect();
