@@ -11,6 +11,7 @@ mod corpus;
 mod admission_support;
 
 mod admission;
+mod audit;
 mod chart;
 mod finops;
 mod harness;
