@@ -324,79 +324,163 @@ pub fn velero_includes(included: &[&str], excluded: &[&str], name: &str) -> bool
         || included.iter().any(|pattern| glob_matches(pattern, name))
 }
 
+/// Brace alternatives a pattern may expand to before it is taken as matching everything: a
+/// Backup's pattern is user input, and failing closed (every namespace included) is safe.
+const MAX_ALTERNATIVES: usize = 256;
+
 /// A `gobwas/glob` match without separators: `*` (any run), `?` (one character), `[abc]` /
-/// `[a-z]` / `[!abc]` (a class), `{a,b}` (alternatives, may nest globs), `\` escapes.
+/// `[a-z]` / `[!abc]` (a class), `{a,b}` (alternatives, may nest globs), `\` escapes. Braces
+/// are expanded first, then each alternative is matched in O(pattern × text), so no pattern
+/// can make the check slow.
 pub fn glob_matches(pattern: &str, text: &str) -> bool {
-    let pattern: Vec<char> = pattern.chars().collect();
     let text: Vec<char> = text.chars().collect();
-    glob_at(&pattern, &text)
+    match expand_braces(&pattern.chars().collect::<Vec<_>>()) {
+        Some(alternatives) => alternatives.iter().any(|p| glob_linear(p, &text)),
+        None => true,
+    }
 }
 
-fn glob_at(p: &[char], t: &[char]) -> bool {
-    let Some((&first, rest)) = p.split_first() else {
-        return t.is_empty();
-    };
-    match first {
-        '*' => (0..=t.len()).any(|i| glob_at(rest, &t[i..])),
-        '?' => !t.is_empty() && glob_at(rest, &t[1..]),
-        '\\' => match rest.split_first() {
-            Some((&c, rest)) => t.first() == Some(&c) && glob_at(rest, &t[1..]),
-            None => false,
-        },
-        '[' => {
-            let Some(close) = rest.iter().position(|&c| c == ']') else {
-                return t.first() == Some(&'[') && glob_at(rest, &t[1..]);
-            };
-            let Some(&c) = t.first() else {
-                return false;
-            };
-            let (negated, class) = match rest[..close].split_first() {
-                Some((&'!', class)) => (true, class),
-                _ => (false, &rest[..close]),
-            };
-            let mut matched = false;
-            let mut i = 0;
-            while i < class.len() {
-                if i + 2 < class.len() && class[i + 1] == '-' {
-                    matched |= class[i] <= c && c <= class[i + 2];
-                    i += 3;
-                } else {
-                    matched |= class[i] == c;
-                    i += 1;
-                }
-            }
-            matched != negated && glob_at(&rest[close + 1..], &t[1..])
-        }
-        '{' => {
-            // Split the alternatives at top-level commas up to the matching brace.
-            let mut depth = 0;
-            let mut end = None;
-            let mut starts = vec![0];
-            for (i, &c) in rest.iter().enumerate() {
-                match c {
-                    '{' => depth += 1,
-                    '}' if depth == 0 => {
-                        end = Some(i);
-                        break;
+/// Every brace-free alternative of `pattern`, or None past [`MAX_ALTERNATIVES`].
+fn expand_braces(pattern: &[char]) -> Option<Vec<Vec<char>>> {
+    let mut i = 0;
+    while i < pattern.len() {
+        match pattern[i] {
+            '\\' => i += 2,
+            '{' => {
+                // The matching brace and the top-level commas inside it.
+                let mut depth = 0;
+                let mut commas = Vec::new();
+                let mut close = None;
+                let mut j = i + 1;
+                while j < pattern.len() {
+                    match pattern[j] {
+                        '\\' => j += 1,
+                        '{' => depth += 1,
+                        '}' if depth == 0 => {
+                            close = Some(j);
+                            break;
+                        }
+                        '}' => depth -= 1,
+                        ',' if depth == 0 => commas.push(j),
+                        _ => {}
                     }
-                    '}' => depth -= 1,
-                    ',' if depth == 0 => starts.push(i + 1),
-                    _ => {}
+                    j += 1;
+                }
+                // An unclosed brace is a literal.
+                let Some(close) = close else {
+                    i += 1;
+                    continue;
+                };
+                let mut bounds = vec![i];
+                bounds.extend(&commas);
+                bounds.push(close);
+                let mut out = Vec::new();
+                for pair in bounds.windows(2) {
+                    let mut alternative: Vec<char> = pattern[..i].to_vec();
+                    alternative.extend_from_slice(&pattern[pair[0] + 1..pair[1]]);
+                    alternative.extend_from_slice(&pattern[close + 1..]);
+                    out.extend(expand_braces(&alternative)?);
+                    if out.len() > MAX_ALTERNATIVES {
+                        return None;
+                    }
+                }
+                return Some(out);
+            }
+            _ => i += 1,
+        }
+    }
+    Some(vec![pattern.to_vec()])
+}
+
+/// One token of a brace-free glob.
+enum Token {
+    Any,
+    One,
+    Literal(char),
+    Class {
+        negated: bool,
+        items: Vec<(char, char)>,
+    },
+}
+
+fn tokens(pattern: &[char]) -> Vec<Token> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < pattern.len() {
+        match pattern[i] {
+            '*' => out.push(Token::Any),
+            '?' => out.push(Token::One),
+            '\\' if i + 1 < pattern.len() => {
+                i += 1;
+                out.push(Token::Literal(pattern[i]));
+            }
+            '[' => match pattern[i + 1..].iter().position(|&c| c == ']') {
+                Some(length) => {
+                    let mut class = &pattern[i + 1..i + 1 + length];
+                    let negated = class.first() == Some(&'!');
+                    if negated {
+                        class = &class[1..];
+                    }
+                    let mut items = Vec::new();
+                    let mut k = 0;
+                    while k < class.len() {
+                        if k + 2 < class.len() && class[k + 1] == '-' {
+                            items.push((class[k], class[k + 2]));
+                            k += 3;
+                        } else {
+                            items.push((class[k], class[k]));
+                            k += 1;
+                        }
+                    }
+                    out.push(Token::Class { negated, items });
+                    i += length + 1;
+                }
+                None => out.push(Token::Literal('[')),
+            },
+            c => out.push(Token::Literal(c)),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// A brace-free glob against `text`, by dynamic programming over (token, character).
+fn glob_linear(pattern: &[char], text: &[char]) -> bool {
+    let tokens = tokens(pattern);
+    // matched[j]: the tokens so far match text[..j].
+    let mut matched = vec![false; text.len() + 1];
+    matched[0] = true;
+    for token in &tokens {
+        let mut next = vec![false; text.len() + 1];
+        match token {
+            Token::Any => {
+                let mut reachable = false;
+                for j in 0..=text.len() {
+                    reachable |= matched[j];
+                    next[j] = reachable;
                 }
             }
-            let Some(end) = end else {
-                return t.first() == Some(&'{') && glob_at(rest, &t[1..]);
-            };
-            let after = &rest[end + 1..];
-            starts.iter().enumerate().any(|(n, &start)| {
-                let stop = starts.get(n + 1).map_or(end, |&s| s - 1);
-                let mut alternative: Vec<char> = rest[start..stop].to_vec();
-                alternative.extend_from_slice(after);
-                glob_at(&alternative, t)
-            })
+            _ => {
+                for j in 0..text.len() {
+                    if !matched[j] {
+                        continue;
+                    }
+                    let c = text[j];
+                    let ok = match token {
+                        Token::One => true,
+                        Token::Literal(l) => *l == c,
+                        Token::Class { negated, items } => {
+                            items.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated
+                        }
+                        Token::Any => false,
+                    };
+                    next[j + 1] |= ok;
+                }
+            }
         }
-        c => t.first() == Some(&c) && glob_at(rest, &t[1..]),
+        matched = next;
     }
+    matched[text.len()]
 }
 
 /// The destinations of a sink of role `role` in `namespace`.
@@ -553,5 +637,17 @@ mod tests {
         assert!(!velero_includes(&["team-*"], &[], "sovereign-eu"));
         assert!(!velero_includes(&["*"], &["sovereign-*"], "sovereign-eu"));
         assert!(!velero_includes(&["sovereign-[!e]u"], &[], "sovereign-eu"));
+        assert!(velero_includes(
+            &["{sovereign-{eu,in},x}"],
+            &[],
+            "sovereign-in"
+        ));
+        assert!(velero_includes(&["sovereign\\-eu"], &[], "sovereign-eu"));
+        assert!(!velero_includes(&["{a,b"], &[], "a"));
+        // Adversarial patterns stay cheap (and too many alternatives fail closed).
+        let stars = "*a".repeat(40);
+        assert!(!glob_matches(&stars, &"b".repeat(63)));
+        let braces = "{a,b}".repeat(20);
+        assert!(glob_matches(&braces, "sovereign-eu"));
     }
 }
