@@ -4,6 +4,7 @@
 //! wants. Neither touches the cluster.
 
 pub mod api;
+pub mod cli;
 pub mod controllers;
 pub mod finops;
 pub mod leader;

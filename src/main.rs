@@ -8,14 +8,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use futures::FutureExt;
+use sovereign_operator::cli::check;
 use sovereign_operator::controllers::{self, Context, RegionScope};
 use sovereign_operator::finops::report;
 use sovereign_operator::leader::{self, ElectionConfig, Elector};
 use sovereign_operator::metrics::Metrics;
 use sovereign_operator::render::region::offline_children;
-use sovereign_operator::residency::{Engine, Finding, Inventory};
 use sovereign_operator::server::{ServerState, serve};
 use sovereign_operator::telemetry::{self, LogFormat};
 use sovereign_operator::{api, manifest};
@@ -75,21 +75,23 @@ enum Command {
         #[arg(short = 'f', long = "filename", required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
-    /// Check manifests against the residency policies, offline (for CI and GitOps pipelines).
-    /// Exit 0 when compliant, 1 with violations, 2 when the input cannot be read or a policy
-    /// cannot be applied.
+    /// Check manifests against the residency policies, offline (for CI and GitOps pipelines),
+    /// reading them as `kubectl apply -R -f` would. Exit 0 when compliant, 1 with violations,
+    /// 2 when the input cannot be read, conflicts, or cannot be judged.
     Check {
-        /// Files or directories (recursively) of manifests to check; `-` reads stdin. The
-        /// SovereignRegions, ResidencyPolicies and Namespaces among them are used too.
+        /// Files or directories (recursively) of manifests to check; `-` reads stdin. Without
+        /// --policies, the SovereignRegions, ResidencyPolicies and Namespaces among them are
+        /// the context too.
         #[arg(short = 'f', long = "filename", required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
-        /// Files or directories with more SovereignRegions, ResidencyPolicies and Namespaces to
-        /// check against (repeatable); their objects are context, not checked themselves.
+        /// Files or directories with the authoritative SovereignRegions, ResidencyPolicies,
+        /// Namespaces and backup locations (repeatable): context, not checked themselves. With
+        /// it, a region or policy in -f, or any object defined in both, is refused (exit 2).
         #[arg(long = "policies", value_name = "PATH")]
         policies: Vec<PathBuf>,
         /// Output format: one line per violation, or a JSON object.
         #[arg(short = 'o', long, value_enum, default_value = "text")]
-        output: OutputFormat,
+        output: check::Format,
     },
     /// Finance report from the TokenBudgets of one or more clusters (kube contexts, one per
     /// regional cluster) or files. Exit 0 on success, 1 when a budget's figures are
@@ -124,15 +126,6 @@ enum Command {
     },
     /// Print the operator version and the API it serves.
     Version,
-}
-
-/// How `check` prints its verdict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum OutputFormat {
-    /// `Kind namespace/name: rule (policy): message`, one line per violation.
-    Text,
-    /// `{"compliant", "objects", "violations": [...], "errors": [...]}`.
-    Json,
 }
 
 fn main() -> ExitCode {
@@ -460,7 +453,12 @@ async fn finish(server: tokio::task::JoinHandle<std::io::Result<()>>) -> ExitCod
 }
 
 fn render(paths: &[PathBuf]) -> ExitCode {
-    let resources = match manifest::read_paths(paths).and_then(manifest::classify) {
+    let read = manifest::read_paths(paths).and_then(|documents| {
+        // Two definitions of one region or backend would render two sets of children.
+        manifest::ensure_unique(&documents)?;
+        manifest::classify(documents)
+    });
+    let resources = match read {
         Ok(resources) => resources,
         Err(err) => {
             eprintln!("error: {err}");
@@ -493,133 +491,23 @@ fn render(paths: &[PathBuf]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `check`: 0 compliant, 1 violations, 2 unusable input (unreadable, malformed, a known kind
-/// that does not fit its schema, no policy at all, or a policy that cannot be applied).
-fn check(paths: &[PathBuf], policy_paths: &[PathBuf], output: OutputFormat) -> ExitCode {
-    let read = |paths: &[PathBuf]| {
-        if paths.is_empty() {
-            Ok(Vec::new())
-        } else {
-            manifest::read_paths(paths)
-        }
-    };
-    let (documents, context) = match (read(paths), read(policy_paths)) {
-        (Ok(documents), Ok(context)) => (documents, context),
-        (Err(err), _) | (_, Err(err)) => {
-            eprintln!("error: {err}");
-            return ExitCode::from(2);
-        }
-    };
-    // Only our custom resources are typed; cloning every other document would cost more than
-    // judging it.
-    let all: Vec<manifest::Document> = documents
-        .iter()
-        .chain(&context)
-        .filter(|d| {
-            d.value["apiVersion"]
-                .as_str()
-                .is_some_and(|v| v.starts_with("sovereign.ai/"))
-        })
-        .cloned()
-        .collect();
-    let mut resources = match manifest::classify(all) {
-        Ok(resources) => resources,
+/// `check` (logic in `sovereign_operator::cli::check`): 0 compliant, 1 violations, 2 input
+/// that cannot be judged.
+fn check(paths: &[PathBuf], policy_paths: &[PathBuf], output: check::Format) -> ExitCode {
+    let verdict = match check::check(paths, policy_paths) {
+        Ok(verdict) => verdict,
         Err(err) => {
             eprintln!("error: {err}");
-            return ExitCode::from(2);
+            return ExitCode::from(err.exit_code());
         }
     };
-    // The same file given as input and as --policies must not count twice.
-    let mut seen = std::collections::HashSet::new();
-    resources
-        .regions
-        .retain(|r| seen.insert(r.metadata.name.clone()));
-    seen.clear();
-    resources
-        .policies
-        .retain(|p| seen.insert(p.metadata.name.clone()));
-    if resources.policies.is_empty() {
-        // Passing with nothing to check against would let a mistyped path turn CI green.
-        eprintln!("error: no ResidencyPolicy in the input or --policies; nothing to check against");
-        return ExitCode::from(2);
-    }
-    let engine = Engine::new(&resources.regions, &resources.policies);
-    let inventory = Inventory::of(documents.iter().chain(&context).map(|d| &d.value));
-    let evaluation = engine.evaluate_with(&inventory, documents.iter().map(|d| &d.value));
-    match output {
-        OutputFormat::Text => {
-            // Several policies often forbid the same thing with the same words (a BSL abroad
-            // breaks every HomeRegion policy): one line naming them all reads better than one
-            // line each. JSON keeps one entry per policy.
-            let mut lines: Vec<(&Finding, Vec<&str>)> = Vec::new();
-            let mut index: std::collections::HashMap<_, usize> = std::collections::HashMap::new();
-            for finding in &evaluation.findings {
-                let policy = finding.policy.as_deref().unwrap_or("region rule");
-                let key = (
-                    &finding.kind,
-                    &finding.namespace,
-                    &finding.name,
-                    finding.rule,
-                    &finding.message,
-                );
-                match index.get(&key) {
-                    Some(&i) => lines[i].1.push(policy),
-                    None => {
-                        index.insert(key, lines.len());
-                        lines.push((finding, vec![policy]));
-                    }
-                }
-            }
-            for (finding, policies) in lines {
-                let object = if finding.namespace.is_empty() {
-                    finding.name.clone()
-                } else {
-                    format!("{}/{}", finding.namespace, finding.name)
-                };
-                println!(
-                    "{} {object}: {} ({}): {}",
-                    finding.kind,
-                    finding.rule,
-                    policies.join(", "),
-                    finding.message
-                );
-            }
-        }
-        OutputFormat::Json => {
-            let report = serde_json::json!({
-                "compliant": evaluation.is_compliant(),
-                "objects": documents.len(),
-                "violations": evaluation.findings,
-                "errors": evaluation.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            });
-            match serde_json::to_string_pretty(&report) {
-                Ok(text) => println!("{text}"),
-                Err(err) => {
-                    eprintln!("error: {err}");
-                    return ExitCode::FAILURE;
-                }
-            }
+    match verdict.render(output) {
+        Ok(text) => print!("{text}"),
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
         }
     }
-    for error in &evaluation.errors {
-        eprintln!("error: {error}");
-    }
-    if !evaluation.errors.is_empty() {
-        return ExitCode::from(2);
-    }
-    if evaluation.findings.is_empty() {
-        eprintln!(
-            "compliant: {} objects checked against {} residency policies",
-            documents.len(),
-            resources.policies.len()
-        );
-        ExitCode::SUCCESS
-    } else {
-        eprintln!(
-            "{} residency violations in {} objects",
-            evaluation.findings.len(),
-            documents.len()
-        );
-        ExitCode::from(1)
-    }
+    eprint!("{}", verdict.summary());
+    ExitCode::from(verdict.exit_code())
 }

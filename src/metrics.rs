@@ -132,6 +132,10 @@ pub struct Metrics {
     /// `sovereign_leader`: 1 while this replica holds the leader Lease (or runs without leader
     /// election) and reconciles, 0 while it stands by.
     pub leader: Gauge,
+    /// `sovereign_reconciles_in_flight{controller}`: reconciles started and not yet finished.
+    /// With `sovereign_reconciliations_total` it tells when the operator has settled (nothing
+    /// running, nothing new finishing) without guessing how long that takes.
+    pub reconciles_in_flight: Family<ControllerLabels, Gauge>,
 }
 
 /// Labels naming a region.
@@ -222,7 +226,14 @@ impl Default for Metrics {
             "1 while this replica is the leader and reconciles, 0 while it stands by",
             leader.clone(),
         );
+        let reconciles_in_flight = Family::<ControllerLabels, Gauge>::default();
+        registry.register(
+            "reconciles_in_flight",
+            "Reconciles started and not yet finished, by controller",
+            reconciles_in_flight.clone(),
+        );
         Self {
+            reconciles_in_flight,
             ledger_commits,
             registry,
             reconciliations,
@@ -253,6 +264,19 @@ impl Metrics {
                 controller: controller.to_owned(),
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Marks one reconcile of `controller` as running until the returned guard is dropped
+    /// (also when the reconcile is cancelled or panics).
+    pub fn reconcile_started(&self, controller: &str) -> InFlight {
+        let gauge = self
+            .reconciles_in_flight
+            .get_or_create(&ControllerLabels {
+                controller: controller.to_owned(),
+            })
+            .clone();
+        gauge.inc();
+        InFlight(gauge)
     }
 
     /// Counts one write request.
@@ -324,3 +348,12 @@ impl Metrics {
 
 /// Shared handle.
 pub type SharedMetrics = Arc<Metrics>;
+
+/// A running reconcile, counted in `sovereign_reconciles_in_flight` while it lives.
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

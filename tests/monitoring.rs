@@ -51,6 +51,7 @@ fn touched() -> Metrics {
     });
     metrics.ledger_written(region);
     metrics.leader.set(1);
+    drop(metrics.reconcile_started("region"));
     metrics
 }
 

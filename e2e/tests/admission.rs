@@ -21,7 +21,7 @@ use sovereign_operator::residency::admission::{
 
 use crate::admission_support::{ParitySet, describe, mismatch_table};
 use crate::harness::{
-    PATIENCE, apply, client, ensure_namespace, eventually, install_example, kubectl,
+    Exclusive, PATIENCE, Plane, PlaneId, apply, ensure_namespace, eventually, exclusive,
 };
 
 /// What the API server said to a server-side dry-run create.
@@ -36,7 +36,7 @@ struct Verdict {
 }
 
 /// `kubectl create --dry-run=server` of `object`; warnings and errors come back on stderr.
-fn dry_run(object: &Value, policies: &[String]) -> Verdict {
+fn dry_run(plane: &Plane, object: &Value, policies: &[String]) -> Verdict {
     let file = std::env::temp_dir().join(format!(
         "sovereign-e2e-admission-{}-{}.json",
         std::process::id(),
@@ -45,6 +45,8 @@ fn dry_run(object: &Value, policies: &[String]) -> Verdict {
     std::fs::write(&file, serde_json::to_vec(object).expect("json")).expect("writable temp file");
     let cache = std::env::temp_dir().join(format!("sovereign-e2e-kubectl-{}", std::process::id()));
     let output = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(plane.kubeconfig())
         .arg("--cache-dir")
         .arg(&cache)
         .args(["create", "--dry-run=server", "-o", "name", "-f"])
@@ -69,24 +71,19 @@ fn file_suffix(object: &Value) -> String {
     describe(object).replace(['/', ' '], "-")
 }
 
-/// What both admission tests start from: the admission lock held, the example installed, no
-/// residency admission policy left over (the operator's, from an earlier test, would judge
-/// this test's objects too), and the parity set.
-async fn admission_setup() -> (
-    tokio::sync::MutexGuard<'static, ()>,
-    kube::Client,
-    ParitySet,
-) {
-    let exclusive = crate::harness::ADMISSION_LOCK.lock().await;
-    install_example().await;
-    let client = client().await;
-    crate::harness::remove_admission_policies(&client).await;
-    (exclusive, client, ParitySet::load())
+/// What both admission tests start from: a plane of their own (the policies they install
+/// judge every write to it, so no other test may write there), the example installed, and the
+/// parity set.
+async fn admission_setup(id: PlaneId) -> (Exclusive, kube::Client, ParitySet) {
+    let plane = exclusive(id).await;
+    plane.install_example().await;
+    let client = plane.client().await;
+    (plane, client, ParitySet::load())
 }
 
 #[tokio::test]
 async fn admission_gives_the_engines_verdict_on_the_corpus() {
-    let (_exclusive, client, set) = admission_setup().await;
+    let (plane, client, set) = admission_setup(PlaneId::AdmissionParity).await;
     // The corpus's namespaces, with their labels, and any other namespace an object names.
     for namespace in set.namespaces.values() {
         apply(&client, namespace)
@@ -115,7 +112,7 @@ async fn admission_gives_the_engines_verdict_on_the_corpus() {
             }
         });
         set.objects.iter_mut().for_each(restricted);
-        let (compared, denied, warned) = parity_round(&client, &set, label).await;
+        let (compared, denied, warned) = parity_round(&plane, &client, &set, label).await;
         report.push(format!(
             "{label}: {compared} compared, {denied} denied, {warned} warned"
         ));
@@ -177,6 +174,7 @@ fn variants() -> Vec<(&'static str, Variant)> {
 /// Installs the policies of `set`, compares every object, removes the policies again; returns
 /// (objects compared, denied, warned). Panics with the table of mismatches.
 async fn parity_round(
+    plane: &Plane,
     client: &kube::Client,
     set: &ParitySet,
     label: &str,
@@ -206,7 +204,7 @@ async fn parity_round(
             "the probe does not break {name}"
         );
         loop {
-            let verdict = dry_run(probe, &names);
+            let verdict = dry_run(plane, probe, &names);
             if verdict.policies.contains(name) {
                 break;
             }
@@ -229,7 +227,7 @@ async fn parity_round(
     let mut warned = 0;
     for object in &set.objects {
         let expected = set.engine_verdict(object);
-        let verdict = dry_run(object, &names);
+        let verdict = dry_run(plane, object, &names);
         let must_refuse = expected
             .iter()
             .any(|p| modes[p.as_str()] == PolicyMode::Enforce);
@@ -271,7 +269,7 @@ async fn parity_round(
     // until the API server has forgotten it.
     for name in &names {
         let object = object_name(name);
-        kubectl(&[
+        plane.kubectl(&[
             "delete",
             "--ignore-not-found",
             &format!("validatingadmissionpolicybinding/{object}"),
@@ -282,7 +280,7 @@ async fn parity_round(
     for name in &names {
         let probe = probe(set, name);
         loop {
-            let verdict = dry_run(&probe, &names);
+            let verdict = dry_run(plane, &probe, &names);
             if !verdict.refused && verdict.policies.is_empty() {
                 break;
             }
@@ -365,7 +363,7 @@ async fn updates_of_objects_that_violated_before_the_policy_are_ratcheted() {
     use k8s_openapi::api::core::v1::PersistentVolumeClaim;
     use kube::api::{Api, Patch, PatchParams};
 
-    let (_exclusive, client, set) = admission_setup().await;
+    let (plane, client, set) = admission_setup(PlaneId::AdmissionRatchet).await;
     let mut policy = set
         .policies
         .iter()
@@ -384,7 +382,7 @@ async fn updates_of_objects_that_violated_before_the_policy_are_ratcheted() {
     });
     apply(&client, &namespace).await.expect("namespace");
     // A previous run's objects would have been created under the policy: start afresh.
-    kubectl(&[
+    plane.kubectl(&[
         "delete",
         "--ignore-not-found",
         "--wait=false",
@@ -443,7 +441,7 @@ async fn updates_of_objects_that_violated_before_the_policy_are_ratcheted() {
         assert_eq!(offline.len(), 1, "{offline:?}");
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            let verdict = dry_run(&shape, &names);
+            let verdict = dry_run(&plane, &shape, &names);
             if verdict.refused {
                 assert!(
                     verdict.output.contains(&offline[0]),
@@ -535,32 +533,4 @@ async fn updates_of_objects_that_violated_before_the_policy_are_ratcheted() {
             "{what}: the API server said {error}, offline {offline:?}"
         );
     }
-
-    // Leave no cluster-wide admission behind for the other tests.
-    let object = object_name("pii-ratchet");
-    kubectl(&[
-        "delete",
-        "--ignore-not-found",
-        &format!("validatingadmissionpolicybinding/{object}"),
-        &format!("validatingadmissionpolicy/{object}"),
-    ]);
-    let probe = ratchet_claim("legacy-again", "gp3");
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while dry_run(&probe, &names).refused {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "policy pii-ratchet is still active after deletion"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    // PVCs are released by the controller-manager; nothing waits on them.
-    kubectl(&[
-        "delete",
-        "--ignore-not-found",
-        "--wait=false",
-        "-n",
-        RATCHET_NAMESPACE,
-        "persistentvolumeclaims,deployments",
-        "--all",
-    ]);
 }

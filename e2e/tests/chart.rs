@@ -2,13 +2,10 @@
 //! render is accepted by a server-side dry run, and the operator's Pods satisfy the
 //! `restricted` Pod Security profile (the API server warns about Deployments that would not).
 
-use crate::harness::{
-    RELEASE, RELEASE_NAMESPACE, client, ensure_namespace, helm, install_crds, kubectl_with_input,
-    repo_path,
-};
+use crate::harness::{RELEASE, RELEASE_NAMESPACE, ensure_namespace, helm, repo_path, shared};
 
-fn dry_run(manifests: &str, what: &str) {
-    let (stdout, stderr) = kubectl_with_input(
+async fn dry_run(manifests: &str, what: &str) {
+    let (stdout, stderr) = shared().await.kubectl_with_input(
         &[
             "apply",
             "--server-side",
@@ -32,12 +29,12 @@ fn dry_run(manifests: &str, what: &str) {
 
 #[tokio::test]
 async fn the_chart_renders_what_the_api_server_accepts() {
-    install_crds().await;
-    let client = client().await;
+    shared().await.install_crds().await;
+    let client = shared().await.client().await;
     ensure_namespace(&client, RELEASE_NAMESPACE).await;
     // Pod Security warnings are what prove the restricted profile: make the namespace enforce
     // it, as the kustomize base's namespace does.
-    crate::harness::kubectl(&[
+    shared().await.kubectl(&[
         "label",
         "--overwrite",
         "namespace",
@@ -59,21 +56,23 @@ async fn the_chart_renders_what_the_api_server_accepts() {
         "regions={eu,in}",
     ]);
     assert!(rendered.contains("--region=eu") && rendered.contains("--region=in"));
-    dry_run(&rendered, "helm template");
+    dry_run(&rendered, "helm template").await;
 }
 
 #[tokio::test]
 async fn the_kustomize_overlays_render_what_the_api_server_accepts() {
-    install_crds().await;
-    let client = client().await;
+    shared().await.install_crds().await;
+    let client = shared().await.client().await;
     ensure_namespace(&client, RELEASE_NAMESPACE).await;
     for region in ["eu", "in"] {
         let overlay = repo_path(&format!("deploy/kustomize/overlays/{region}"));
-        let (rendered, _) = kubectl_with_input(&["kustomize", &overlay.to_string_lossy()], None);
+        let (rendered, _) = shared()
+            .await
+            .kubectl_with_input(&["kustomize", &overlay.to_string_lossy()], None);
         assert!(
             rendered.contains(&format!("--region={region}")),
             "{rendered}"
         );
-        dry_run(&rendered, &format!("overlay {region}"));
+        dry_run(&rendered, &format!("overlay {region}")).await;
     }
 }

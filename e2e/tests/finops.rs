@@ -22,13 +22,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use sovereign_operator::api::budget::TokenBudget;
 
-use crate::harness::{MANAGER, Operator, client, eventually, install_crds};
+use crate::harness::{MANAGER, Operator, PlaneId, eventually, exclusive};
 use crate::litellm::{MASTER_KEY, Proxy, Stub, WorkDir, dummy_secret, free_port};
 
 const NAMESPACE: &str = "sovereign-fin";
@@ -245,35 +245,16 @@ async fn threshold_events(client: &Client, uid: &str, percent: i32) -> i32 {
 
 #[tokio::test]
 async fn budgets_count_every_token_once_across_restarts_and_block_at_the_gateway() {
-    install_crds().await;
-    let client = client().await;
+    // Its own plane: exact totals and "one Event per threshold" need a cluster where no other
+    // operator counts or announces.
+    let plane = exclusive(PlaneId::FinOps).await;
+    plane.install_crds().await;
+    let client = plane.client().await;
     let proxy_port = free_port();
     let work = WorkDir::new("finops");
     let stub = Stub::start(&work);
 
-    // What an earlier, failed run may have left: budgets with crossed thresholds, a ledger,
-    // actions in force.
     let budgets = Api::<TokenBudget>::namespaced(client.clone(), NAMESPACE);
-    let _ = budgets
-        .delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await;
-    for name in ["sovereign-budget-actions", "sovereign-usage-ledger"] {
-        let _ = Api::<ConfigMap>::namespaced(client.clone(), NAMESPACE)
-            .delete(name, &DeleteParams::default())
-            .await;
-    }
-    eventually("leftover budgets are gone", || async {
-        let left = budgets
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        if left.items.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{} left", left.items.len()))
-        }
-    })
-    .await;
 
     // The region, its master key, two priced external backends and two budgets.
     Api::<Namespace>::all(client.clone())
@@ -338,7 +319,7 @@ async fn budgets_count_every_token_once_across_restarts_and_block_at_the_gateway
     )
     .await;
 
-    let mut operator = Operator::start(&["--region", REGION, "--usage-interval", "2"]);
+    let mut operator = Operator::start(&plane, &["--region", REGION, "--usage-interval", "2"]);
 
     // The gateway config the operator rendered, as the pod would mount it.
     let config_maps = Api::<ConfigMap>::namespaced(client.clone(), NAMESPACE);
@@ -412,7 +393,7 @@ async fn budgets_count_every_token_once_across_restarts_and_block_at_the_gateway
     wait_for_spend(&budgets, "fin-all", truth.total(|_| true)).await;
     operator.stop();
     mix(&proxy, &mut truth, 2);
-    operator = Operator::start(&["--region", REGION, "--usage-interval", "2"]);
+    operator = Operator::start(&plane, &["--region", REGION, "--usage-interval", "2"]);
     wait_for_spend(&budgets, "fin-all", truth.total(|_| true)).await;
     wait_for_spend(&budgets, "fin-search", truth.total(search)).await;
     eprintln!(
@@ -492,7 +473,10 @@ async fn budgets_count_every_token_once_across_restarts_and_block_at_the_gateway
         .find(|c| c.type_ == "Exceeded")
         .expect("Exceeded");
     assert_eq!(exceeded.status, "True");
-    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    // A second announcement would come from a later evaluation: let each budget be evaluated
+    // twice more (the operator's own counter) before counting the Events.
+    let evaluated = operator.reconciles("budget").await;
+    operator.wait_reconciles("budget", evaluated + 4.0).await;
     assert_eq!(
         threshold_events(&client, &search_uid, 80).await,
         1,
@@ -523,6 +507,7 @@ async fn budgets_count_every_token_once_across_restarts_and_block_at_the_gateway
 
     // The finance report from the cluster equals the statuses.
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_sovereign-operator"))
+        .env("KUBECONFIG", plane.kubeconfig())
         .args([
             "report",
             "-n",
@@ -558,6 +543,7 @@ async fn budgets_count_every_token_once_across_restarts_and_block_at_the_gateway
         .sum();
     assert_eq!(money(rows_sum), amount);
     let csv = std::process::Command::new(env!("CARGO_BIN_EXE_sovereign-operator"))
+        .env("KUBECONFIG", plane.kubeconfig())
         .args(["report", "-n", NAMESPACE, "--format", "csv"])
         .output()
         .expect("report runs");
@@ -579,12 +565,6 @@ async fn budgets_count_every_token_once_across_restarts_and_block_at_the_gateway
     let _ = sync.await;
     proxy.stop();
     operator.stop();
-    let _ = Api::<sovereign_operator::api::SovereignRegion>::all(client.clone())
-        .delete(REGION, &DeleteParams::default())
-        .await;
-    let _ = budgets
-        .delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await;
 }
 
 /// The guard module the operator ships in the gateway ConfigMap, run in the LiteLLM venv's

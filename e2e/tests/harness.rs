@@ -1,5 +1,6 @@
-//! Shared e2e plumbing: the client, server-side apply of YAML files, one-time installation of
-//! the CRDs and the example, and waiting with a deadline.
+//! Shared e2e plumbing: the control planes (one per test that needs a quiet cluster, see
+//! [`PlaneId`]), server-side apply of YAML files, one-time installation of the CRDs and the
+//! example per plane, the operator process, and waiting on observable conditions.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,20 +20,6 @@ pub const MANAGER: &str = "sovereign-e2e";
 
 /// Generous upper bound for the plane to do something; a bound, not an assertion on speed.
 pub const PATIENCE: Duration = Duration::from_secs(120);
-
-/// A client from `KUBECONFIG`; panics with a clear message when the plane is not there.
-pub async fn client() -> Client {
-    let client = Client::try_default().await.unwrap_or_else(|e| {
-        panic!(
-            "no Kubernetes client (is `e2e/controlplane.sh up` running and KUBECONFIG set?): {e}"
-        )
-    });
-    client
-        .apiserver_version()
-        .await
-        .unwrap_or_else(|e| panic!("the e2e control plane is unreachable: {e}"));
-    client
-}
 
 /// Path inside the repository.
 pub fn repo_path(relative: &str) -> PathBuf {
@@ -122,71 +109,97 @@ pub async fn ensure_namespace(client: &Client, name: &str) {
         .unwrap_or_else(|e| panic!("cannot create namespace {name}: {e}"));
 }
 
-static CRDS: OnceCell<Vec<String>> = OnceCell::const_new();
-
-/// Installs the CRDs from `crds/` (the files users apply) once per test run and waits until
-/// each is Established. Returns their names.
-pub async fn install_crds() -> &'static [String] {
-    CRDS.get_or_init(|| async {
-        let client = client().await;
-        let api = Api::<CustomResourceDefinition>::all(client.clone());
-        let mut names = Vec::new();
-        for (file, document) in yaml_documents(&repo_path("crds")) {
-            let crd: CustomResourceDefinition = serde_json::from_value(document)
-                .unwrap_or_else(|e| panic!("{}: not a CRD: {e}", file.display()));
-            let name = crd.name_any();
-            api.patch(
-                &name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&crd),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("the API server refused {}: {e}", file.display()));
-            names.push(name);
-        }
-        for name in &names {
-            let established = await_condition(api.clone(), name, conditions::is_crd_established());
-            tokio::time::timeout(PATIENCE, established)
-                .await
-                .unwrap_or_else(|_| panic!("CRD {name} never became Established"))
-                .unwrap_or_else(|e| panic!("watching CRD {name}: {e}"));
-        }
-        names
-    })
-    .await
-}
-
-static EXAMPLE: OnceCell<usize> = OnceCell::const_new();
-
-/// Applies every document of `deploy/examples/eu-india/` once per test run (namespaces first)
-/// and returns how many there were. Panics naming the file of any refused document.
-pub async fn install_example() -> usize {
-    install_crds().await;
-    *EXAMPLE
-        .get_or_init(|| async {
-            let client = client().await;
-            let mut documents = yaml_documents(&repo_path("deploy/examples/eu-india"));
-            documents.sort_by_key(|(_, d)| d["kind"] != "Namespace");
-            for (file, document) in &documents {
-                apply(&client, document).await.unwrap_or_else(|e| {
-                    panic!(
-                        "the API server refused a document of {}: {e}",
-                        file.display()
+impl Plane {
+    /// Installs the CRDs from `crds/` (the files users apply) once per plane and waits until
+    /// each is Established. Returns their names.
+    pub async fn install_crds(&self) -> &[String] {
+        self.crds
+            .get_or_init(|| async {
+                let client = self.client().await;
+                let api = Api::<CustomResourceDefinition>::all(client.clone());
+                let mut names = Vec::new();
+                for (file, document) in yaml_documents(&repo_path("crds")) {
+                    let crd: CustomResourceDefinition = serde_json::from_value(document)
+                        .unwrap_or_else(|e| panic!("{}: not a CRD: {e}", file.display()));
+                    let name = crd.name_any();
+                    api.patch(
+                        &name,
+                        &PatchParams::apply(MANAGER).force(),
+                        &Patch::Apply(&crd),
                     )
-                });
-            }
-            documents.len()
-        })
-        .await
-}
+                    .await
+                    .unwrap_or_else(|e| panic!("the API server refused {}: {e}", file.display()));
+                    names.push(name);
+                }
+                for name in &names {
+                    let established =
+                        await_condition(api.clone(), name, conditions::is_crd_established());
+                    tokio::time::timeout(PATIENCE, established)
+                        .await
+                        .unwrap_or_else(|_| panic!("CRD {name} never became Established"))
+                        .unwrap_or_else(|e| panic!("watching CRD {name}: {e}"));
+                }
+                names
+            })
+            .await
+    }
 
-/// Runs `kubectl` (from PATH, as `controlplane.sh env` sets it) and returns its stdout.
-pub fn kubectl(args: &[&str]) -> String {
-    kubectl_with_input(args, None).0
-}
+    /// Applies every document of `deploy/examples/eu-india/` once per plane (namespaces
+    /// first) and returns how many there were. Panics naming the file of any refused document.
+    pub async fn install_example(&self) -> usize {
+        self.install_crds().await;
+        *self
+            .example
+            .get_or_init(|| async {
+                let client = self.client().await;
+                let mut documents = yaml_documents(&repo_path("deploy/examples/eu-india"));
+                documents.sort_by_key(|(_, d)| d["kind"] != "Namespace");
+                for (file, document) in &documents {
+                    apply(&client, document).await.unwrap_or_else(|e| {
+                        panic!(
+                            "the API server refused a document of {}: {e}",
+                            file.display()
+                        )
+                    });
+                }
+                documents.len()
+            })
+            .await
+    }
 
-/// Runs `kubectl` with `input` on stdin; returns stdout and stderr. Panics when it fails.
-pub fn kubectl_with_input(args: &[&str], input: Option<&str>) -> (String, String) {
+    /// The example plus what a real cluster would already have: in-region storage classes
+    /// with volumes, and (placeholder) Secrets the example's backends refer to.
+    pub async fn install_example_with_fixtures(&self) {
+        self.install_example().await;
+        self.fixtures
+            .get_or_init(|| async {
+                let client = self.client().await;
+                for (file, document) in yaml_documents(&repo_path("e2e/fixtures")) {
+                    apply(&client, &document)
+                        .await
+                        .unwrap_or_else(|e| panic!("cannot apply {}: {e}", file.display()));
+                }
+            })
+            .await;
+    }
+
+    /// Runs `kubectl` (from PATH, as `controlplane.sh env` sets it) against this plane and
+    /// returns its stdout.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        self.kubectl_with_input(args, None).0
+    }
+
+    /// Runs `kubectl` with `input` on stdin; returns stdout and stderr. Panics when it fails.
+    pub fn kubectl_with_input(&self, args: &[&str], input: Option<&str>) -> (String, String) {
+        let kubeconfig = self.kubeconfig();
+        let mut full = vec!["--kubeconfig", kubeconfig.to_str().expect("UTF-8 path")];
+        full.extend_from_slice(args);
+        kubectl_with_input(&full, input)
+    }
+}
+/// Runs `kubectl` with `input` on stdin; returns stdout and stderr. Panics when it fails. Pass
+/// `--kubeconfig` ([`Plane::kubectl`] does), or kubectl reads no plane's.
+fn kubectl_with_input(args: &[&str], input: Option<&str>) -> (String, String) {
     use std::io::Write;
     // A private discovery cache: kubectl's shared one may predate the CRDs and then not know
     // the `sovereign` category.
@@ -247,107 +260,90 @@ pub const RELEASE_NAMESPACE: &str = "sovereign-system";
 /// Release name (the chart's resources are named after it).
 pub const RELEASE: &str = "sovereign-operator";
 
-static OPERATOR_KUBECONFIG: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-
-/// A kubeconfig that authenticates as the chart's ServiceAccount: the chart's ServiceAccount,
-/// ClusterRole, Role and bindings (rendered by `helm template`) are applied, and a token is
-/// requested for the account. Every [`Operator`] runs with it, so any API call the chart's
-/// RBAC does not allow fails a test (and logs "forbidden"). Once per test process.
-pub fn operator_kubeconfig() -> PathBuf {
-    OPERATOR_KUBECONFIG
-        .get_or_init(|| {
-            let chart = repo_path("charts/sovereign-operator");
-            let chart = chart.to_string_lossy();
-            let rbac = helm(&[
-                "template",
-                RELEASE,
-                &chart,
-                // The chart requires Kubernetes >= 1.33; helm assumes an old version offline.
-                "--kube-version",
-                "1.33.0",
-                "--namespace",
-                RELEASE_NAMESPACE,
-                "--show-only",
-                "templates/serviceaccount.yaml",
-                "--show-only",
-                "templates/rbac.yaml",
-            ]);
-            let namespace = format!(
-                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {RELEASE_NAMESPACE}\n---\n"
-            );
-            kubectl_with_input(
-                &[
-                    "apply",
-                    "--server-side",
-                    "--force-conflicts",
-                    "--field-manager",
-                    MANAGER,
-                    "-f",
-                    "-",
-                ],
-                Some(&format!("{namespace}{rbac}")),
-            );
-            let token = kubectl(&[
-                "create",
-                "token",
-                RELEASE,
-                "--namespace",
-                RELEASE_NAMESPACE,
-                "--duration",
-                "6h",
-            ]);
-            let server = kubectl(&[
-                "config",
-                "view",
-                "--raw",
-                "--minify",
-                "-o",
-                "jsonpath={.clusters[0].cluster.server}",
-            ]);
-            let ca = kubectl(&[
-                "config",
-                "view",
-                "--raw",
-                "--minify",
-                "--flatten",
-                "-o",
-                "jsonpath={.clusters[0].cluster.certificate-authority-data}",
-            ]);
-            let config = serde_json::json!({
-                "apiVersion": "v1", "kind": "Config",
-                "clusters": [{"name": "e2e", "cluster": {
-                    "server": server.trim(), "certificate-authority-data": ca.trim()}}],
-                "users": [{"name": RELEASE, "user": {"token": token.trim()}}],
-                "contexts": [{"name": "operator", "context": {
-                    "cluster": "e2e", "user": RELEASE, "namespace": RELEASE_NAMESPACE}}],
-                "current-context": "operator",
-            });
-            let path = std::env::temp_dir().join(format!(
-                "sovereign-e2e-operator-{}.kubeconfig",
-                std::process::id()
-            ));
-            std::fs::write(&path, config.to_string()).expect("write the operator's kubeconfig");
-            path
-        })
-        .clone()
-}
-
-static FIXTURES: OnceCell<()> = OnceCell::const_new();
-
-/// The example plus what a real cluster would already have: in-region storage classes with
-/// volumes, and (placeholder) Secrets the example's backends refer to.
-pub async fn install_example_with_fixtures() {
-    install_example().await;
-    FIXTURES
-        .get_or_init(|| async {
-            let client = client().await;
-            for (file, document) in yaml_documents(&repo_path("e2e/fixtures")) {
-                apply(&client, &document)
-                    .await
-                    .unwrap_or_else(|e| panic!("cannot apply {}: {e}", file.display()));
-            }
-        })
-        .await;
+impl Plane {
+    /// A kubeconfig that authenticates as the chart's ServiceAccount: the chart's ServiceAccount,
+    /// ClusterRole, Role and bindings (rendered by `helm template`) are applied, and a token is
+    /// requested for the account. Every [`Operator`] runs with it, so any API call the chart's
+    /// RBAC does not allow fails a test (and logs "forbidden"). Once per plane.
+    pub fn operator_kubeconfig(&self) -> PathBuf {
+        self.operator_kubeconfig
+            .get_or_init(|| {
+                let chart = repo_path("charts/sovereign-operator");
+                let chart = chart.to_string_lossy();
+                let rbac = helm(&[
+                    "template",
+                    RELEASE,
+                    &chart,
+                    // The chart requires Kubernetes >= 1.33; helm assumes an old version offline.
+                    "--kube-version",
+                    "1.33.0",
+                    "--namespace",
+                    RELEASE_NAMESPACE,
+                    "--show-only",
+                    "templates/serviceaccount.yaml",
+                    "--show-only",
+                    "templates/rbac.yaml",
+                ]);
+                let namespace = format!(
+                    "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {RELEASE_NAMESPACE}\n---\n"
+                );
+                self.kubectl_with_input(
+                    &[
+                        "apply",
+                        "--server-side",
+                        "--force-conflicts",
+                        "--field-manager",
+                        MANAGER,
+                        "-f",
+                        "-",
+                    ],
+                    Some(&format!("{namespace}{rbac}")),
+                );
+                let token = self.kubectl(&[
+                    "create",
+                    "token",
+                    RELEASE,
+                    "--namespace",
+                    RELEASE_NAMESPACE,
+                    "--duration",
+                    "6h",
+                ]);
+                let server = self.kubectl(&[
+                    "config",
+                    "view",
+                    "--raw",
+                    "--minify",
+                    "-o",
+                    "jsonpath={.clusters[0].cluster.server}",
+                ]);
+                let ca = self.kubectl(&[
+                    "config",
+                    "view",
+                    "--raw",
+                    "--minify",
+                    "--flatten",
+                    "-o",
+                    "jsonpath={.clusters[0].cluster.certificate-authority-data}",
+                ]);
+                let config = serde_json::json!({
+                    "apiVersion": "v1", "kind": "Config",
+                    "clusters": [{"name": "e2e", "cluster": {
+                        "server": server.trim(), "certificate-authority-data": ca.trim()}}],
+                    "users": [{"name": RELEASE, "user": {"token": token.trim()}}],
+                    "contexts": [{"name": "operator", "context": {
+                        "cluster": "e2e", "user": RELEASE, "namespace": RELEASE_NAMESPACE}}],
+                    "current-context": "operator",
+                });
+                let path = std::env::temp_dir().join(format!(
+                    "sovereign-e2e-operator-{}-{}.kubeconfig",
+                    std::process::id(),
+                    self.name
+                ));
+                std::fs::write(&path, config.to_string()).expect("write the operator's kubeconfig");
+                path
+            })
+            .clone()
+    }
 }
 
 /// Polls `check` every second until it returns Some or `PATIENCE` runs out; panics with
@@ -382,8 +378,10 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Starts `sovereign-operator run` with `args`.
-    pub fn start(args: &[&str]) -> Self {
+    /// Starts `sovereign-operator run` with `args` against `plane`, which must be one of the
+    /// test's own ([`exclusive`]): an operator on the shared plane would act on every other
+    /// test's objects.
+    pub fn start(plane: &Exclusive, args: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -392,9 +390,14 @@ impl Operator {
         let log = std::env::temp_dir().join(format!("sovereign-operator-e2e-{port}.log"));
         let file = std::fs::File::create(&log).expect("log file");
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sovereign-operator"));
-        if std::env::var("SOVEREIGN_E2E_OPERATOR_ADMIN").is_err() {
-            command.env("KUBECONFIG", operator_kubeconfig());
-        }
+        command.env(
+            "KUBECONFIG",
+            if std::env::var("SOVEREIGN_E2E_OPERATOR_ADMIN").is_err() {
+                plane.operator_kubeconfig()
+            } else {
+                plane.kubeconfig()
+            },
+        );
         // As the chart's downward API sets it: the namespace of the leader Lease.
         command.env("POD_NAMESPACE", RELEASE_NAMESPACE);
         let child = command
@@ -471,6 +474,73 @@ impl Operator {
         Ok(response)
     }
 
+    /// Waits until the operator has settled: each controller of `expected` has finished at
+    /// least that many reconciles, none is in flight (`sovereign_reconciles_in_flight`), and no
+    /// reconcile finished between two consecutive looks. A condition the operator reports,
+    /// not a guess of how long its follow-up work takes.
+    pub async fn settled(&self, expected: &[(&str, f64)]) {
+        let mut previous: Option<f64> = None;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let text = self.metrics().await.unwrap_or_default();
+            let finished = |controller: &str| -> f64 {
+                samples(&text, "sovereign_reconciliations_total")
+                    .filter(|(labels, _)| labels.contains(&format!("controller=\"{controller}\"")))
+                    .map(|(_, v)| v)
+                    .sum()
+            };
+            let in_flight: f64 = samples(&text, "sovereign_reconciles_in_flight")
+                .map(|(_, v)| v)
+                .sum();
+            let total: f64 = samples(&text, "sovereign_reconciliations_total")
+                .map(|(_, v)| v)
+                .sum();
+            let short: Vec<String> = expected
+                .iter()
+                .filter(|(controller, at_least)| finished(controller) < *at_least)
+                .map(|(controller, at_least)| {
+                    format!("{controller} {}/{at_least}", finished(controller))
+                })
+                .collect();
+            if short.is_empty() && in_flight == 0.0 && previous == Some(total) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the operator did not settle within {PATIENCE:?}: short {short:?}, \
+                 {in_flight} in flight; log: {}",
+                self.log.display()
+            );
+            previous = (short.is_empty() && in_flight == 0.0).then_some(total);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Reconciles `controller` has finished (any result).
+    pub async fn reconciles(&self, controller: &str) -> f64 {
+        let text = self.metrics().await.unwrap_or_default();
+        samples(&text, "sovereign_reconciliations_total")
+            .filter(|(labels, _)| labels.contains(&format!("controller=\"{controller}\"")))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    /// Waits until `controller` has finished `at_least` reconciles.
+    pub async fn wait_reconciles(&self, controller: &str, at_least: f64) {
+        eventually(
+            &format!("{controller} reconciled {at_least} times"),
+            || async {
+                let seen = self.reconciles(controller).await;
+                if seen >= at_least {
+                    Ok(())
+                } else {
+                    Err(format!("{seen}"))
+                }
+            },
+        )
+        .await;
+    }
+
     /// Sum of every sample of `metric` (all label sets).
     pub async fn metric_sum(&self, metric: &str, label_filter: &str) -> Result<f64, String> {
         let text = self.metrics().await?;
@@ -482,6 +552,18 @@ impl Operator {
     }
 }
 
+/// The (labels, value) samples of `metric` in a Prometheus text exposition.
+fn samples<'t>(text: &'t str, metric: &'t str) -> impl Iterator<Item = (&'t str, f64)> + 't {
+    text.lines().filter_map(move |line| {
+        let rest = line.strip_prefix(metric)?;
+        let (labels, value) = rest.rsplit_once(' ')?;
+        if !(labels.is_empty() || labels.starts_with('{')) {
+            return None; // another metric that starts with the same name
+        }
+        Some((labels, value.parse().ok()?))
+    })
+}
+
 impl Drop for Operator {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -489,52 +571,238 @@ impl Drop for Operator {
     }
 }
 
-/// Held by the tests that put residency admission policies in place (the admission parity test
-/// and the operator's provisioning test): both name them `sovereign-residency-<policy>`, and
-/// one's policies would judge the other's objects.
-pub static ADMISSION_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+// ---------------------------------------------------------------------------------------------
+// Control planes: one per isolated test, one shared by the rest.
 
-/// Deletes every residency admission policy and binding the operator generates (by label) and
-/// waits until they are gone.
-pub async fn remove_admission_policies(client: &Client) {
-    use k8s_openapi::api::admissionregistration::v1::{
-        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
-    };
-    let selector = format!(
-        "{},app.kubernetes.io/component={}",
-        sovereign_operator::api::labels::managed_selector(),
-        sovereign_operator::residency::admission::COMPONENT_VALUE
-    );
-    let list = kube::api::ListParams::default().labels(&selector);
-    let delete = kube::api::DeleteParams::default();
-    let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(client.clone());
-    let policies = Api::<ValidatingAdmissionPolicy>::all(client.clone());
-    bindings
-        .delete_collection(&delete, &list)
+/// The control planes of the suite. A test that runs an operator, installs residency admission
+/// policies or asserts anything about the whole cluster (zero writes after a restart, exact
+/// audit counts, leader take-over, exact token totals) gets a plane of its own: nothing else
+/// writes there, so no assertion can see another test's objects. The rest share
+/// [`PlaneId::Shared`], where no operator runs and no admission policy exists; they create
+/// only objects named after themselves, in namespaces of their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PlaneId {
+    /// CRD installation, the validation corpus, kubectl columns, scheduling, chart dry runs.
+    Shared,
+    /// The operator provisioning the example and writing nothing after a restart.
+    Provisioning,
+    /// Two operators sharing a Lease; the standby writes nothing before it leads.
+    Leader,
+    /// The operator counting tokens to the last decimal and firing each threshold once.
+    FinOps,
+    /// The compiled admission policies judging the whole corpus.
+    AdmissionParity,
+    /// Admission ratcheting of UPDATEs.
+    AdmissionRatchet,
+}
+
+/// One row per plane: the id, its name (state directory, log lines) and why it exists. The
+/// index in this table decides the plane's ports, so two planes never share one.
+const PLANES: [(PlaneId, &str, &str); 6] = [
+    (
+        PlaneId::Shared,
+        "shared",
+        "tests that run no operator and install no admission policy",
+    ),
+    (
+        PlaneId::Provisioning,
+        "provisioning",
+        "zero API writes after a restart",
+    ),
+    (
+        PlaneId::Leader,
+        "leader",
+        "take-over with exactly one writer",
+    ),
+    (
+        PlaneId::FinOps,
+        "finops",
+        "exact token totals and one Event per threshold",
+    ),
+    (
+        PlaneId::AdmissionParity,
+        "admission-parity",
+        "admission policies judge every write",
+    ),
+    (
+        PlaneId::AdmissionRatchet,
+        "admission-ratchet",
+        "admission policies judge every write",
+    ),
+];
+
+/// A running control plane of the suite (see [`PlaneId`]).
+pub struct Plane {
+    name: &'static str,
+    state: PathBuf,
+    apiserver_port: u16,
+    port_base: u16,
+    crds: OnceCell<Vec<String>>,
+    example: OnceCell<usize>,
+    fixtures: OnceCell<()>,
+    operator_kubeconfig: std::sync::OnceLock<PathBuf>,
+}
+
+/// Where the planes keep their state (`e2e/run.sh` sets it and removes every plane in it at
+/// the end of the run).
+fn planes_root() -> PathBuf {
+    std::env::var_os("SOVEREIGN_E2E_PLANES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("SOVEREIGN_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                        .join(".cache/sovereign-operator")
+                });
+            cache.join("e2e-planes")
+        })
+}
+
+/// First port of the block the planes use (`SOVEREIGN_E2E_PORT_ROOT`, default 17400); plane
+/// `i` takes ten ports from `root + 10 * i`.
+fn port_root() -> u16 {
+    std::env::var("SOVEREIGN_E2E_PORT_ROOT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(17400)
+}
+
+static SHARED: OnceCell<Plane> = OnceCell::const_new();
+/// Exclusive planes claimed by this test process: each may be claimed once.
+static CLAIMED: std::sync::Mutex<Vec<PlaneId>> = std::sync::Mutex::new(Vec::new());
+
+/// The shared plane, started on first use.
+pub async fn shared() -> &'static Plane {
+    SHARED
+        .get_or_init(|| async { Plane::start(PlaneId::Shared).await })
         .await
-        .expect("delete bindings");
-    policies
-        .delete_collection(&delete, &list)
-        .await
-        .expect("delete policies");
-    eventually("the generated admission policies are gone", || async {
-        let left = policies
-            .list(&list)
-            .await
-            .map_err(|e| e.to_string())?
-            .items
-            .len()
-            + bindings
-                .list(&list)
-                .await
-                .map_err(|e| e.to_string())?
-                .items
-                .len();
-        if left == 0 {
-            Ok(())
-        } else {
-            Err(format!("{left} left"))
+}
+
+/// A plane for one test alone, started now and stopped when the returned value is dropped
+/// (left running after a failure, for its logs; `e2e/run.sh` removes it). Claiming the same
+/// plane twice in one run panics: give the second test a row of its own in [`PLANES`].
+pub async fn exclusive(id: PlaneId) -> Exclusive {
+    assert_ne!(id, PlaneId::Shared, "the shared plane is not exclusive");
+    {
+        let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+        assert!(
+            !claimed.contains(&id),
+            "plane {id:?} is already used by another test of this run: add a row to PLANES"
+        );
+        claimed.push(id);
+    }
+    Exclusive(Plane::start(id).await)
+}
+
+/// A plane owned by one test; see [`exclusive`].
+pub struct Exclusive(Plane);
+
+impl std::ops::Deref for Exclusive {
+    type Target = Plane;
+    fn deref(&self) -> &Plane {
+        &self.0
+    }
+}
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var_os("SOVEREIGN_E2E_KEEP_PLANES").is_some() {
+            eprintln!(
+                "plane {} left running for its logs: {}",
+                self.0.name,
+                self.0.state.join("logs").display()
+            );
+            return;
         }
-    })
-    .await;
+        self.0.controlplane("down");
+    }
+}
+
+impl Plane {
+    async fn start(id: PlaneId) -> Plane {
+        let index = PLANES
+            .iter()
+            .position(|(row, _, _)| *row == id)
+            .expect("every PlaneId has a row in PLANES");
+        let name = PLANES[index].1;
+        let root = port_root() + 10 * u16::try_from(index).expect("few planes");
+        let plane = Plane {
+            name,
+            state: planes_root().join(name),
+            apiserver_port: root,
+            port_base: root + 1,
+            crds: OnceCell::const_new(),
+            example: OnceCell::const_new(),
+            fixtures: OnceCell::const_new(),
+            operator_kubeconfig: std::sync::OnceLock::new(),
+        };
+        // An exclusive plane starts empty, whatever an earlier run left (a failed test keeps
+        // its plane for the logs); the shared one is reused when healthy (`up` is
+        // idempotent), which `e2e/run.sh` prevents by removing every plane first. Starting
+        // blocks for a while, so not on this runtime's thread.
+        if id != PlaneId::Shared {
+            plane.controlplane("down");
+        }
+        let starting = plane.command("up");
+        let started = std::time::Instant::now();
+        let output = tokio::task::spawn_blocking(move || {
+            let mut starting = starting;
+            starting.output()
+        })
+        .await
+        .expect("controlplane.sh up runs")
+        .unwrap_or_else(|e| panic!("cannot run e2e/controlplane.sh: {e}"));
+        assert!(
+            output.status.success(),
+            "plane {name} did not start: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        eprintln!("plane {name} up in {:.1?}", started.elapsed());
+        let client = plane.client().await;
+        client
+            .apiserver_version()
+            .await
+            .unwrap_or_else(|e| panic!("plane {name} is unreachable: {e}"));
+        plane
+    }
+
+    /// `e2e/controlplane.sh <verb>` for this plane's state directory and ports.
+    fn command(&self, verb: &str) -> std::process::Command {
+        let mut command = std::process::Command::new("bash");
+        command
+            .arg(repo_path("e2e/controlplane.sh"))
+            .arg(verb)
+            .env("SOVEREIGN_E2E_STATE", &self.state)
+            .env("SOVEREIGN_APISERVER_PORT", self.apiserver_port.to_string())
+            .env("SOVEREIGN_PORT_BASE", self.port_base.to_string());
+        command
+    }
+
+    fn controlplane(&self, verb: &str) {
+        match self.command(verb).output() {
+            Ok(output) if output.status.success() => {}
+            Ok(output) => eprintln!(
+                "controlplane.sh {verb} of plane {}: {}",
+                self.name,
+                String::from_utf8_lossy(&output.stderr)
+            ),
+            Err(e) => eprintln!("cannot run controlplane.sh {verb}: {e}"),
+        }
+    }
+
+    /// The admin kubeconfig (`O=system:masters`).
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.state.join("kubeconfig")
+    }
+
+    /// An admin client of this plane.
+    pub async fn client(&self) -> Client {
+        let kubeconfig = kube::config::Kubeconfig::read_from(self.kubeconfig())
+            .unwrap_or_else(|e| panic!("plane {}: {e}", self.name));
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("plane {}: {e}", self.name));
+        Client::try_from(config).unwrap_or_else(|e| panic!("plane {}: {e}", self.name))
+    }
 }

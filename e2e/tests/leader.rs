@@ -8,28 +8,49 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{DeleteParams, ListParams};
+use kube::api::ListParams;
 use kube::{Api, Client};
 use sovereign_operator::api::{InferenceBackend, SovereignRegion};
 
 use crate::harness::{
-    Operator, RELEASE_NAMESPACE, client, ensure_namespace, eventually,
-    install_example_with_fixtures,
+    Exclusive, Operator, PlaneId, RELEASE_NAMESPACE, ensure_namespace, eventually, exclusive,
 };
 use crate::provisioning::EXAMPLE_BACKENDS;
 
 const LEASE: &str = "sovereign-e2e-leader";
 
-fn start() -> Operator {
-    Operator::start(&[
-        "--region",
-        "eu",
-        "--region",
-        "in",
-        "--leader-election",
-        "--leader-election-id",
-        LEASE,
-    ])
+fn start(plane: &Exclusive) -> Operator {
+    Operator::start(
+        plane,
+        &[
+            "--region",
+            "eu",
+            "--region",
+            "in",
+            "--leader-election",
+            "--leader-election-id",
+            LEASE,
+        ],
+    )
+}
+
+/// How many Deployments the operator makes for the example: what `render` prints for it.
+fn example_deployments() -> usize {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sovereign-operator"))
+        .arg("render")
+        .arg("-f")
+        .arg(crate::harness::repo_path("deploy/examples/eu-india"))
+        .output()
+        .expect("sovereign-operator render runs");
+    assert!(
+        output.status.success(),
+        "render: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| *l == "kind: Deployment")
+        .count()
 }
 
 async fn writes(operator: &Operator) -> f64 {
@@ -139,35 +160,19 @@ async fn converged(client: &Client, expected_deployments: usize) -> Result<(), S
 
 #[tokio::test]
 async fn the_standby_takes_over_when_the_leader_dies_or_stops() {
-    // The example's objects are shared with the provisioning test: never two operators on them.
-    let _exclusive = crate::harness::ADMISSION_LOCK.lock().await;
-    install_example_with_fixtures().await;
-    let client = client().await;
+    // Its own plane: exactly one writer at a time can only be seen where nobody else writes.
+    let plane = exclusive(PlaneId::Leader).await;
+    plane.install_example_with_fixtures().await;
+    let client = plane.client().await;
     ensure_namespace(&client, RELEASE_NAMESPACE).await;
-    // A Lease left by an earlier run names a dead holder: start from none.
-    let _ = Api::<Lease>::namespaced(client.clone(), RELEASE_NAMESPACE)
-        .delete(LEASE, &DeleteParams::default())
-        .await;
-    // Make work: whatever an earlier test converged, the operator's Deployments are gone, so
-    // the leader has to recreate them (and the regions go back through Progressing).
-    let mut expected_deployments = 0;
-    for namespace in ["sovereign-eu", "sovereign-in"] {
-        let api = Api::<Deployment>::namespaced(client.clone(), namespace);
-        let selector =
-            ListParams::default().labels(&sovereign_operator::api::labels::managed_selector());
-        expected_deployments += api
-            .list(&selector)
-            .await
-            .map(|l| l.items.len())
-            .unwrap_or(0);
-        let _ = api
-            .delete_collection(&DeleteParams::background(), &selector)
-            .await;
-    }
+    // A fresh plane: the leader has to create every Deployment of the example (and the
+    // regions go through Progressing), so a kill after its first write is mid-convergence.
+    let expected_deployments = example_deployments();
+    assert!(expected_deployments > 0, "the example renders Deployments");
 
     // Two replicas, as the chart runs them.
-    let first = start();
-    let second = start();
+    let first = start(&plane);
+    let second = start(&plane);
     let leader_index = leader_of(&[&first, &second]).await;
     let (leader, standby) = if leader_index == 0 {
         (first, second)
@@ -218,7 +223,7 @@ async fn the_standby_takes_over_when_the_leader_dies_or_stops() {
 
     // Graceful: a third replica stands by, the leader gets SIGTERM, releases the Lease, and the
     // standby takes over on its next poll instead of after the lease duration.
-    let third = start();
+    let third = start(&plane);
     eventually("the third replica stands by", || async {
         match third.gauge("sovereign_leader").await {
             Some(0.0) => Ok(()),
@@ -237,5 +242,4 @@ async fn the_standby_takes_over_when_the_leader_dies_or_stops() {
     );
     third.assert_no_forbidden();
     third.stop();
-    crate::harness::remove_admission_policies(&client).await;
 }

@@ -1,6 +1,7 @@
-//! End-to-end tests against the real control plane started by `e2e/controlplane.sh up`
-//! (kube-apiserver, etcd, controller-manager, scheduler and KWOK nodes). They use the
-//! kubeconfig in `KUBECONFIG` and fail — never skip — when the plane is unreachable.
+//! End-to-end tests against real control planes (kube-apiserver, etcd, controller-manager,
+//! scheduler and KWOK nodes) that the harness starts with `e2e/controlplane.sh up`: one for each
+//! test that needs a quiet cluster, one shared by the rest (`harness::PLANES` says which and
+//! why). They fail — never skip — when a plane cannot be started or reached.
 //! `litellm` needs no plane: it proves the gateway config on a real LiteLLM proxy
 //! (`cargo test --features e2e --test e2e litellm` runs it alone).
 

@@ -14,9 +14,7 @@ use kube::{Api, Client};
 use serde_json::json;
 use sovereign_operator::api::{InferenceBackend, ResidencyPolicy, SovereignRegion};
 
-use crate::harness::{
-    MANAGER, Operator, client, ensure_namespace, eventually, install_example_with_fixtures,
-};
+use crate::harness::{MANAGER, Operator, PlaneId, ensure_namespace, eventually, exclusive};
 
 pub(crate) const EXAMPLE_BACKENDS: [(&str, &str); 7] = [
     ("sovereign-eu", "llama-3-70b"),
@@ -125,56 +123,16 @@ async fn wait_backend_reason(client: &Client, namespace: &str, name: &str, reaso
     .await
 }
 
-/// Deletes what an earlier run against the same plane created, so the test can run again.
-async fn remove_leftovers(client: &Client) {
-    for (namespace, name) in [
-        ("sovereign-in", "scratch"),
-        ("sovereign-in", "too-big"),
-        ("sovereign-in", "no-key"),
-        ("sovereign-nowhere", "orphan"),
-    ] {
-        let _ = Api::<InferenceBackend>::namespaced(client.clone(), namespace)
-            .delete(name, &DeleteParams::default())
-            .await;
-    }
-    for name in ["e2e-financial-audit", "e2e-broken-sink"] {
-        let _ = Api::<ResidencyPolicy>::all(client.clone())
-            .delete(name, &DeleteParams::default())
-            .await;
-    }
-    let _ = Api::<Deployment>::namespaced(client.clone(), "sovereign-eu")
-        .delete("ledger-export", &DeleteParams::default())
-        .await;
-    for name in ["nowhere", "elsewhere"] {
-        let _ = Api::<SovereignRegion>::all(client.clone())
-            .delete(name, &DeleteParams::default())
-            .await;
-    }
-    eventually("leftovers of an earlier run are gone", || async {
-        let orphan = Api::<InferenceBackend>::namespaced(client.clone(), "sovereign-nowhere")
-            .get_opt("orphan")
-            .await
-            .map_err(|e| e.to_string())?;
-        let nowhere = Api::<SovereignRegion>::all(client.clone())
-            .get_opt("nowhere")
-            .await
-            .map_err(|e| e.to_string())?;
-        if orphan.is_none() && nowhere.is_none() {
-            Ok(())
-        } else {
-            Err("still there".into())
-        }
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn the_operator_provisions_the_example_and_follows_changes() {
-    let _exclusive = crate::harness::ADMISSION_LOCK.lock().await;
-    install_example_with_fixtures().await;
-    let client = client().await;
-    remove_leftovers(&client).await;
-    let operator = Operator::start(&["--region", "eu", "--region", "in", "--region", "nowhere"]);
+    // Its own plane: "zero writes after a restart" must not see another test's objects.
+    let plane = exclusive(PlaneId::Provisioning).await;
+    plane.install_example_with_fixtures().await;
+    let client = plane.client().await;
+    let operator = Operator::start(
+        &plane,
+        &["--region", "eu", "--region", "in", "--region", "nowhere"],
+    );
 
     // Every region and backend of the example becomes Ready.
     for region in ["eu", "in"] {
@@ -670,48 +628,27 @@ async fn the_operator_provisions_the_example_and_follows_changes() {
     .await;
     assert!(seen.contains("locationExpression"), "{seen}");
 
-    // A restart writes nothing: the new process finds everything as it wants it. First let the
-    // running operator finish its own work (rollouts, the last status writes): its write
-    // counter must stand still for five seconds in a row.
-    let deadline = tokio::time::Instant::now() + crate::harness::PATIENCE;
-    let (mut last, mut still) = (-1.0, 0);
-    while still < 5 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the first operator kept writing: {last} writes"
-        );
-        let writes = operator
-            .metric_sum("sovereign_api_writes_total", "")
-            .await
-            .expect("metrics");
-        if writes == last {
-            still += 1;
-        } else {
-            (last, still) = (writes, 0);
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    }
+    // A restart writes nothing: the new process finds everything as it wants it. First the
+    // running operator must have finished its own work: every object in its final state, then
+    // nothing running and nothing finishing.
+    converged(&client).await;
+    let reconciled = [
+        ("region", 4.0),
+        ("backend", (EXAMPLE_BACKENDS.len() + 1) as f64), // + orphan
+        ("policy", 4.0),
+        ("budget", 2.0),
+    ];
+    operator.settled(&reconciled).await;
     // It ran under the chart's RBAC (harness::operator_kubeconfig): nothing was refused.
     operator.assert_no_forbidden();
     operator.stop();
-    let operator = Operator::start(&["--region", "eu", "--region", "in", "--region", "nowhere"]);
-    let expected_backends = (EXAMPLE_BACKENDS.len() + 1) as f64; // + orphan
-    eventually("the restarted operator reconciled every object", || async {
-        let regions = operator
-            .metric_sum("sovereign_reconciliations_total", "controller=\"region\"")
-            .await?;
-        let backends = operator
-            .metric_sum("sovereign_reconciliations_total", "controller=\"backend\"")
-            .await?;
-        if regions >= 4.0 && backends >= expected_backends {
-            Ok(())
-        } else {
-            Err(format!("regions {regions}, backends {backends}"))
-        }
-    })
-    .await;
-    // Give in-flight follow-up reconciles (triggered by the initial watch events) time to run.
-    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let operator = Operator::start(
+        &plane,
+        &["--region", "eu", "--region", "in", "--region", "nowhere"],
+    );
+    // Every object reconciled at least once by the new process, and all follow-ups (the
+    // region watch re-auditing every policy) done.
+    operator.settled(&reconciled).await;
     let writes = operator.metrics().await.expect("metrics");
     let write_lines: Vec<&str> = writes
         .lines()
@@ -724,7 +661,59 @@ async fn the_operator_provisions_the_example_and_follows_changes() {
     );
     operator.assert_no_forbidden();
     operator.stop();
-    // The example's policies stay; their admission objects go, so that other tests' objects are
-    // judged only by what those tests install.
-    crate::harness::remove_admission_policies(&client).await;
+}
+
+/// Every object of the test in its final state, observed for its current generation: regions
+/// Ready (elsewhere left to its own operator), backends as the test left them, policies audited.
+async fn converged(client: &Client) {
+    eventually("every object in its final state", || async {
+        for (name, expected) in [
+            ("eu", "True/"),
+            ("in", "True/"),
+            ("nowhere", "True/"),
+            ("elsewhere", "Unknown/ManagedElsewhere"),
+        ] {
+            let region = Api::<SovereignRegion>::all(client.clone())
+                .get(name)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = region.status.unwrap_or_default();
+            let seen = condition(&status.conditions, "Ready");
+            if !seen.starts_with(expected)
+                || status.observed_generation != region.metadata.generation
+            {
+                return Err(format!("region {name}: {seen}"));
+            }
+        }
+        let mut backends = EXAMPLE_BACKENDS.to_vec();
+        backends.push(("sovereign-nowhere", "orphan"));
+        for (namespace, name) in backends {
+            let backend = Api::<InferenceBackend>::namespaced(client.clone(), namespace)
+                .get(name)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = backend.status.unwrap_or_default();
+            let seen = condition(&status.conditions, "Ready");
+            if !seen.starts_with("True/")
+                || status.observed_generation != backend.metadata.generation
+            {
+                return Err(format!("backend {namespace}/{name}: {seen}"));
+            }
+        }
+        for policy in Api::<ResidencyPolicy>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            let status = policy.status.clone().unwrap_or_default();
+            if status.observed_generation != policy.metadata.generation {
+                return Err(format!(
+                    "policy {} not audited yet",
+                    policy.metadata.name.unwrap_or_default()
+                ));
+            }
+        }
+        Ok(())
+    })
+    .await;
 }

@@ -6,7 +6,7 @@ use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 
-use crate::harness::{PATIENCE, client, ensure_namespace};
+use crate::harness::{PATIENCE, ensure_namespace, shared};
 
 const NAMESPACE: &str = "e2e-scheduling";
 
@@ -39,7 +39,7 @@ fn gpu_pod(name: &str, location: &str, gpu_product: Option<&str>) -> Pod {
 /// Creates the pod (retrying while the namespace's default ServiceAccount is being created),
 /// waits until it runs, and returns the node it runs on.
 async fn run_and_locate(pod: Pod) -> Node {
-    let client = client().await;
+    let client = shared().await.client().await;
     ensure_namespace(&client, NAMESPACE).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
     let name = pod.metadata.name.clone().expect("name");

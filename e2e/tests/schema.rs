@@ -7,15 +7,13 @@ use kube::{Api, Client};
 use serde_json::Value;
 
 use crate::corpus::{Case, cases};
-use crate::harness::{
-    client, dynamic_api, ensure_namespace, install_crds, install_example, kubectl,
-};
+use crate::harness::{dynamic_api, ensure_namespace, shared};
 
 const CORPUS_NAMESPACE: &str = "e2e-corpus";
 
 #[tokio::test]
 async fn crds_install_and_become_established() {
-    let names = install_crds().await;
+    let names = shared().await.install_crds().await;
     assert_eq!(
         names,
         [
@@ -29,12 +27,12 @@ async fn crds_install_and_become_established() {
 
 #[tokio::test]
 async fn every_example_document_is_accepted() {
-    let applied = install_example().await;
+    let applied = shared().await.install_example().await;
     assert_eq!(
         applied, 15,
         "2 namespaces, 2 regions, 7 backends, 2 policies, 2 budgets"
     );
-    let client = client().await;
+    let client = shared().await.client().await;
     let regions: Api<DynamicObject> = dynamic_api(
         &client,
         &serde_json::json!({"apiVersion": "sovereign.ai/v1alpha1", "kind": "SovereignRegion"}),
@@ -111,8 +109,8 @@ async fn submit(client: &Client, index: usize, case: &Case) -> Result<(), String
 
 #[tokio::test]
 async fn the_api_server_accepts_and_refuses_exactly_as_the_corpus_says() {
-    install_crds().await;
-    let client = client().await;
+    shared().await.install_crds().await;
+    let client = shared().await.client().await;
     ensure_namespace(&client, CORPUS_NAMESPACE).await;
     let mut failures = Vec::new();
     let cases = cases();
@@ -155,8 +153,8 @@ async fn the_api_server_accepts_and_refuses_exactly_as_the_corpus_says() {
 
 #[tokio::test]
 async fn kubectl_shows_the_printer_columns_and_explains_nested_fields() {
-    install_example().await;
-    let table = kubectl(&["get", "sovereign", "-A"]);
+    shared().await.install_example().await;
+    let table = shared().await.kubectl(&["get", "sovereign", "-A"]);
     for column in [
         "JURISDICTION",
         "LOCATIONS",
@@ -178,15 +176,19 @@ async fn kubectl_shows_the_printer_columns_and_explains_nested_fields() {
     );
     assert!(table.contains("ovh-llama-3.3-70b"), "{table}");
 
-    let short = kubectl(&["get", "sreg"]);
+    let short = shared().await.kubectl(&["get", "sreg"]);
     assert!(short.contains("eu") && short.contains("IN"), "{short}");
 
-    let explained = kubectl(&["explain", "inferencebackends.spec.vllm.gpus.count"]);
+    let explained = shared()
+        .await
+        .kubectl(&["explain", "inferencebackends.spec.vllm.gpus.count"]);
     assert!(
         explained.contains("GPUs per replica; at least 1."),
         "{explained}"
     );
-    let explained = kubectl(&["explain", "tokenbudgets.spec.thresholds.action"]);
+    let explained = shared()
+        .await
+        .kubectl(&["explain", "tokenbudgets.spec.thresholds.action"]);
     assert!(
         explained.contains("Notify, Throttle, Block or Downgrade."),
         "{explained}"

@@ -58,8 +58,8 @@ pub struct Context {
     pub metrics: SharedMetrics,
     /// Publishes Events on the custom resources.
     pub recorder: Recorder,
-    /// Consecutive transient failures per object, for exponential back-off.
-    failures: Mutex<HashMap<String, u32>>,
+    /// Consecutive transient failures per object (see [`Backoff`]).
+    failures: Mutex<Backoff>,
     /// UIDs pruned at least once by this process: the first reconcile after a start prunes
     /// whatever the spec says, so children an older operator version made are cleaned up.
     pruned: Mutex<std::collections::HashSet<String>>,
@@ -87,7 +87,7 @@ impl Context {
             client,
             scope,
             metrics,
-            failures: Mutex::new(HashMap::new()),
+            failures: Mutex::new(Backoff::default()),
             pruned: Mutex::new(std::collections::HashSet::new()),
             usage_interval: DEFAULT_USAGE_INTERVAL,
             usage_wakeup: tokio::sync::Notify::new(),
@@ -125,16 +125,8 @@ impl Context {
         Applier::new(self.client.clone(), manager, self.metrics.clone())
     }
 
-    fn note_failure(&self, key: &str) -> u32 {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let count = failures.entry(key.to_owned()).or_insert(0);
-        *count = count.saturating_add(1);
-        *count
-    }
-
-    fn note_success(&self, key: &str) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        failures.remove(key);
+    fn backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Publishes an Event on `object`; failures to publish are logged, never fatal.
@@ -206,31 +198,97 @@ impl Error {
 
 /// Retry policy: invalid objects wait for a change; transient errors back off exponentially
 /// (5 s, 10 s, 20 s, … up to 5 minutes) so a broken dependency causes no hot loop.
-pub fn error_policy<K: Resource>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = format!(
-        "{}/{}",
-        object.namespace().unwrap_or_default(),
-        object.name_any()
-    );
+pub fn error_policy<K: Resource<DynamicType = ()>>(
+    object: Arc<K>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let key = BackoffKey::of(&*object);
     tracing::warn!(object = %key, %error, "reconcile failed");
     if !error.is_transient() {
         return Action::await_change();
     }
-    let failures = ctx.note_failure(&key);
-    let seconds = 5u64.saturating_mul(1u64 << failures.saturating_sub(1).min(6));
-    Action::requeue(Duration::from_secs(seconds.min(300)))
+    Action::requeue(ctx.backoff().failed(key, std::time::Instant::now()))
+}
+
+/// Identifies an object across every controller of the process: they share one [`Context`],
+/// so a SovereignRegion and a ResidencyPolicy both named `eu` must not share a counter.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackoffKey {
+    kind: String,
+    namespace: String,
+    name: String,
+}
+
+impl BackoffKey {
+    /// The key of `object`.
+    pub fn of<K: Resource<DynamicType = ()>>(object: &K) -> Self {
+        Self {
+            kind: K::kind(&()).into_owned(),
+            namespace: object.namespace().unwrap_or_default(),
+            name: object.name_any(),
+        }
+    }
+}
+
+impl std::fmt::Display for BackoffKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// Consecutive transient failures per object, for exponential back-off: 5 s, 10 s, 20 s, …
+/// up to 5 minutes. A success clears the object's entry; an entry whose object stopped
+/// failing without a success (it was deleted) is dropped once it is older than twice the
+/// longest back-off, so the map holds only objects that failed recently.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    entries: HashMap<BackoffKey, (u32, std::time::Instant)>,
+}
+
+impl Backoff {
+    /// The longest wait between retries.
+    pub const MAX: Duration = Duration::from_secs(300);
+
+    /// Records a failure of `key` at `now`; returns how long to wait before the retry.
+    pub fn failed(&mut self, key: BackoffKey, now: std::time::Instant) -> Duration {
+        self.entries
+            .retain(|_, (_, last)| now.saturating_duration_since(*last) <= 2 * Self::MAX);
+        let entry = self.entries.entry(key).or_insert((0, now));
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = now;
+        let seconds = 5u64.saturating_mul(1u64 << entry.0.saturating_sub(1).min(6));
+        Duration::from_secs(seconds).min(Self::MAX)
+    }
+
+    /// Clears the back-off of `key` after a success.
+    pub fn succeeded(&mut self, key: &BackoffKey) {
+        self.entries.remove(key);
+    }
+
+    /// Objects with a recorded failure.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no object has a recorded failure.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
 }
 
 /// Runs one reconcile of `object` by `controller`: counts it and its duration by result, and
 /// clears the object's back-off when it succeeded.
-pub async fn measured<K: Resource>(
+pub async fn measured<K: Resource<DynamicType = ()>>(
     controller: &'static str,
     object: &K,
     ctx: &Context,
     work: impl std::future::Future<Output = Result<Action, Error>>,
 ) -> Result<Action, Error> {
     let started = std::time::Instant::now();
+    let in_flight = ctx.metrics.reconcile_started(controller);
     let result = work.await;
+    drop(in_flight);
     let label = match &result {
         Ok(_) => "ok",
         Err(e) => e.metric_label(),
@@ -243,13 +301,8 @@ pub async fn measured<K: Resource>(
 }
 
 /// Clears the back-off of an object after a successful reconcile.
-pub fn reset_backoff<K: Resource>(ctx: &Context, object: &K) {
-    let key = format!(
-        "{}/{}",
-        object.namespace().unwrap_or_default(),
-        object.name_any()
-    );
-    ctx.note_success(&key);
+pub fn reset_backoff<K: Resource<DynamicType = ()>>(ctx: &Context, object: &K) {
+    ctx.backoff().succeeded(&BackoffKey::of(object));
 }
 
 /// Applies `desired` to a copy of `current` conditions; returns the new list.
@@ -379,6 +432,59 @@ mod tests {
             "first reconcile of a new object"
         );
         assert!(needs_prune(None, Some(2)), "edited before its first status");
+    }
+
+    #[test]
+    fn backoff_is_per_kind_and_forgets_objects_that_stopped_failing() {
+        use crate::api::{ResidencyPolicy, SovereignRegion};
+        let named = |name: &str| kube::api::ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        };
+        let region = SovereignRegion {
+            metadata: named("eu"),
+            spec: serde_json::from_value(serde_json::json!({
+                "jurisdiction": "EU", "locations": ["eu-central-1"]}))
+            .expect("region spec"),
+            status: None,
+        };
+        let policy = ResidencyPolicy {
+            metadata: named("eu"),
+            spec: serde_json::from_value(serde_json::json!({"dataClasses": ["pii"]}))
+                .expect("policy spec"),
+            status: None,
+        };
+        let (region_key, policy_key) = (BackoffKey::of(&region), BackoffKey::of(&policy));
+        assert_ne!(region_key, policy_key, "same name, different kinds");
+
+        let start = std::time::Instant::now();
+        let mut backoff = Backoff::default();
+        assert_eq!(
+            backoff.failed(region_key.clone(), start),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            backoff.failed(region_key.clone(), start),
+            Duration::from_secs(10)
+        );
+        // A success of the policy named `eu` does not reset the region's counter.
+        backoff.succeeded(&policy_key);
+        assert_eq!(
+            backoff.failed(region_key.clone(), start),
+            Duration::from_secs(20)
+        );
+        for _ in 0..10 {
+            backoff.failed(region_key.clone(), start);
+        }
+        assert_eq!(backoff.failed(region_key.clone(), start), Backoff::MAX);
+        backoff.succeeded(&region_key);
+        assert!(backoff.is_empty());
+
+        // An object that failed and was then deleted (no success ever comes) is forgotten.
+        backoff.failed(region_key, start);
+        let later = start + 2 * Backoff::MAX + Duration::from_secs(1);
+        backoff.failed(policy_key, later);
+        assert_eq!(backoff.len(), 1, "only the recent failure is kept");
     }
 
     #[test]
