@@ -3,18 +3,18 @@
 //! that existed before its policy, and a VolumeReplication whose destination only its
 //! VolumeReplicationClass declares (so the audit must list the classes too), are both reported
 //! in the policy's status. The csi-addons kinds are installed as minimal CRDs (the schema is not
-//! what is tested; the audit's discovery and listing are).
+//! what is tested; the audit's discovery and listing are). Its own plane: it runs an operator
+//! and installs an (Audit-mode) admission policy.
 
-use k8s_openapi::api::core::v1::ReplicationController;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::conditions;
 use kube::runtime::wait::await_condition;
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use sovereign_operator::api::ResidencyPolicy;
 
-use crate::harness::{MANAGER, Operator, apply, client, eventually, install_example};
+use crate::harness::{MANAGER, Operator, PATIENCE, PlaneId, apply, eventually, exclusive};
 
 const POLICY: &str = "e2e-audit-kinds";
 const CLASS: &str = "e2e-audited";
@@ -51,7 +51,7 @@ async fn install_csi_addons_crds(client: &Client) {
             .await
             .unwrap_or_else(|e| panic!("the API server refused CRD {name}: {e}"));
         let established = await_condition(api.clone(), &name, conditions::is_crd_established());
-        tokio::time::timeout(crate::harness::PATIENCE, established)
+        tokio::time::timeout(PATIENCE, established)
             .await
             .unwrap_or_else(|_| panic!("CRD {name} never became Established"))
             .unwrap_or_else(|e| panic!("watching CRD {name}: {e}"));
@@ -60,9 +60,9 @@ async fn install_csi_addons_crds(client: &Client) {
 
 #[tokio::test]
 async fn the_audit_reports_replication_controllers_and_class_located_replications() {
-    let _exclusive = crate::harness::ADMISSION_LOCK.lock().await;
-    install_example().await;
-    let client = client().await;
+    let plane = exclusive(PlaneId::Audit).await;
+    plane.install_example().await;
+    let client = plane.client().await;
     install_csi_addons_crds(&client).await;
 
     // Objects that exist before the policy (so admission never saw them under it).
@@ -111,7 +111,7 @@ async fn the_audit_reports_replication_controllers_and_class_located_replication
         .await
         .expect("create the audit policy");
 
-    let operator = Operator::start(&["--region", "eu"]);
+    let operator = Operator::start(&plane, &["--region", "eu"]);
     let violations = eventually("the audit reports both objects", || async {
         let status = policies
             .get(POLICY)
@@ -141,15 +141,4 @@ async fn the_audit_reports_replication_controllers_and_class_located_replication
     eprintln!("audit violations of {POLICY}: {}", violations.len());
     operator.assert_no_forbidden();
     operator.stop();
-
-    // The policy's admission objects go with it (owner references); the objects too.
-    let _ = policies.delete(POLICY, &DeleteParams::default()).await;
-    let _ = Api::<ReplicationController>::namespaced(client.clone(), "sovereign-eu")
-        .delete("e2e-audited-rc", &DeleteParams::default())
-        .await;
-    for object in &objects[1..] {
-        let api = crate::harness::dynamic_api(&client, object).await;
-        let name = object["metadata"]["name"].as_str().unwrap_or_default();
-        let _ = api.delete(name, &DeleteParams::default()).await;
-    }
 }

@@ -594,11 +594,13 @@ pub enum PlaneId {
     AdmissionParity,
     /// Admission ratcheting of UPDATEs.
     AdmissionRatchet,
+    /// The residency audit reporting every audited kind of the kinds table.
+    Audit,
 }
 
 /// One row per plane: the id, its name (state directory, log lines) and why it exists. The
 /// index in this table decides the plane's ports, so two planes never share one.
-const PLANES: [(PlaneId, &str, &str); 6] = [
+const PLANES: [(PlaneId, &str, &str); 7] = [
     (
         PlaneId::Shared,
         "shared",
@@ -628,6 +630,11 @@ const PLANES: [(PlaneId, &str, &str); 6] = [
         PlaneId::AdmissionRatchet,
         "admission-ratchet",
         "admission policies judge every write",
+    ),
+    (
+        PlaneId::Audit,
+        "audit",
+        "an operator auditing third-party kinds (csi-addons CRDs)",
     ),
 ];
 
