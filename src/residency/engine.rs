@@ -1060,21 +1060,22 @@ impl Engine {
             return;
         };
         if pins_pods {
-            let (pod_spec, field) = match template {
-                Some(template) => {
-                    let path = spec.and_then(|s| s.template).unwrap_or_default();
-                    let field = if path.is_empty() {
-                        "spec".to_owned()
-                    } else {
-                        format!("{}.spec", path.join("."))
-                    };
-                    (template["spec"].clone(), field)
+            // Read in place; only a CNPG Cluster's placement is assembled.
+            let assembled;
+            let pod_spec: &Value = match template {
+                Some(template) => &template["spec"],
+                None => {
+                    assembled = cnpg_pod_spec(object);
+                    &assembled
                 }
-                None => (cnpg_pod_spec(object), "spec.affinity".to_owned()),
             };
-            if let Some(reason) =
-                unpinned_reason(&pod_spec, &scope.locations, &scope.locations_text)
+            if let Some(reason) = unpinned_reason(pod_spec, &scope.locations, &scope.locations_text)
             {
+                let field = match (template, spec.and_then(|s| s.template)) {
+                    (Some(_), Some(path)) if !path.is_empty() => format!("{}.spec", path.join(".")),
+                    (Some(_), _) => "spec".to_owned(),
+                    (None, _) => "spec.affinity".to_owned(),
+                };
                 push(
                     out,
                     Rule::PinWorkloads,

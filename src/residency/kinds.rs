@@ -338,9 +338,13 @@ pub const KINDS: &[KindSpec] = &[
 /// The row for (`group`, `kind`); other `sovereign.ai` kinds (ResidencyPolicy, future ones)
 /// are governed data at rest judged by `dataLocation` only.
 pub fn lookup(group: &str, kind: &str) -> Option<&'static KindSpec> {
-    KINDS
-        .iter()
-        .find(|k| k.group == group && k.kind == kind)
+    // Hashed once: the engine looks up every object it reads.
+    static INDEX: std::sync::LazyLock<
+        std::collections::HashMap<(&'static str, &'static str), &'static KindSpec>,
+    > = std::sync::LazyLock::new(|| KINDS.iter().map(|k| ((k.group, k.kind), k)).collect());
+    INDEX
+        .get(&(group, kind))
+        .copied()
         .or_else(|| (group == "sovereign.ai").then_some(&SOVEREIGN_DATA))
 }
 
