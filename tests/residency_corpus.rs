@@ -12,6 +12,7 @@ use sovereign_operator::residency::{Engine, Finding, Inventory, Rule};
 
 const EXPECT: &str = "sovereign.ai/expect";
 const EXPECT_RULE: &str = "sovereign.ai/expect-rule";
+const WHY: &str = "sovereign.ai/why";
 
 fn read(relative: &str) -> Vec<Document> {
     let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
@@ -129,4 +130,39 @@ fn the_corpus_is_large_and_covers_every_rule_both_ways() {
         .filter(|d| d.value["metadata"]["annotations"][EXPECT] == "allow")
         .count();
     assert!(allowed >= 15, "too few compliant objects: {allowed}");
+}
+
+/// The red-team cases (issue 13): at least 100 objects, each saying why it must be allowed or
+/// denied, with the false-block cases (allow) as many as matter.
+#[test]
+fn red_team_cases_say_why_both_ways() {
+    let run = run();
+    let cases: Vec<&Document> = run
+        .corpus
+        .iter()
+        .filter(|d| !d.value["metadata"]["annotations"][WHY].is_null())
+        .filter(|d| d.value["kind"] != "Namespace")
+        .collect();
+    assert!(cases.len() >= 100, "only {} red-team cases", cases.len());
+    for case in &cases {
+        let why = case.value["metadata"]["annotations"][WHY]
+            .as_str()
+            .unwrap_or_default();
+        assert!(why.len() > 15, "{:?}: say why", key(&case.value));
+    }
+    let allowed = cases
+        .iter()
+        .filter(|d| d.value["metadata"]["annotations"][EXPECT] == "allow")
+        .count();
+    eprintln!(
+        "red-team cases: {} ({allowed} must be allowed, {} denied)",
+        cases.len(),
+        cases.len() - allowed
+    );
+    assert!(allowed >= 30, "too few false-block cases: {allowed}");
+    assert!(
+        cases.len() - allowed >= 30,
+        "too few leaks: {}",
+        cases.len() - allowed
+    );
 }

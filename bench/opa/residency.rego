@@ -1,10 +1,11 @@
 # The subset of the residency rules that both the engine and Rego express on single objects,
 # for the speed comparison in compare.sh (not used by the operator). Same semantics as
-# src/residency/engine.rs for Pods, Deployments and PersistentVolumeClaims under one
-# HomeRegion policy with dataLocation, pinWorkloads and pinStorage on and no exemptions:
+# src/residency/engine.rs and src/residency/rules/ for Pods, Deployments and
+# PersistentVolumeClaims under one HomeRegion policy with dataLocation, pinWorkloads and
+# pinStorage on and no exemptions:
 #
-# - governed: the object's or its pod template's sovereign.ai/data-class is in
-#   data.residency.classes;
+# - governed: the object's or its pod template's sovereign.ai/data-class, trimmed and lower-cased
+#   (as the engine compares classes), is in data.residency.classes;
 # - home region: the object's sovereign.ai/region label, else its pod template's, else its
 #   namespace's (data.residency.namespaces);
 # - dataLocation: the home region is declared and the namespace belongs to it;
@@ -25,9 +26,9 @@ template(obj) := obj if obj.kind == "Pod"
 template(obj) := obj.spec.template if obj.kind == "Deployment"
 
 # Two bodies, not a class_of function: an object and its template may carry different classes.
-governed(obj) if labels(obj)[class_label] in data.residency.classes
+governed(obj) if lower(trim_space(labels(obj)[class_label])) in data.residency.classes
 
-governed(obj) if labels(template(obj))[class_label] in data.residency.classes
+governed(obj) if lower(trim_space(labels(template(obj))[class_label])) in data.residency.classes
 
 namespace_region(obj) := r if {
 	r := data.residency.namespaces[obj.metadata.namespace]

@@ -596,11 +596,13 @@ pub enum PlaneId {
     AdmissionRatchet,
     /// The operator's pods run as real processes (e2e/dataplane/podrun.py), exact ledger.
     DataPlane,
+    /// The residency audit reporting every audited kind of the kinds table.
+    Audit,
 }
 
 /// One row per plane: the id, its name (state directory, log lines) and why it exists. The
 /// index in this table decides the plane's ports, so two planes never share one.
-const PLANES: [(PlaneId, &str, &str); 7] = [
+const PLANES: [(PlaneId, &str, &str); 8] = [
     (
         PlaneId::Shared,
         "shared",
@@ -635,6 +637,11 @@ const PLANES: [(PlaneId, &str, &str); 7] = [
         PlaneId::DataPlane,
         "dataplane",
         "an operator whose pods run for real; exact token totals",
+    ),
+    (
+        PlaneId::Audit,
+        "audit",
+        "an operator auditing third-party kinds (csi-addons CRDs)",
     ),
 ];
 

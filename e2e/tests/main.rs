@@ -12,6 +12,7 @@ mod corpus;
 mod admission_support;
 
 mod admission;
+mod audit;
 mod chart;
 mod dataplane;
 mod finops;

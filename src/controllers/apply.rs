@@ -78,16 +78,30 @@ fn api_resource(kind: &str) -> Option<ApiResource> {
 }
 
 /// Whether every field of `desired` has the same value in `live` (lists element by element).
-/// Extra fields in `live` (defaults, status, other managers) do not matter.
+/// Extra fields in `live` (defaults, status, other managers) do not matter, and an empty
+/// desired value (`{}`, `[]`, null) matches an absent one: the API server serialises its Go
+/// types with `omitempty`, so `podSelector: {matchLabels: {}}` comes back as `podSelector: {}`.
+/// Without this, such an object is rewritten on every reconcile (and after every restart).
 pub fn is_subset(desired: &Value, live: &Value) -> bool {
     match (desired, live) {
-        (Value::Object(d), Value::Object(l)) => d
-            .iter()
-            .all(|(k, v)| l.get(k).is_some_and(|lv| is_subset(v, lv))),
+        (Value::Object(d), Value::Object(l)) => d.iter().all(|(k, v)| match l.get(k) {
+            Some(lv) => is_subset(v, lv),
+            None => is_empty(v),
+        }),
         (Value::Array(d), Value::Array(l)) => {
             d.len() == l.len() && d.iter().zip(l).all(|(a, b)| is_subset(a, b))
         }
         (d, l) => d == l,
+    }
+}
+
+/// A value the API server leaves out when it serialises an object.
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Object(map) => map.is_empty(),
+        Value::Array(items) => items.is_empty(),
+        _ => false,
     }
 }
 
@@ -246,5 +260,22 @@ mod tests {
             &json!({"spec": {"ports": [{"port": 80}, {"port": 81}]}}),
             &live
         ));
+    }
+
+    #[test]
+    fn an_empty_desired_value_matches_what_the_api_server_leaves_out() {
+        // As rendered and as a 1.36 API server returns it.
+        let desired = json!({"spec": {"ingress": [{"from": [
+            {"podSelector": {"matchLabels": {}}, "namespaceSelector": {"matchLabels": {"a": "b"}}}
+        ]}]}});
+        let live = json!({"spec": {"ingress": [{"from": [
+            {"podSelector": {}, "namespaceSelector": {"matchLabels": {"a": "b"}}}
+        ]}]}});
+        assert!(is_subset(&desired, &live));
+        // A value that is not empty must still be there.
+        let desired = json!({"spec": {"ingress": [{"from": [{"podSelector": {"matchLabels": {"x": "y"}}}]}]}});
+        assert!(!is_subset(&desired, &live));
+        // An empty list where the live object has items is a change.
+        assert!(!is_subset(&json!({"spec": {"ingress": []}}), &live));
     }
 }

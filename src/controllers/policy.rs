@@ -43,31 +43,15 @@ const EVENTS_PER_AUDIT: usize = 50;
 /// a quiet cluster costs one status write per policy per ten minutes, not one a minute.
 const AUDIT_TIME_REFRESH: Duration = Duration::from_secs(600);
 
-/// The kinds the audit reads: (group, version, kind, metadata only). Metadata suffices where
-/// the rules read only labels and location — and the operator never needs Secret values.
-const AUDITED_KINDS: [(&str, &str, &str, bool); 16] = [
-    ("", "v1", "Namespace", true),
-    ("", "v1", "Secret", true),
-    ("", "v1", "ConfigMap", true),
-    ("", "v1", "Pod", false),
-    ("", "v1", "PersistentVolumeClaim", false),
-    ("apps", "v1", "Deployment", false),
-    ("apps", "v1", "StatefulSet", false),
-    ("apps", "v1", "DaemonSet", false),
-    ("apps", "v1", "ReplicaSet", false),
-    ("batch", "v1", "Job", false),
-    ("batch", "v1", "CronJob", false),
-    ("velero.io", "v1", "BackupStorageLocation", false),
-    ("velero.io", "v1", "Backup", false),
-    ("velero.io", "v1", "Schedule", false),
-    ("postgresql.cnpg.io", "v1", "Cluster", false),
-    (
-        "replication.storage.openshift.io",
-        "v1alpha1",
-        "VolumeReplication",
-        false,
-    ),
-];
+/// The kinds the audit reads: (group, version, kind, metadata only), from the one kinds table
+/// (`residency::kinds::KINDS`) the engine, admission and the tests use too. Metadata suffices
+/// where the rules read only labels and location — and the operator never needs Secret values.
+static AUDITED_KINDS: std::sync::LazyLock<Vec<(&str, &str, &str, bool)>> =
+    std::sync::LazyLock::new(|| {
+        crate::residency::kinds::audited()
+            .map(|k| (k.group, k.version, k.kind, k.metadata_only))
+            .collect()
+    });
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(

@@ -73,26 +73,57 @@ use kube::Resource;
 use serde_json::{Value, json};
 
 use crate::api::labels::{
-    COMPONENT, DATA_CLASS, INSTANCE, MANAGED_BY, MANAGER, PART_OF, PART_OF_VALUE, REGION,
-    TOPOLOGY_REGION,
+    COMPONENT, INSTANCE, MANAGED_BY, MANAGER, PART_OF, PART_OF_VALUE, REGION,
 };
 use crate::api::policy::{PolicyMode, ResidencyKind, ResidencyPolicy};
 use crate::api::region::SovereignRegion;
 
+use super::cel::{AdmissionContext, NEW, OLD, Subject, class_in, list, lit};
+use super::engine::normalize_class;
 use super::jurisdiction::is_within;
+use super::kinds;
+use super::rules::{Enforcement, RULES};
 
 /// `app.kubernetes.io/component` of the generated objects.
 pub const COMPONENT_VALUE: &str = "admission";
 
-/// Kinds whose pod template is at `spec.template`.
-const TEMPLATE_KINDS: [&str; 6] = [
-    "Deployment",
-    "StatefulSet",
-    "DaemonSet",
-    "ReplicaSet",
-    "Job",
-    "ReplicationController",
-];
+/// The pod template paths of the admitted kinds (from [`kinds::KINDS`]) and the kinds that
+/// have each, as CEL list literals; the Pod itself (path `[]`) last.
+fn template_paths() -> Vec<(&'static [&'static str], String)> {
+    let mut paths = kinds::admitted_template_paths();
+    paths.push(&[]);
+    paths
+        .into_iter()
+        .map(|path| {
+            let names: Vec<String> = kinds::admitted_with_template(path)
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            (path, list(&names))
+        })
+        .collect()
+}
+
+/// CEL: `has()` of every prefix of `path` under `root` (`has(o.spec) && has(o.spec.template)`).
+fn has_path(root: &str, path: &[&str]) -> String {
+    let guards: Vec<String> = (1..=path.len())
+        .map(|n| format!("has({root}.{})", path[..n].join(".")))
+        .collect();
+    if guards.is_empty() {
+        "true".to_owned()
+    } else {
+        guards.join(" && ")
+    }
+}
+
+/// `root.path` as CEL.
+fn at(root: &str, path: &[&str]) -> String {
+    if path.is_empty() {
+        root.to_owned()
+    } else {
+        format!("{root}.{}", path.join("."))
+    }
+}
 
 /// What one ResidencyPolicy compiles into.
 #[derive(Clone, Debug, PartialEq)]
@@ -136,95 +167,27 @@ pub fn object_name(policy: &str) -> String {
     format!("sovereign-residency-{policy}")
 }
 
-/// A CEL string literal.
-fn lit(text: &str) -> String {
-    serde_json::to_string(text).expect("a string serializes")
-}
-
-/// A CEL list literal of strings.
-fn list(items: &[String]) -> String {
-    format!(
-        "[{}]",
-        items.iter().map(|i| lit(i)).collect::<Vec<_>>().join(", ")
-    )
-}
-
-/// Whose verdict a CEL expression computes: the object being admitted, or — for UPDATE
-/// ratcheting — the object as it was before the request (`oldObject`). Each subject has its
-/// own copy of the per-object variables (`home` and `oldHome`, …), so that one generator
-/// writes both verdicts and they cannot drift apart.
-#[derive(Clone, Copy, Debug)]
-struct Subject {
-    /// The CEL root: `object` or `oldObject`.
-    object: &'static str,
-    /// Prefix of its variables (`""` or `"old"`, camel-cased onto the name).
-    prefix: &'static str,
-}
-
-/// The object being created or updated.
-const NEW: Subject = Subject {
-    object: "object",
-    prefix: "",
-};
-
-/// The object as stored before an UPDATE.
-const OLD: Subject = Subject {
-    object: "oldObject",
-    prefix: "old",
-};
-
-impl Subject {
-    /// The name of per-object variable `name` for this subject (`home` → `oldHome`).
-    fn name(self, name: &str) -> String {
-        let mut chars = name.chars();
-        match (self.prefix, chars.next()) {
-            ("", _) | (_, None) => name.to_owned(),
-            (prefix, Some(first)) => {
-                format!("{prefix}{}{}", first.to_ascii_uppercase(), chars.as_str())
-            }
-        }
-    }
-
-    /// `variables.<name>` for this subject.
-    fn var(self, name: &str) -> String {
-        format!("variables.{}", self.name(name))
-    }
-}
-
-/// CEL: `labels` (a map expression, possibly absent) has `DATA_CLASS` in `classes`.
-fn class_in(labels_path: &str, guards: &[String], classes: &str) -> String {
-    let mut parts: Vec<String> = guards.iter().map(|g| format!("has({g})")).collect();
-    parts.push(format!("has({labels_path})"));
-    parts.push(format!("{} in {labels_path}", lit(DATA_CLASS)));
-    parts.push(format!("{labels_path}[{}] in {classes}", lit(DATA_CLASS)));
-    format!("({})", parts.join(" && "))
-}
-
 /// CEL: the subject or its pod template carries a governed data class (for the new object, the
 /// matchCondition).
 fn governed_condition(s: Subject, classes: &[String]) -> String {
     let o = s.object;
     let classes = list(classes);
-    let kinds = list(&TEMPLATE_KINDS.map(str::to_owned));
-    let paths = |parts: &[&str]| -> Vec<String> {
-        (1..=parts.len())
-            .map(|n| format!("{o}.{}", parts[..n].join(".")))
-            .collect()
-    };
-    format!(
-        "{own} || (request.kind.kind in {kinds} && {template}) || (request.kind.kind == 'CronJob' && {cron})",
-        own = class_in(&format!("{o}.metadata.labels"), &[], &classes),
-        template = class_in(
-            &format!("{o}.spec.template.metadata.labels"),
-            &paths(&["spec", "template", "metadata"]),
-            &classes
-        ),
-        cron = class_in(
-            &format!("{o}.spec.jobTemplate.spec.template.metadata.labels"),
-            &paths(&["spec", "jobTemplate", "spec", "template", "metadata"]),
-            &classes
-        ),
-    )
+    let mut parts = vec![class_in(&format!("{o}.metadata.labels"), &[], &classes)];
+    for (path, kinds) in template_paths() {
+        if path.is_empty() {
+            continue;
+        }
+        let mut metadata: Vec<&str> = path.to_vec();
+        metadata.push("metadata");
+        let guards: Vec<String> = (1..=metadata.len())
+            .map(|n| at(o, &metadata[..n]))
+            .collect();
+        parts.push(format!(
+            "(request.kind.kind in {kinds} && {})",
+            class_in(&format!("{}.labels", at(o, &metadata)), &guards, &classes)
+        ));
+    }
+    parts.join(" || ")
 }
 
 /// The per-object variables of subject `s`, in evaluation order: what it carries (labels, pod
@@ -232,7 +195,6 @@ fn governed_condition(s: Subject, classes: &[String]) -> String {
 fn subject_variables(s: Subject, allowed: bool) -> Vec<(String, String)> {
     let o = s.object;
     let region = lit(REGION);
-    let kinds = list(&TEMPLATE_KINDS.map(str::to_owned));
     let split = |key: &str| format!("variables.facts[{key}].split(',').filter(x, x != '')");
     let (labels, template, template_labels, home, home_known) = (
         s.var("labels"),
@@ -246,15 +208,18 @@ fn subject_variables(s: Subject, allowed: bool) -> Vec<(String, String)> {
             "labels",
             format!("has({o}.metadata.labels) ? {o}.metadata.labels : {{}}"),
         ),
-        (
-            "template",
-            format!(
-                "request.kind.kind == 'Pod' ? {o} : \
-                 (request.kind.kind == 'CronJob' ? \
-                 (has({o}.spec) && has({o}.spec.jobTemplate) && has({o}.spec.jobTemplate.spec) && has({o}.spec.jobTemplate.spec.template) ? {o}.spec.jobTemplate.spec.template : {{}}) : \
-                 (request.kind.kind in {kinds} && has({o}.spec) && has({o}.spec.template) ? {o}.spec.template : {{}}))"
-            ),
-        ),
+        ("template", {
+            // Innermost: no template.
+            let mut expression = "{}".to_owned();
+            for (path, kinds) in template_paths().into_iter().rev() {
+                expression = format!(
+                    "(request.kind.kind in {kinds} && {} ? {} : {expression})",
+                    has_path(o, path),
+                    at(o, path)
+                );
+            }
+            expression
+        }),
         (
             "templateLabels",
             format!(
@@ -309,7 +274,20 @@ fn variables(
     facts: &BTreeMap<String, String>,
 ) -> Vec<(String, String)> {
     let region = lit(REGION);
-    let kinds = list(&TEMPLATE_KINDS.map(str::to_owned));
+    let paths = template_paths();
+    let template_kinds: Vec<String> = kinds::admitted()
+        .filter(|k| k.template.is_some())
+        .map(|k| k.kind.to_owned())
+        .collect();
+    let mut pod_spec_path = "''".to_owned();
+    for (path, kinds) in paths.iter().rev() {
+        let mut spec: Vec<&str> = path.to_vec();
+        spec.push("spec");
+        pod_spec_path = format!(
+            "(request.kind.kind in {kinds} ? {} : {pod_spec_path})",
+            lit(&spec.join("."))
+        );
+    }
     let split = |key: &str| format!("variables.facts[{key}].split(',').filter(x, x != '')");
     let facts = format!(
         "{{{}}}",
@@ -323,19 +301,17 @@ fn variables(
         ("facts".to_owned(), facts),
         (
             "hasTemplate".to_owned(),
-            format!("request.kind.kind in ['Pod', 'CronJob'] || request.kind.kind in {kinds}"),
+            format!("request.kind.kind in {}", list(&template_kinds)),
         ),
-        (
-            "podSpecPath".to_owned(),
-            "request.kind.kind == 'Pod' ? 'spec' : (request.kind.kind == 'CronJob' ? 'spec.jobTemplate.spec.template.spec' : 'spec.template.spec')".to_owned(),
-        ),
+        ("podSpecPath".to_owned(), pod_spec_path),
         ("regions".to_owned(), split("'regions'")),
         (
-            // The namespace cannot change on UPDATE: one value serves both subjects.
+            // The namespace cannot change on UPDATE: one value serves both subjects. A region's
+            // stack namespace is that region's whatever its label says, as in the engine.
             "namespaceRegion".to_owned(),
             format!(
-                "namespaceObject != null && has(namespaceObject.metadata.labels) && {region} in namespaceObject.metadata.labels ? namespaceObject.metadata.labels[{region}] : \
-                 ('namespace.' + request.namespace + '.region' in variables.facts ? variables.facts['namespace.' + request.namespace + '.region'] : '')"
+                "'namespace.' + request.namespace + '.region' in variables.facts ? variables.facts['namespace.' + request.namespace + '.region'] : \
+                 (namespaceObject != null && has(namespaceObject.metadata.labels) && {region} in namespaceObject.metadata.labels ? namespaceObject.metadata.labels[{region}] : '')"
             ),
         ),
         (
@@ -366,48 +342,6 @@ fn variables(
     ));
     out.extend(subject_variables(OLD, allowed));
     out
-}
-
-/// CEL: the pod spec of subject `s` is pinned to its locations (the engine's
-/// `placement::unpinned_reason` is None).
-fn pinned(s: Subject) -> String {
-    let topo = lit(TOPOLOGY_REGION);
-    let (spec, locations) = (s.var("podSpec"), s.var("locations"));
-    let required =
-        format!("{spec}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution");
-    format!(
-        "(has({spec}.nodeSelector) && {topo} in {spec}.nodeSelector) ? \
-         {spec}.nodeSelector[{topo}] in {locations} : \
-         (has({spec}.affinity) && has({spec}.affinity.nodeAffinity) && \
-         has({required}) && has({required}.nodeSelectorTerms) && \
-         {required}.nodeSelectorTerms.size() > 0 && \
-         {required}.nodeSelectorTerms.all(t, has(t.matchExpressions) && \
-         t.matchExpressions.exists(e, e.key == {topo} && e.operator == 'In' && has(e.values) && \
-         e.values.size() > 0 && e.values.all(v, v in {locations}))))"
-    )
-}
-
-/// CEL: claim spec `spec` uses one of subject `s`'s storage classes.
-fn stored(s: Subject, spec: &str) -> String {
-    format!(
-        "has({spec}) && has({spec}.storageClassName) && {spec}.storageClassName in {}",
-        s.var("storageClasses")
-    )
-}
-
-/// CEL: rule `check` (written for a subject) with UPDATE ratcheting, as CRD validation
-/// ratcheting does: the new object passes, or the request is an UPDATE of an object that was
-/// governed by the policy and already broke this same rule. Objects that violated before their
-/// policy existed can then still be updated (a controller's annotation, a scale), but an
-/// UPDATE cannot make a compliant object non-compliant, and a CREATE gets no grace. An error
-/// in the old object's verdict fails closed: `!(error)` is an error, which denies.
-fn ratcheted(check: impl Fn(Subject) -> String) -> String {
-    format!(
-        "({}) || (request.operation == 'UPDATE' && {} && !({}))",
-        check(NEW),
-        OLD.var("governed"),
-        check(OLD)
-    )
 }
 
 /// The metadata of a generated object: managed labels and, when the policy has a uid, an
@@ -502,135 +436,22 @@ pub fn facts(
     Ok(data)
 }
 
-/// One validation: expression, static message, messageExpression (`<what>` appended after
-/// `Kind ns/name: rule (policy): `).
-fn validation(policy: &str, rule: &str, expression: String, what: String) -> Value {
-    json!({
-        "expression": expression,
-        "message": format!("{rule} ({policy}): the object breaks ResidencyPolicy {policy}"),
-        "messageExpression": format!(
-            "object.kind + ' ' + variables.name + ': {rule} ({policy}): ' + {what}"
-        ),
-        "reason": "Forbidden",
-    })
-}
-
-/// The validations of `policy`.
+/// The validations of `policy`: each admission-enforced rule of [`RULES`] writes its own.
 fn validations(policy: &ResidencyPolicy, name: &str) -> Vec<Value> {
-    let rules = &policy.spec.rules;
-    let allowed = policy.spec.residency.kind == ResidencyKind::AllowedJurisdictions;
-    let region = REGION;
-    let mut out = Vec::new();
-    let no_home = format!(
-        "(variables.home == '' ? 'it carries governed data but has no home region: label it {region}=<region> or put it in a region\\'s namespace (' + variables.facts['namespaces'] + ')' : \
-         '{region}=' + variables.home + ' (on the object or its namespace) names no SovereignRegion; use one of ' + variables.facts['regions'])"
-    );
-    if rules.data_location {
-        let (expression, what) = if allowed {
-            (
-                ratcheted(|s| {
-                    format!(
-                        "{known} && {home} in variables.scopeRegions && variables.namespaceRegion in variables.scopeRegions",
-                        known = s.var("homeKnown"),
-                        home = s.var("home")
-                    )
-                }),
-                format!(
-                    "(!variables.homeKnown ? {no_home} : \
-                     (!(variables.home in variables.scopeRegions) ? 'its home region ' + variables.home + ' (jurisdiction ' + variables.facts['region.' + variables.home + '.jurisdiction'] + ') is outside ' + variables.scope + '; keep it in a region of those jurisdictions' : \
-                     'namespace ' + request.namespace + ' belongs to ' + (variables.namespaceRegion in variables.regions ? 'region ' + variables.namespaceRegion + ', outside ' + variables.scope : 'no region') + '; move it to ' + variables.facts['region.' + variables.home + '.namespace'] + ' or a namespace of ' + variables.scope))"
-                ),
-            )
-        } else {
-            (
-                ratcheted(|s| {
-                    format!(
-                        "{} && variables.namespaceRegion == {}",
-                        s.var("homeKnown"),
-                        s.var("home")
-                    )
-                }),
-                format!(
-                    "(!variables.homeKnown ? {no_home} : \
-                     'its home region is ' + variables.home + ' but namespace ' + request.namespace + \
-                     (variables.namespaceRegion in variables.regions ? ' belongs to region ' + variables.namespaceRegion + '; move it to ' + variables.facts['region.' + variables.home + '.namespace'] : \
-                     ' belongs to no region; move it to ' + variables.facts['region.' + variables.home + '.namespace'] + ' or label namespace ' + request.namespace + ' {region}=' + variables.home))"
-                ),
-            )
-        };
-        out.push(validation(name, "dataLocation", expression, what));
-    }
-    // With dataLocation on, an unknown home region is its finding alone; with it off, the
-    // other rules fail closed (the engine reports "cannot be checked").
-    let guard = |s: Subject, check: String| {
-        let known = s.var("homeKnown");
-        if allowed {
-            check
-        } else if rules.data_location {
-            format!("!{known} || ({check})")
-        } else {
-            format!("{known} && ({check})")
-        }
+    let context = AdmissionContext {
+        policy: name,
+        rules: &policy.spec.rules,
+        allowed: policy.spec.residency.kind == ResidencyKind::AllowedJurisdictions,
     };
-    let cannot = if allowed {
-        String::new()
-    } else {
-        format!("!variables.homeKnown ? {no_home} : ")
-    };
-    if rules.pin_workloads {
-        let topo = TOPOLOGY_REGION;
-        out.push(validation(
-            name,
-            "pinWorkloads",
-            ratcheted(|s| format!("!variables.hasTemplate || ({})", guard(s, pinned(s)))),
-            format!(
-                "({cannot}variables.podSpecPath + ': ' + \
-                 ((has(variables.podSpec.nodeSelector) && {topo_lit} in variables.podSpec.nodeSelector) ? \
-                 'nodeSelector {topo}=' + variables.podSpec.nodeSelector[{topo_lit}] + ' is outside the allowed locations; set it to one of ' + variables.locations.join(', ') : \
-                 ((has(variables.podSpec.affinity) && has(variables.podSpec.affinity.nodeAffinity) && has(variables.podSpec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution) && has(variables.podSpec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms) && variables.podSpec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms.size() > 0) ? \
-                 'a required node affinity nodeSelectorTerm allows a location outside ' + variables.locations.join(', ') + ' or has no {topo} In expression (NotIn and Exists do not pin)' : \
-                 'pods may run outside ' + variables.locations.join(', ') + ': ' + \
-                 ((has(variables.podSpec.affinity) && has(variables.podSpec.affinity.nodeAffinity) && has(variables.podSpec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution)) ? 'only a preferred node affinity, which does not pin' : 'no region nodeSelector or required node affinity')) + \
-                 '; add nodeSelector {topo}: <location> or a required node affinity {topo} In [' + variables.locations.join(', ') + '] to every nodeSelectorTerm') + \
-                 ' (' + variables.scope + ')')",
-                topo_lit = lit(TOPOLOGY_REGION),
-            ),
-        ));
-    }
-    if rules.pin_storage {
-        let claim = ratcheted(|s| {
-            format!(
-                "request.kind.kind != 'PersistentVolumeClaim' || ({})",
-                guard(s, stored(s, &format!("{}.spec", s.object)))
-            )
-        });
-        let templates = ratcheted(|s| {
-            let o = s.object;
-            format!(
-                "request.kind.kind != 'StatefulSet' || ({})",
-                guard(
-                    s,
-                    format!(
-                        "!has({o}.spec.volumeClaimTemplates) || {o}.spec.volumeClaimTemplates.all(c, {})",
-                        stored(s, "c.spec")
-                    )
-                )
-            )
-        });
-        let none = format!(
-            "{cannot}variables.storageClasses.size() == 0 ? variables.scope + ' declares no spec.storageClasses, so no volume of governed data can be proven in-region; list the region\\'s in-region storage classes and use one' : "
-        );
-        let claim_what = format!(
-            "({none}(has(object.spec.storageClassName) && object.spec.storageClassName != '' ? 'storageClassName ' + object.spec.storageClassName + ' is not an in-region class of ' + variables.scope + '; use one of ' + variables.storageClasses.join(', ') : 'no storageClassName (the cluster default, whose location is unknown); set storageClassName to one of ' + variables.storageClasses.join(', ')))"
-        );
-        let templates_what = format!(
-            "({none}object.spec.volumeClaimTemplates.filter(c, !({})).map(c, 'volumeClaimTemplates[' + c.metadata.name + ']: ' + (has(c.spec.storageClassName) && c.spec.storageClassName != '' ? 'storageClassName ' + c.spec.storageClassName + ' is not an in-region class of ' + variables.scope + '; use one of ' + variables.storageClasses.join(', ') : 'no storageClassName (the cluster default, whose location is unknown); set storageClassName to one of ' + variables.storageClasses.join(', '))).join('; '))",
-            stored(NEW, "c.spec")
-        );
-        out.push(validation(name, "pinStorage", claim, claim_what));
-        out.push(validation(name, "pinStorage", templates, templates_what));
-    }
-    out
+    RULES
+        .iter()
+        .filter(|spec| spec.rule.enabled(&policy.spec.rules))
+        .filter_map(|spec| match spec.admission {
+            Enforcement::Admission(generate) => Some(generate(&context)),
+            Enforcement::AuditOnly(_) => None,
+        })
+        .flatten()
+        .collect()
 }
 
 /// Compiles `policy` against `regions` into its admission objects.
@@ -645,20 +466,36 @@ pub fn compile(
         .ok_or(AdmissionError::Unnamed)?;
     let name = object_name(&policy_name);
     let allowed = policy.spec.residency.kind == ResidencyKind::AllowedJurisdictions;
+    let classes: Vec<String> = policy
+        .spec
+        .data_classes
+        .iter()
+        .map(|c| normalize_class(c))
+        .collect();
     let ops = json!(["CREATE", "UPDATE"]);
+    // One rule per API group, from the kinds table.
+    let mut groups: Vec<(&str, &str, Vec<&str>)> = Vec::new();
+    for kind in kinds::admitted() {
+        match groups.iter_mut().find(|(g, _, _)| *g == kind.group) {
+            Some((_, _, resources)) => resources.push(kind.plural),
+            None => groups.push((kind.group, kind.version, vec![kind.plural])),
+        }
+    }
+    let resource_rules: Vec<Value> = groups
+        .into_iter()
+        .map(|(group, version, resources)| {
+            // Our own group at any version: a new version must not slip past admission.
+            let versions = if group == "sovereign.ai" {
+                "*"
+            } else {
+                version
+            };
+            json!({"apiGroups": [group], "apiVersions": [versions], "operations": ops,
+                   "resources": resources, "scope": "Namespaced"})
+        })
+        .collect();
     let mut match_resources = json!({
-        "resourceRules": [
-            {"apiGroups": [""], "apiVersions": ["v1"], "operations": ops,
-             "resources": ["pods", "replicationcontrollers", "persistentvolumeclaims", "secrets", "configmaps"],
-             "scope": "Namespaced"},
-            {"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ops,
-             "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"],
-             "scope": "Namespaced"},
-            {"apiGroups": ["batch"], "apiVersions": ["v1"], "operations": ops,
-             "resources": ["jobs", "cronjobs"], "scope": "Namespaced"},
-            {"apiGroups": ["sovereign.ai"], "apiVersions": ["*"], "operations": ops,
-             "resources": ["inferencebackends", "tokenbudgets"], "scope": "Namespaced"},
-        ],
+        "resourceRules": resource_rules,
         "matchPolicy": "Equivalent",
     });
     if !policy.spec.exempt_namespaces.is_empty() {
@@ -678,7 +515,7 @@ pub fn compile(
             "matchConditions": [
                 {
                     "name": "governed",
-                    "expression": governed_condition(NEW, &policy.spec.data_classes),
+                    "expression": governed_condition(NEW, &classes),
                 },
                 // An object being deleted only loses finalizers: refusing that update would
                 // leave a violating object stuck in deletion rather than gone.
@@ -687,7 +524,7 @@ pub fn compile(
                     "expression": "!has(object.metadata.deletionTimestamp)",
                 },
             ],
-            "variables": variables(allowed, &policy.spec.data_classes, &facts(policy, regions)?)
+            "variables": variables(allowed, &classes, &facts(policy, regions)?)
                 .into_iter()
                 .map(|(name, expression)| json!({"name": name, "expression": expression}))
                 .collect::<Vec<_>>(),
@@ -875,6 +712,7 @@ fn namespace_selected(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::labels::DATA_CLASS;
     use crate::manifest;
     use std::path::PathBuf;
 
@@ -925,7 +763,11 @@ mod tests {
                 .flatten()
                 .map(|v| v.message.clone().unwrap_or_default())
                 .collect();
-            assert_eq!(rules.len(), 4, "dataLocation, pinWorkloads, pinStorage x2");
+            assert_eq!(
+                rules.len(),
+                5,
+                "dataLocation, pinWorkloads, pinStorage x3 (claims, templates, ephemeral)"
+            );
             let labels = objects.policy.metadata.labels.as_ref().unwrap();
             assert_eq!(labels[MANAGED_BY], MANAGER);
             assert_eq!(labels[COMPONENT], COMPONENT_VALUE);
@@ -977,7 +819,7 @@ mod tests {
         assert_eq!(
             spec.validations.as_ref().unwrap().len(),
             2,
-            "pinStorage is off"
+            "pinStorage is off: dataLocation and pinWorkloads"
         );
         let owner = &objects.binding.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(

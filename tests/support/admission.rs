@@ -3,13 +3,15 @@
 //! and the offline engine's verdict on each, restricted to the rules admission carries.
 //!
 //! Compared: every corpus object of a kind the generated ValidatingAdmissionPolicies match
-//! (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, ReplicationController,
-//! PersistentVolumeClaim, Secret, ConfigMap, InferenceBackend, TokenBudget) that has a
-//! namespace and no `sovereign.ai/expect-context: input`. Skipped: Namespaces,
-//! ResidencyPolicies, SovereignRegions (cluster-scoped; `observabilityInRegion` is audit-only),
-//! and the replication kinds (Velero, CloudNativePG, VolumeReplication, declared sinks such as
-//! BucketReplication): `forbidCrossBorderReplication` is audit-only. For InferenceBackends
-//! only `dataLocation` is compared (`inferenceHosting` is audit-only).
+//! (`residency::kinds::admitted()`, the same table the compiler reads) that has a namespace and
+//! no `sovereign.ai/expect-context: input`, on the rules admission carries
+//! (`residency::rules::admitted()`). Skipped: Namespaces, ResidencyPolicies, SovereignRegions
+//! (cluster-scoped; `observabilityInRegion` is audit-only), PersistentVolumes (cluster-scoped,
+//! home from their claim), the replication kinds (`forbidCrossBorderReplication` is
+//! audit-only) and pod-template kinds outside the table. For InferenceBackends only
+//! `dataLocation` is compared (`inferenceHosting` is audit-only). Objects of admitted kinds
+//! from third-party CRDs (Argo Rollouts) are in [`ParitySet::offline_only`]: the e2e API
+//! server does not serve them, the offline parity test compares them too.
 
 #![allow(dead_code)] // each test target uses a different part
 
@@ -19,27 +21,22 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use sovereign_operator::api::{ResidencyPolicy, SovereignRegion};
 use sovereign_operator::manifest::{self, Document};
-use sovereign_operator::residency::{Engine, Inventory, Rule};
+use sovereign_operator::residency::{Engine, Inventory, Rule, kinds, rules};
 
-/// (group, kind) pairs the generated policies match.
-pub const ADMISSION_KINDS: [(&str, &str); 13] = [
-    ("", "Pod"),
-    ("", "ReplicationController"),
-    ("", "PersistentVolumeClaim"),
-    ("", "Secret"),
-    ("", "ConfigMap"),
-    ("apps", "Deployment"),
-    ("apps", "StatefulSet"),
-    ("apps", "DaemonSet"),
-    ("apps", "ReplicaSet"),
-    ("batch", "Job"),
-    ("batch", "CronJob"),
-    ("sovereign.ai", "InferenceBackend"),
-    ("sovereign.ai", "TokenBudget"),
-];
+/// Whether the generated policies match (`group`, `kind`).
+pub fn admitted(group: &str, kind: &str) -> bool {
+    kinds::admitted().any(|k| k.group == group && k.kind == kind)
+}
+
+/// Whether the e2e API server serves the group (built-in or ours, no third-party CRDs).
+fn served_by_e2e(group: &str) -> bool {
+    matches!(group, "" | "apps" | "batch" | "sovereign.ai")
+}
 
 /// Rules admission carries.
-pub const ADMISSION_RULES: [Rule; 3] = [Rule::DataLocation, Rule::PinWorkloads, Rule::PinStorage];
+pub fn admission_rules() -> Vec<Rule> {
+    rules::admitted().collect()
+}
 
 fn read(relative: &str) -> Vec<Document> {
     let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
@@ -70,8 +67,10 @@ pub struct ParitySet {
     pub policies: Vec<ResidencyPolicy>,
     /// Every Namespace of the example and corpus, by name.
     pub namespaces: BTreeMap<String, Value>,
-    /// The objects compared.
+    /// The objects compared (offline and by the e2e).
     pub objects: Vec<Value>,
+    /// Objects compared offline only: admitted kinds of CRDs the e2e API server lacks.
+    pub offline_only: Vec<Value>,
     /// The corpus objects left out, with why.
     pub skipped: Vec<(String, &'static str)>,
     engine: Engine,
@@ -104,6 +103,7 @@ impl ParitySet {
             })
             .collect();
         let mut objects = Vec::new();
+        let mut offline_only = Vec::new();
         let mut skipped = Vec::new();
         for document in &corpus {
             let value = &document.value;
@@ -111,7 +111,7 @@ impl ParitySet {
             let reason =
                 if value["metadata"]["annotations"]["sovereign.ai/expect-context"] == "input" {
                     Some("its verdict needs another object (expect-context: input)")
-                } else if !ADMISSION_KINDS.contains(&(group(value), kind)) {
+                } else if !admitted(group(value), kind) {
                     Some("no admission rule for its kind (audit-only or cluster-scoped)")
                 } else if value["metadata"]["namespace"].as_str().is_none() {
                     Some("no namespace")
@@ -120,7 +120,8 @@ impl ParitySet {
                 };
             match reason {
                 Some(reason) => skipped.push((describe(value), reason)),
-                None => objects.push(value.clone()),
+                None if served_by_e2e(group(value)) => objects.push(value.clone()),
+                None => offline_only.push(value.clone()),
             }
         }
         Self {
@@ -129,6 +130,7 @@ impl ParitySet {
             context: namespaces.values().cloned().collect(),
             namespaces,
             objects,
+            offline_only,
             skipped,
             engine,
         }
@@ -142,7 +144,7 @@ impl ParitySet {
         evaluation
             .findings
             .into_iter()
-            .filter(|f| ADMISSION_RULES.contains(&f.rule))
+            .filter(|f| f.rule.spec().admitted())
             .filter_map(|f| f.policy)
             .collect()
     }

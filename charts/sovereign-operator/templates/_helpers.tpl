@@ -100,9 +100,9 @@ under exactly these rules (e2e/tests/harness.rs), so a missing one fails the tes
   verbs: [get, list]
 # Pods: a vLLM backend's pods (scheduler verdicts) and the audit.
 - apiGroups: [""]
-  resources: [pods, persistentvolumeclaims]
+  resources: [pods, persistentvolumeclaims, replicationcontrollers, persistentvolumes]
   verbs: [list]
-# The rest of the residency audit (controllers/policy.rs AUDITED_KINDS); kinds a cluster does
+# The rest of the residency audit (residency::kinds::KINDS, audited); kinds a cluster does
 # not serve are skipped.
 - apiGroups: [apps]
   resources: [daemonsets, replicasets]
@@ -111,13 +111,19 @@ under exactly these rules (e2e/tests/harness.rs), so a missing one fails the tes
   resources: [jobs, cronjobs]
   verbs: [list]
 - apiGroups: [velero.io]
-  resources: [backupstoragelocations, backups, schedules]
+  resources: [backupstoragelocations, volumesnapshotlocations, backups, schedules]
   verbs: [list]
 - apiGroups: [postgresql.cnpg.io]
   resources: [clusters]
   verbs: [list]
+- apiGroups: [barmancloud.cnpg.io]
+  resources: [objectstores]
+  verbs: [list]
 - apiGroups: [replication.storage.openshift.io]
-  resources: [volumereplications]
+  resources: [volumereplications, volumereplicationclasses, volumegroupreplications, volumegroupreplicationclasses]
+  verbs: [list]
+- apiGroups: [argoproj.io]
+  resources: [rollouts]
   verbs: [list]
 # Events on the custom resources (kube-runtime's Recorder creates, then patches a series).
 - apiGroups: [events.k8s.io]

@@ -1,6 +1,6 @@
-//! Where pods may run and where volumes are provisioned: the `pinWorkloads` and `pinStorage`
-//! checks on raw pod specs and claim specs (`serde_json::Value`, so that any workload kind and
-//! any apiVersion can be judged without a typed parse).
+//! `pinWorkloads`: where pods may run. The check works on raw pod specs
+//! (`serde_json::Value`, so that any workload kind and any apiVersion can be judged without a
+//! typed parse); the admission generator writes the same test in CEL.
 //!
 //! A pod is *pinned* to a set of locations when the scheduler cannot place it anywhere else:
 //! - its `nodeSelector` sets `topology.kubernetes.io/region` to one of the locations, or
@@ -14,6 +14,27 @@
 use serde_json::Value;
 
 use crate::api::labels::TOPOLOGY_REGION;
+
+use super::super::cel::{AdmissionContext, Subject, lit, ratcheted, validation};
+use super::Rule;
+
+/// A CloudNativePG Cluster's placement as a pod spec: CNPG copies `spec.affinity.nodeSelector`
+/// and `spec.affinity.nodeAffinity` onto every instance pod (its pods do not carry the
+/// Cluster's labels, so the Cluster itself is where its placement is judged).
+pub fn cnpg_pod_spec(cluster: &Value) -> Value {
+    let affinity = &cluster["spec"]["affinity"];
+    let mut spec = serde_json::Map::new();
+    if affinity["nodeSelector"].is_object() {
+        spec.insert("nodeSelector".into(), affinity["nodeSelector"].clone());
+    }
+    if affinity["nodeAffinity"].is_object() {
+        spec.insert(
+            "affinity".into(),
+            serde_json::json!({"nodeAffinity": affinity["nodeAffinity"]}),
+        );
+    }
+    Value::Object(spec)
+}
 
 /// Why a pod spec is not pinned to the allowed locations: a sentence that says what is wrong and
 /// what to change. `allowed` is the human list of locations (e.g. `europe-west9, fr-par`).
@@ -87,27 +108,45 @@ pub fn unpinned_reason(pod_spec: &Value, locations: &[String], allowed: &str) ->
     None
 }
 
-/// Why a claim spec (`PersistentVolumeClaim.spec` or a `volumeClaimTemplates[].spec`) is not on
-/// one of `classes`. A missing `storageClassName` means the cluster's default class, whose
-/// location the policy cannot know, so it is refused too: say which class to set.
-pub fn storage_reason(claim_spec: &Value, classes: &[String], scope: &str) -> Option<String> {
-    if classes.is_empty() {
-        return Some(format!(
-            "{scope} declares no spec.storageClasses, so no volume of governed data can be \
-             proven in-region; list the region's in-region storage classes and use one"
-        ));
-    }
-    let wanted = classes.join(", ");
-    match claim_spec["storageClassName"].as_str() {
-        Some(class) if classes.iter().any(|c| c == class) => None,
-        Some("") | None => Some(format!(
-            "no storageClassName (the cluster default, whose location is unknown); set \
-             storageClassName to one of {wanted}"
-        )),
-        Some(class) => Some(format!(
-            "storageClassName {class} is not an in-region class of {scope}; use one of {wanted}"
-        )),
-    }
+/// CEL: the pod spec of subject `s` is pinned to its locations ([`unpinned_reason`] is None).
+fn pinned(s: Subject) -> String {
+    let topo = lit(TOPOLOGY_REGION);
+    let (spec, locations) = (s.var("podSpec"), s.var("locations"));
+    let required =
+        format!("{spec}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution");
+    format!(
+        "(has({spec}.nodeSelector) && {topo} in {spec}.nodeSelector) ? \
+         {spec}.nodeSelector[{topo}] in {locations} : \
+         (has({spec}.affinity) && has({spec}.affinity.nodeAffinity) && \
+         has({required}) && has({required}.nodeSelectorTerms) && \
+         {required}.nodeSelectorTerms.size() > 0 && \
+         {required}.nodeSelectorTerms.all(t, has(t.matchExpressions) && \
+         t.matchExpressions.exists(e, e.key == {topo} && e.operator == 'In' && has(e.values) && \
+         e.values.size() > 0 && e.values.all(v, v in {locations}))))"
+    )
+}
+
+/// The admission validation of `pinWorkloads` (pod-template kinds only).
+pub(crate) fn validations(ctx: &AdmissionContext<'_>) -> Vec<Value> {
+    let topo = TOPOLOGY_REGION;
+    let cannot = ctx.cannot();
+    vec![validation(
+        ctx.policy,
+        Rule::PinWorkloads.as_str(),
+        ratcheted(|s| format!("!variables.hasTemplate || ({})", ctx.guard(s, pinned(s)))),
+        format!(
+            "({cannot}variables.podSpecPath + ': ' + \
+             ((has(variables.podSpec.nodeSelector) && {topo_lit} in variables.podSpec.nodeSelector) ? \
+             'nodeSelector {topo}=' + variables.podSpec.nodeSelector[{topo_lit}] + ' is outside the allowed locations; set it to one of ' + variables.locations.join(', ') : \
+             ((has(variables.podSpec.affinity) && has(variables.podSpec.affinity.nodeAffinity) && has(variables.podSpec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution) && has(variables.podSpec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms) && variables.podSpec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms.size() > 0) ? \
+             'a required node affinity nodeSelectorTerm allows a location outside ' + variables.locations.join(', ') + ' or has no {topo} In expression (NotIn and Exists do not pin)' : \
+             'pods may run outside ' + variables.locations.join(', ') + ': ' + \
+             ((has(variables.podSpec.affinity) && has(variables.podSpec.affinity.nodeAffinity) && has(variables.podSpec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution)) ? 'only a preferred node affinity, which does not pin' : 'no region nodeSelector or required node affinity')) + \
+             '; add nodeSelector {topo}: <location> or a required node affinity {topo} In [' + variables.locations.join(', ') + '] to every nodeSelectorTerm') + \
+             ' (' + variables.scope + ')')",
+            topo_lit = lit(TOPOLOGY_REGION),
+        ),
+    )]
 }
 
 #[cfg(test)]
@@ -179,24 +218,5 @@ mod tests {
         let reason = check(preferred).expect("preferred only");
         assert!(reason.contains("preferred"), "{reason}");
         assert!(check(json!({})).is_some());
-    }
-
-    #[test]
-    fn storage_class_must_be_listed_and_present() {
-        let classes = vec!["eu-regional-ssd".to_owned()];
-        assert_eq!(
-            storage_reason(
-                &json!({"storageClassName": "eu-regional-ssd"}),
-                &classes,
-                "region eu"
-            ),
-            None
-        );
-        let missing = storage_reason(&json!({}), &classes, "region eu").expect("default class");
-        assert!(missing.contains("set storageClassName"), "{missing}");
-        assert!(
-            storage_reason(&json!({"storageClassName": "gp3"}), &classes, "region eu").is_some()
-        );
-        assert!(storage_reason(&json!({"storageClassName": "x"}), &[], "region eu").is_some());
     }
 }

@@ -1,12 +1,23 @@
-//! Which backends may process which data: an external API must be hosted inside its region's
-//! jurisdiction, and every residency policy that governs one of the backend's data classes must
-//! allow its hosting (self-hosted only, or an allowed jurisdiction).
+//! `inferenceHosting`: which backends may process which data. An external API must be hosted
+//! inside its region's jurisdiction, and every residency policy that governs one of the
+//! backend's data classes must allow its hosting (self-hosted only, or an allowed jurisdiction).
+//!
+//! # Trust
+//! `external.hostingJurisdiction` is the provider's contractual claim; nothing on the wire can
+//! verify it. The engine believes it only for a host the *region* declares
+//! (`spec.egress.hosts`, exact names or `*.suffix`, the hosts whose contracts the region's
+//! owner has checked): a backend that points at any other host is refused, whatever
+//! jurisdiction it claims (`HostNotDeclared`). Regions come from `--policies` or the cluster,
+//! not from the judged input, so a manifest cannot vouch for itself.
 
 use crate::api::backend::InferenceBackend;
 use crate::api::policy::{InferenceHosting, ResidencyKind, ResidencyPolicy};
 use crate::api::region::SovereignRegion;
 
-use super::jurisdiction::is_within;
+use super::super::engine::normalize_class;
+use super::super::jurisdiction::is_within;
+use super::super::s3::endpoint_host;
+use super::observability_in_region::host_matches;
 
 /// Why a backend may not serve its region.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +43,31 @@ pub fn hosting_violations(
     };
     let hosting = external.hosting_jurisdiction.as_str();
     let mut violations = Vec::new();
+    let region_name = region.metadata.name.as_deref().unwrap_or_default();
+    let declared = region
+        .spec
+        .egress
+        .as_ref()
+        .map(|e| e.hosts.as_slice())
+        .unwrap_or_default();
+    match endpoint_host(&external.endpoint) {
+        Some(host) if host_matches(&host, declared) => {}
+        host => violations.push(HostingViolation {
+            policy: None,
+            reason: "HostNotDeclared",
+            message: format!(
+                "external.endpoint host {} is not in region {region_name}'s spec.egress.hosts \
+                 ({}); its hostingJurisdiction {hosting} is a claim the region has not vouched \
+                 for: add the host to the region after checking the provider's contract",
+                host.as_deref().unwrap_or(&external.endpoint),
+                if declared.is_empty() {
+                    "none declared".to_owned()
+                } else {
+                    declared.join(", ")
+                }
+            ),
+        }),
+    }
     if !is_within(hosting, &region.spec.jurisdiction) {
         violations.push(HostingViolation {
             policy: None,
@@ -49,7 +85,14 @@ pub fn hosting_violations(
             .spec
             .data_classes
             .iter()
-            .filter(|class| policy.spec.data_classes.contains(class))
+            .filter(|class| {
+                let class = normalize_class(class);
+                policy
+                    .spec
+                    .data_classes
+                    .iter()
+                    .any(|c| normalize_class(c) == class)
+            })
             .map(String::as_str)
             .collect();
         if governed.is_empty() {
@@ -130,7 +173,12 @@ mod tests {
             external.hosting_jurisdiction = "US".into();
         }
         let violations = hosting_violations(&backend, &region, &policies());
-        assert_eq!(violations[0].reason, "HostedOutsideJurisdiction");
+        assert!(
+            violations
+                .iter()
+                .any(|v| v.reason == "HostedOutsideJurisdiction"),
+            "{violations:?}"
+        );
         assert!(
             violations
                 .iter()
@@ -140,13 +188,29 @@ mod tests {
     }
 
     #[test]
+    fn a_host_the_region_does_not_declare_is_not_believed() {
+        let region = example_region("eu");
+        let mut backend = example_backends(&region)
+            .into_iter()
+            .find(|b| b.spec.external.is_some())
+            .expect("external backend");
+        if let Some(external) = backend.spec.external.as_mut() {
+            external.endpoint = "https://api.mistral.ai.evil.example/v1".into();
+            external.hosting_jurisdiction = "FR".into();
+        }
+        let violations = hosting_violations(&backend, &region, &policies());
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert_eq!(violations[0].reason, "HostNotDeclared");
+    }
+
+    #[test]
     fn special_category_data_needs_a_self_hosted_backend() {
         let region = example_region("eu");
         let mut backend = example_backends(&region)
             .into_iter()
             .find(|b| b.spec.external.is_some())
             .expect("external backend");
-        backend.spec.data_classes.push("special-category".into());
+        backend.spec.data_classes.push(" Special-Category".into());
         let violations = hosting_violations(&backend, &region, &policies());
         assert_eq!(violations.len(), 1);
         assert_eq!(violations[0].reason, "SelfHostedOnly");
