@@ -277,7 +277,10 @@ async fn budgets_count_every_token_once_across_restarts_and_block_at_the_gateway
         &client,
         json!({"apiVersion": "sovereign.ai/v1alpha1", "kind": "SovereignRegion",
         "metadata": {"name": REGION},
+        // The region vouches for the provider's host (`egress.hosts`): an external backend on
+        // an undeclared host is refused, whatever jurisdiction it claims.
         "spec": {"jurisdiction": "EU", "locations": ["europe-west9"], "namespace": NAMESPACE,
+                 "egress": {"hosts": ["api.mistral.ai"]},
                  "gateway": {"replicas": 1,
                              "masterKeySecret": {"name": "gateway-master", "key": "key"},
                              "metricsUrls": [format!("http://127.0.0.1:{proxy_port}/metrics/")]},
