@@ -371,13 +371,7 @@ async fn the_operator_provisions_the_example_and_follows_changes() {
         "spec": {"jurisdiction": "EU", "locations": ["eu-central-1"], "vectorStore": {"engine": "None"},
                  "inRegionHosts": ["hf-mirror.eu.example.com"]}
     });
-    let regions = Api::<SovereignRegion>::all(client.clone());
-    regions
-        .patch(
-            "nowhere",
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&region),
-        )
+    crate::harness::apply(&client, &region)
         .await
         .expect("create region nowhere");
     let seen = wait_backend_reason(
@@ -390,12 +384,7 @@ async fn the_operator_provisions_the_example_and_follows_changes() {
     assert!(seen.contains("huggingFaceMirror"), "{seen}");
     // With the mirror, the backend recovers.
     region["spec"]["huggingFaceMirror"] = json!("https://hf-mirror.eu.example.com");
-    regions
-        .patch(
-            "nowhere",
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&region),
-        )
+    crate::harness::apply(&client, &region)
         .await
         .expect("give region nowhere a mirror");
     wait_backend_reason(&client, "sovereign-nowhere", "orphan", "Available").await;
