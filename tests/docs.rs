@@ -17,7 +17,10 @@ fn markdown_files() -> Vec<PathBuf> {
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).expect("readable directory") {
             let path = entry.expect("directory entry").path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             if path.is_dir() {
                 if !matches!(name, "target" | ".git" | "node_modules" | "fuzz") {
                     stack.push(path);
@@ -202,12 +205,18 @@ fn docs_named_in_the_code_exist() {
             }
         }
     }
-    assert!(missing.is_empty(), "docs named in src/ that do not exist:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "docs named in src/ that do not exist:\n{}",
+        missing.join("\n")
+    );
 }
 
 #[test]
 fn readme_is_the_short_page() {
-    let size = std::fs::metadata(root().join("README.md")).expect("README.md").len();
+    let size = std::fs::metadata(root().join("README.md"))
+        .expect("README.md")
+        .len();
     assert!(
         size < 10 * 1024,
         "README.md is {size} bytes: keep it under 10 KB and move reference text to docs/"
