@@ -105,6 +105,9 @@ mod tests {
     fn input_errors_exit_2_and_others_1() {
         assert_eq!(CliError::input("bad").code, 2);
         assert_eq!(CliError::failure("broken").code, 1);
-        assert_eq!(CliError::input("x.yaml:3: bad").to_string(), "x.yaml:3: bad");
+        assert_eq!(
+            CliError::input("x.yaml:3: bad").to_string(),
+            "x.yaml:3: bad"
+        );
     }
 }

@@ -84,7 +84,10 @@ mod tests {
     #[test]
     fn a_region_renders_its_stack_namespace_first() {
         let yaml = render(docs(REGION)).expect("renders");
-        assert!(yaml.starts_with("apiVersion: v1\nkind: Namespace\n"), "{yaml}");
+        assert!(
+            yaml.starts_with("apiVersion: v1\nkind: Namespace\n"),
+            "{yaml}"
+        );
         assert!(yaml.contains("- europe-west9\n"), "{yaml}");
     }
 
@@ -96,7 +99,9 @@ mod tests {
         let error = CliError::from(render(docs(&text)).expect_err("refused"));
         assert_eq!(error.code, 2);
         assert!(
-            error.message.contains("spec.locations: Invalid value: \"array\": locations must list at least one"),
+            error
+                .message
+                .contains("spec.locations: Invalid value: locations must list at least one"),
             "{error}"
         );
         assert!(error.message.contains("spec.jurisdiction: "), "{error}");
@@ -104,9 +109,8 @@ mod tests {
 
     #[test]
     fn two_definitions_of_a_region_exit_2() {
-        let error = CliError::from(
-            render(docs(&format!("{REGION}---\n{REGION}"))).expect_err("duplicate"),
-        );
+        let error =
+            CliError::from(render(docs(&format!("{REGION}---\n{REGION}"))).expect_err("duplicate"));
         assert_eq!(error.code, 2);
         assert!(error.message.contains("is defined twice"), "{error}");
     }

@@ -140,7 +140,11 @@ async fn from_context(context: &str, namespace: Option<&str>) -> Result<Vec<Sour
             context: shown.clone(),
             source,
         })?;
-    Ok(list.items.into_iter().map(|b| (source.clone(), b)).collect())
+    Ok(list
+        .items
+        .into_iter()
+        .map(|b| (source.clone(), b))
+        .collect())
 }
 
 /// Reads the budgets of every file and context, and prints the report.
@@ -186,8 +190,8 @@ mod tests {
         assert!(!all.is_empty());
         assert!(all.iter().all(|(source, _)| source == "file"));
         let namespace = all[0].1.metadata.namespace.clone().expect("namespaced");
-        let everything = text(all.clone(), None, None, &[Dimension::Team], Format::Json)
-            .expect("report");
+        let everything =
+            text(all.clone(), None, None, &[Dimension::Team], Format::Json).expect("report");
         let one = text(
             all,
             Some(&namespace),
@@ -218,9 +222,6 @@ mod tests {
         .expect("parses");
         let error = CliError::from(from_files(documents).expect_err("refused"));
         assert_eq!(error.code, 2);
-        assert!(
-            error.message.contains("spec.limit.tokens: "),
-            "{error}"
-        );
+        assert!(error.message.contains("spec.limit.tokens: "), "{error}");
     }
 }
