@@ -23,8 +23,9 @@
 //! a create.
 
 use std::collections::BTreeSet;
+use std::sync::OnceLock;
 
-use kube::core::cel::{ErrorKind, Validator};
+use kube::core::cel::{CompiledSchema, ErrorKind, Validator, compile_schema};
 use serde_json::{Map, Value};
 
 use super::{GROUP, all_crds};
@@ -97,16 +98,35 @@ const OBJECT_META: &[&str] = &[
     "managedFields",
 ];
 
-/// The openAPIV3Schema of `kind` for `version`, when a CRD of the group serves it.
-fn schema_of(kind: &str, version: &str) -> Option<Value> {
-    all_crds()
-        .into_iter()
-        .filter(|crd| crd.spec.names.kind == kind)
-        .flat_map(|crd| crd.spec.versions)
-        .find(|v| v.name == version && v.served)
-        .and_then(|v| v.schema)
-        .and_then(|s| s.open_api_v3_schema)
-        .and_then(|s| serde_json::to_value(s).ok())
+/// A served version of a kind: its openAPIV3Schema and its compiled CEL rules.
+struct Served {
+    kind: String,
+    version: String,
+    schema: Value,
+    rules: CompiledSchema,
+}
+
+/// Every served version of the group, built once: deriving the CRDs and compiling their CEL
+/// costs far more than validating an object.
+fn served() -> &'static [Served] {
+    static SERVED: OnceLock<Vec<Served>> = OnceLock::new();
+    SERVED.get_or_init(|| {
+        all_crds()
+            .into_iter()
+            .flat_map(|crd| {
+                let kind = crd.spec.names.kind.clone();
+                crd.spec.versions.into_iter().filter_map(move |v| {
+                    let schema = serde_json::to_value(v.schema?.open_api_v3_schema?).ok()?;
+                    v.served.then(|| Served {
+                        kind: kind.clone(),
+                        version: v.name,
+                        rules: compile_schema(&schema),
+                        schema,
+                    })
+                })
+            })
+            .collect()
+    })
 }
 
 /// Validates one custom resource of [`GROUP`] as the API server validates its creation.
@@ -118,12 +138,16 @@ pub fn validate(object: &Value) -> Result<(), SchemaError> {
         kind: kind.to_owned(),
         api_version: api_version.to_owned(),
     };
-    let schema = schema_of(kind, version).ok_or_else(no_match)?;
+    let served = served()
+        .iter()
+        .find(|s| s.kind == kind && s.version == version)
+        .ok_or_else(no_match)?;
+    let schema = &served.schema;
     // Decoding: nulls of non-nullable fields are dropped (and then defaulted) by the API server
     // before anything else looks at the object.
-    let object = pruned(&schema, object);
+    let object = pruned(schema, object);
     let mut unknown = Vec::new();
-    undeclared(&schema, &object, "", &mut unknown);
+    undeclared(schema, &object, "", &mut unknown);
     if !unknown.is_empty() {
         return Err(SchemaError::UnknownFields {
             kind: kind.to_owned(),
@@ -131,17 +155,17 @@ pub fn validate(object: &Value) -> Result<(), SchemaError> {
             fields: unknown,
         });
     }
-    let defaulted = kube::core::cel::apply_defaults(&schema, &object);
+    let defaulted = kube::core::cel::apply_defaults(schema, &object);
     let mut errors = metadata_errors(&defaulted["metadata"]);
     let mut structural = Vec::new();
     let mut blocking = false;
-    walk(&schema, &defaulted, "", &mut structural, &mut blocking);
+    walk(schema, &defaulted, "", &mut structural, &mut blocking);
     structural.sort();
     errors.extend(structural);
     if blocking {
         errors.push(NOT_CHECKED.to_owned());
     } else {
-        let mut cel = cel_errors(&schema, &object, &defaulted);
+        let mut cel = cel_errors(&served.rules, &object, &defaulted);
         cel.sort();
         errors.extend(cel);
     }
@@ -443,10 +467,16 @@ fn duplicate_keys(schema: &Value, items: &[Value], path: &str, out: &mut Vec<Str
     }
 }
 
+/// One CEL validator (its function registry) for the process.
+fn validator() -> &'static Validator {
+    static VALIDATOR: OnceLock<Validator> = OnceLock::new();
+    VALIDATOR.get_or_init(Validator::new)
+}
+
 /// The CEL rules' errors, as the API server words them: `<path>: Invalid value: <value>:
 /// <message>` (the value only for scalars; `<nil>` for a rule on the object itself).
-fn cel_errors(schema: &Value, object: &Value, defaulted: &Value) -> Vec<String> {
-    let Err(errors) = Validator::new().validate(schema, object, None) else {
+fn cel_errors(rules: &CompiledSchema, object: &Value, defaulted: &Value) -> Vec<String> {
+    let Err(errors) = validator().validate_compiled(rules, object, None) else {
         return Vec::new();
     };
     errors
