@@ -504,4 +504,30 @@ mod tests {
         assert_eq!(json["compliant"], false);
         assert_eq!(json["objects"], 1);
     }
+
+    #[test]
+    fn text_names_every_policy_of_one_finding_once_and_json_keeps_them_apart() {
+        let mut context = policies();
+        context.extend(docs(
+            "more.yaml",
+            &POLICY.replace("pii-home-region", "pii-second"),
+        ));
+        let judged = docs(
+            "repo.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: leaked\n  namespace: default\n  labels: {sovereign.ai/data-class: pii}\n",
+        );
+        let verdict = judge(&judged, Some(&context), &[]).expect("judged");
+        assert_eq!(verdict.evaluation.findings.len(), 2, "one per policy");
+        let text = verdict.render(Format::Text).expect("text");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.starts_with(
+                "ConfigMap default/leaked: dataLocation (pii-home-region, pii-second): "
+            ),
+            "{text}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&verdict.render(Format::Json).expect("json")).expect("JSON");
+        assert_eq!(json["violations"].as_array().map(Vec::len), Some(2));
+    }
 }
