@@ -12,6 +12,7 @@ pub mod conditions;
 pub mod labels;
 pub mod policy;
 pub mod region;
+pub mod schema;
 pub mod versions;
 
 pub use backend::{InferenceBackend, InferenceBackendSpec, InferenceBackendStatus};

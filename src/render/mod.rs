@@ -11,6 +11,7 @@ pub mod k8s;
 pub mod network;
 pub mod observability;
 pub mod pod;
+mod python_yaml;
 pub mod region;
 #[cfg(test)]
 pub(crate) mod test_support;
