@@ -124,6 +124,9 @@ enum Command {
         #[arg(long, value_enum, default_value = "csv")]
         format: report::Format,
     },
+    /// Every data path of each region, where it goes and what guards it (JSON, Markdown or
+    /// HTML), from files or a cluster; `--diff OLD.json` exits 1 on a breaking change.
+    Evidence(sovereign_operator::cli::evidence::Args),
     /// Print the operator version and the API it serves.
     Version,
 }
@@ -178,6 +181,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Evidence(args) => sovereign_operator::cli::evidence::main(&args),
         Command::Version => {
             println!(
                 "sovereign-operator {} (API {}/{}, Kubernetes >= 1.33)",

@@ -2,3 +2,4 @@
 //! spawning the binary (`main.rs` parses arguments, prints and exits).
 
 pub mod check;
+pub mod evidence;
