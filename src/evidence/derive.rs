@@ -50,7 +50,7 @@ struct Draft {
     /// (kind, namespace, name, rule) of the objects whose findings concern this path.
     subjects: Vec<(String, String, String, Rule)>,
     /// For findings on the region itself: the field the finding must name.
-    field: Option<&'static str>,
+    field: Option<String>,
 }
 
 impl Draft {
@@ -91,8 +91,8 @@ impl Draft {
         self
     }
 
-    fn field(mut self, field: &'static str) -> Self {
-        self.field = Some(field);
+    fn field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
         self
     }
 }
@@ -1482,7 +1482,8 @@ fn sinks(ctx: &Region<'_>, inputs: &Inputs, inventory: &Inventory<'_>, out: &mut
                     status,
                     reason,
                 )
-                .subject(kind, namespace, name, Rule::ForbidCrossBorderReplication),
+                .subject(kind, namespace, name, Rule::ForbidCrossBorderReplication)
+                .field(destination.field.clone()),
             );
         }
     }
@@ -1560,7 +1561,10 @@ fn apply_findings(ctx: &Region<'_>, findings: &[Finding], drafts: &mut [Draft]) 
                     && *name == finding.name
                     && *rule == finding.rule
             });
-            let field_ok = draft.field.is_none_or(|f| finding.message.starts_with(f));
+            let field_ok = draft
+                .field
+                .as_ref()
+                .is_none_or(|f| finding.message.starts_with(f.as_str()));
             if !hit || !field_ok || finding.kind == "SovereignRegion" && finding.name != ctx.name {
                 continue;
             }
