@@ -197,6 +197,20 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// The form a SovereignRegion's status shows.
+    pub fn to_status(&self) -> crate::api::region::EvidenceSummary {
+        crate::api::region::EvidenceSummary {
+            paths: self.paths,
+            guarded: self.guarded,
+            violations: self.violations,
+            unknown: self.unknown,
+            summary: format!(
+                "{}/{} ok, {} violations, {} unknown",
+                self.guarded, self.paths, self.violations, self.unknown
+            ),
+        }
+    }
+
     /// The counts of `paths`.
     pub fn of(paths: &[Path]) -> Self {
         let count = |s: Status| paths.iter().filter(|p| p.status == s).count() as i32;
@@ -320,16 +334,18 @@ pub enum EvidenceError {
     Serialize(String),
 }
 
-/// The status summary of `region` from what its controller has: the region, its backends,
-/// the policies and the children it has just rendered (`RegionPlan::children`). Backups and
-/// replication sinks are not listed by the region controller, so they are not counted here;
-/// `sovereign-operator evidence --context` shows them.
+/// `status.evidence` of `region` from what its controller has: the region, its backends (all
+/// of them, not only the serving ones: a refused backend is a violation to count), the
+/// ResidencyPolicies and the children it has just rendered (`RegionPlan::children`). Pure and
+/// deterministic, so writing it on every reconcile changes nothing when nothing changed. Backup
+/// and replication sinks are not listed by the region controller, so they are not counted
+/// here; `sovereign-operator evidence --context` shows them.
 pub fn region_summary(
     region: &SovereignRegion,
     backends: &[InferenceBackend],
     policies: &[ResidencyPolicy],
     children: &[Child],
-) -> Result<Summary, EvidenceError> {
+) -> Result<crate::api::region::EvidenceSummary, EvidenceError> {
     let rendered = children
         .iter()
         .map(|c| {
@@ -352,7 +368,8 @@ pub fn region_summary(
         .into_iter()
         .next()
         .map(|r| r.summary)
-        .unwrap_or_default())
+        .unwrap_or_default()
+        .to_status())
 }
 
 #[cfg(test)]
