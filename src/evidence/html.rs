@@ -36,8 +36,9 @@ h3{font-size:1rem;margin:12px 0 6px}
 .pill{display:inline-block;border-radius:999px;padding:2px 10px;font-size:.85rem;border:1px solid #ccc;background:#fafafa}
 .pill.bad{background:#b00020;color:#fff;border-color:#b00020;font-weight:700}
 .diagram{display:flex;flex-wrap:wrap;align-items:flex-start;gap:8px}
-.stage{flex:0 1 auto;min-width:0}
-.stage.targets{flex:1 1 320px}
+.stage{flex:0 1 300px;min-width:0;max-width:340px}
+.stage.users{flex:0 1 140px}
+.stage.targets{flex:1 1 420px;max-width:none}
 .box{border:2px solid #4a5568;border-radius:6px;padding:6px 8px;background:#fff;min-width:0;overflow-wrap:anywhere;word-break:break-word}
 .box .j{display:inline-block;margin-left:4px;font-size:.75rem;font-weight:700;padding:0 6px;border-radius:4px;background:#e2e8f0}
 .connector{align-self:center;font-size:1.4rem;color:#4a5568;padding:0 2px}
@@ -50,6 +51,8 @@ h3{font-size:1rem;margin:12px 0 6px}
 .edge .from{font-size:.8rem;color:#4a5568;overflow-wrap:anywhere}
 .edge.ok .box{border-color:#2f855a}
 .edge.violation .box{border:3px solid #b00020;background:#ffe5e9}
+.edge.violation .j{background:#b00020;color:#fff}
+.why{font-size:.78rem;margin-top:4px;overflow-wrap:anywhere}
 .edge.violation .arrow{color:#b00020;border-left-color:#b00020;font-weight:700}
 .edge.unknown .box{border:3px dashed #6b21a8;background:#f3e8ff}
 .edge.unknown .arrow{color:#6b21a8;border-left-color:#6b21a8}
@@ -70,7 +73,8 @@ ul.guards{margin:0;padding-left:16px}
 @media (max-width:760px){
  body{padding:8px}
  .connector{display:none}
- .stage,.stage.targets{flex:1 1 100%}
+ .stage,.stage.users,.stage.targets{flex:1 1 100%;max-width:none}
+ col{width:auto !important}
  table,thead,tbody,tr,th,td{display:block;width:100%}
  thead{display:none}
  tr{border:1px solid #d0d4da;margin:8px 0;border-radius:6px}
@@ -101,6 +105,19 @@ fn attributes(path: &Path) -> String {
     )
 }
 
+/// A guard's name as an arrow label: without the `Kind namespace/` prefix the table spells out.
+fn short(name: &str) -> &str {
+    match name.split_once(' ') {
+        Some((kind, rest)) if kind.chars().next().is_some_and(char::is_uppercase) => {
+            match rest.split_once('/') {
+                Some((namespace, tail)) if !namespace.contains(' ') => tail,
+                _ => rest,
+            }
+        }
+        _ => name,
+    }
+}
+
 /// One arrow (its guards) and the box it points to.
 fn edge(path: &Path, show_from: bool) -> String {
     let guards = if path.guards.is_empty() {
@@ -108,7 +125,7 @@ fn edge(path: &Path, show_from: bool) -> String {
     } else {
         path.guards
             .iter()
-            .map(|g| escape(&g.name))
+            .map(|g| escape(short(&g.name)))
             .collect::<Vec<_>>()
             .join(" · ")
     };
@@ -121,8 +138,9 @@ fn edge(path: &Path, show_from: bool) -> String {
         String::new()
     } else {
         format!(
-            " <span class=\"status {0}\">{0}</span>",
-            path.status.as_str()
+            " <span class=\"status {0}\">{0}</span><div class=\"why\">{1}</div>",
+            path.status.as_str(),
+            escape(&path.reason)
         )
     };
     format!(
@@ -182,7 +200,8 @@ fn region_section(region: &RegionEvidence) -> String {
     let inference = of(&[Flow::Inference]);
     let (ingress, routes): (Vec<&Path>, Vec<&Path>) =
         inference.iter().partition(|p| p.from == "clients");
-    out.push_str("<div class=\"diagram\">\n<div class=\"stage\"><div class=\"box\"><b>Users</b> <span class=\"j\">clients</span></div></div>\n<div class=\"connector\">→</div>\n<div class=\"stage\">");
+    out.push_str("<div class=\"diagram\">\n<div class=\"stage users\"><h3>Users</h3><div class=\"box\"><b>Clients</b> <span class=\"j\">any namespace</span></div></div>\n<div class=\"connector\">→</div>\n<div class=\"stage\">");
+    out.push_str("<h3>Gateway</h3>\n");
     for path in &ingress {
         out.push_str(&edge(path, false));
     }
@@ -227,7 +246,7 @@ fn region_section(region: &RegionEvidence) -> String {
         }
         out.push_str("</ul>\n");
     }
-    out.push_str("<table><thead><tr><th>Flow</th><th>From</th><th>To</th><th>Jurisdiction</th><th>Data classes</th><th>Guards</th><th>Status</th><th>Reason</th></tr></thead><tbody>\n");
+    out.push_str("<table><colgroup><col style=\"width:8%\"><col style=\"width:12%\"><col style=\"width:14%\"><col style=\"width:9%\"><col style=\"width:9%\"><col style=\"width:22%\"><col style=\"width:7%\"><col style=\"width:19%\"></colgroup><thead><tr><th>Flow</th><th>From</th><th>To</th><th>Jurisdiction</th><th>Data classes</th><th>Guards</th><th>Status</th><th>Reason</th></tr></thead><tbody>\n");
     for path in &region.paths {
         let guards: String = path
             .guards
