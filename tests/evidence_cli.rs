@@ -23,6 +23,11 @@ const FLOWS: [&str; 11] = [
     "metadata",
 ];
 
+/// Edits of the example's files: (file name, from, to).
+type Edits<'a> = Vec<(&'a str, &'a str, &'a str)>;
+/// Files added to the example: (file name, content).
+type Extra<'a> = Vec<(&'a str, &'a str)>;
+
 fn repo(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
@@ -392,7 +397,7 @@ fn unreadable_input_and_old_reports_exit_2_naming_the_path() {
 #[test]
 fn red_team_hidden_paths_are_listed() {
     let baseline = json_of(&example("red-base", &[], &[]));
-    let cases: Vec<(&str, Vec<(&str, &str, &str)>, Vec<(&str, &str)>, &str, &str)> = vec![
+    let cases: Vec<(&str, Edits, Extra, &str, &str)> = vec![
         (
             // A backend that claims an EU hosting but points at a host the region never vouched for.
             "claims-eu-host-abroad",
@@ -545,7 +550,7 @@ spec: {schedule: "@hourly", template: {includedNamespaces: ["sovereign-*"], stor
 /// Legitimate setups that must not be flagged.
 #[test]
 fn legitimate_setups_stay_ok() {
-    let cases: Vec<(&str, Vec<(&str, &str, &str)>, Vec<(&str, &str)>)> = vec![
+    let cases: Vec<(&str, Edits, Extra)> = vec![
         (
             // MinIO in Paris, declared by its owner: no host spells a region, the annotation does.
             "minio-declared-in-region",

@@ -123,7 +123,7 @@ pub fn run(args: &Args) -> Result<Outcome, EvidenceCliError> {
         return Err(EvidenceCliError::DiffFormat);
     }
     // Read the old report first: a mistyped path must fail before the cluster is asked.
-    let old = args.diff.as_ref().map(|path| read_old(path)).transpose()?;
+    let old = args.diff.as_ref().map(read_old).transpose()?;
     let inputs = match (&args.context, args.paths.is_empty()) {
         (Some(context), _) => live_inputs(context)?,
         (None, false) => offline_inputs(&args.paths)?,

@@ -1143,7 +1143,6 @@ fn telemetry(ctx: &Region<'_>, out: &mut Vec<Draft>) -> Result<(), EvidenceError
 /// Prometheus and operator scrapes of the vLLM servers (the NetworkPolicy's namespaces), and
 /// PodMonitors.
 fn metrics(ctx: &Region<'_>, out: &mut Vec<Draft>) {
-    let ns = &ctx.namespace;
     let Some(policy) = ctx.object("NetworkPolicy", network::ALLOW_METRICS_SCRAPES) else {
         return;
     };
@@ -1171,7 +1170,6 @@ fn metrics(ctx: &Region<'_>, out: &mut Vec<Draft>) {
             ));
         }
     }
-    let _ = ns;
 }
 
 /// Where each vLLM backend's weights come from.
