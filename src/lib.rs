@@ -6,6 +6,7 @@
 pub mod api;
 pub mod cli;
 pub mod controllers;
+pub mod evidence;
 pub mod finops;
 pub mod leader;
 pub mod manifest;

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sovereign_operator::cli::{self, check, crds, render, report, run, version};
+use sovereign_operator::cli::{self, check, crds, evidence, render, report, run, version};
 
 /// Kubernetes operator for multi-region sovereign AI stacks.
 #[derive(Debug, Parser)]
@@ -32,6 +32,9 @@ enum Command {
     /// regional cluster) or files. Exit 0 on success, 1 when a budget's figures are
     /// inconsistent, 2 when a context or file cannot be read.
     Report(report::Args),
+    /// Every data path of each region, where it goes and what guards it (JSON, Markdown or
+    /// HTML), from files or a cluster; `--diff OLD.json` exits 1 on a breaking change.
+    Evidence(evidence::Args),
     /// Print the operator version and the API it serves.
     Version,
 }
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         Command::Render(args) => render::run(args),
         Command::Check(args) => check::run(args),
         Command::Report(args) => report::run(args),
+        Command::Evidence(args) => evidence::run(args),
         Command::Version => version::run(),
     })
 }

@@ -29,6 +29,7 @@ use std::process::ExitCode;
 
 pub mod check;
 pub mod crds;
+pub mod evidence;
 pub mod render;
 pub mod report;
 pub mod run;

@@ -374,6 +374,7 @@ async fn write_status(
         gateway_endpoint: namespace.map(gateway::endpoint),
         vector_store_endpoint: namespace.and_then(|_| vectorstore::vector_store_endpoint(region)),
         namespace: namespace.map(str::to_owned),
+        evidence: current.evidence.clone(),
     };
     if status == current {
         return Ok(());
