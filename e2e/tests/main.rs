@@ -17,6 +17,7 @@ mod chart;
 mod dataplane;
 mod finops;
 mod harness;
+mod image;
 mod leader;
 mod litellm;
 mod provisioning;

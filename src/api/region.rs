@@ -11,8 +11,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    ConfigMapKeyReference, SecretKeyReference, dns_label_rule, free_form_object, http_url_rule, https_rule,
-    immutable_rule, jurisdiction_rule,
+    ConfigMapKeyReference, SecretKeyReference, dns_label_rule, free_form_object, http_url_rule,
+    https_rule, immutable_rule, jurisdiction_rule,
 };
 
 /// A jurisdiction's sovereign AI stack: the node locations inside its borders and the regional

@@ -15,8 +15,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, KeyToPath, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    Service,
+    ConfigMap, Container, KeyToPath, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -628,7 +627,12 @@ mod tests {
             .clone()
             .and_then(|s| s.template.spec)
             .expect("pod spec");
-        let volumes: Vec<&str> = pod.volumes.iter().flatten().map(|v| v.name.as_str()).collect();
+        let volumes: Vec<&str> = pod
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| v.name.as_str())
+            .collect();
         assert_eq!(volumes, ["config"]);
     }
 
