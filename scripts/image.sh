@@ -57,8 +57,10 @@ tools() {
     command -v objcopy >/dev/null 2>&1 || missing+=(binutils)
     if ((${#missing[@]})); then
         echo "image.sh: installing ${missing[*]}" >&2
-        apt-get update -qq >&2
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
     fi
 }
 

@@ -29,13 +29,18 @@ What is simulated, and how (also written into the status file):
   and /etc/passwd. A tag whose version is not the installed one is refused, not run.
 - cluster DNS and Service proxying: /etc/hosts in each pod maps `<svc>.<ns>.svc[.cluster.local]`
   (and `<svc>` in the pod's own namespace) to the first endpoint of the Service; there is no
-  ClusterIP routing and no load balancing. Other names do not resolve.
+  ClusterIP routing and no load balancing. Names outside the cluster resolve only when the
+  caller says so (`run --host NAME=IP`: the in-region DNS, e.g. the OTLP endpoint's host);
+  other names do not resolve.
+- in-region hosts outside the cluster: `peer-up` makes a network namespace at an address of
+  their own (e.g. 10.20.1.10/24), routed from the cluster network namespace, for a real service
+  the test runs there (the OTLP endpoint).
 - CNI enforcement: none; every pod reaches every other on the bridge (NetworkPolicies are not
   enforced here).
 - CPU/memory limits are not enforced (reported RSS instead); GPUs do not exist.
 - the Pod's status in the cluster stays KWOK's; the probe results are in the status file.
 
-Subcommands: net-up, net-down, run, forward (see --help). Needs root, iproute2, bubblewrap and
+Subcommands: net-up, net-down, peer-up, run, forward (see --help). Needs root, iproute2, bubblewrap and
 util-linux (setpriv, nsenter). Python standard library only.
 """
 

@@ -5,12 +5,19 @@
 //! client request to the gateway reaches vLLM-CPU and answers; requests sent around the gateway
 //! straight to vLLM are what the usage collector must attribute to `(direct)`, exactly; a
 //! spent budget with Block makes the running gateway refuse that team; pgvector has the
-//! `vector` extension; the collector runs, and validates, the rendered configuration.
+//! `vector` extension; the collector runs, and validates, the rendered configuration; and the
+//! traces of the test's own requests (LiteLLM's `litellm_request`, vLLM's `llm_request`, each
+//! in the trace its client's `traceparent` started) leave the regional collector for the
+//! region's in-region OTLP endpoint — a second collector at the endpoint's address, in a network
+//! namespace routed from the cluster network, serving TLS with a certificate of a CA this test
+//! makes, which the region's collector trusts only through `observability.caBundle` — and
+//! arrive there stamped with the region and jurisdiction.
 //!
 //! WHAT IS SIMULATED, said plainly (details in e2e/dataplane/README.md): the images (podrun's
 //! table maps each image to local software of the same version and emulates its entrypoint),
 //! GPUs (vLLM runs on the CPU), cluster DNS and Service proxying (/etc/hosts in each pod
-//! names the first endpoint of every Service), CNI enforcement (none: NetworkPolicies are not
+//! names the first endpoint of every Service, and the in-region DNS the OTLP endpoint's host
+//! at its address), CNI enforcement (none: NetworkPolicies are not
 //! enforced), resource limits (not enforced; RSS is printed), and the pods' status in the
 //! cluster (KWOK's; the probes' results are podrun's). The operator runs in the simulated
 //! cluster network (a network namespace of this test) so that it reaches the pods at their IPs,
@@ -477,13 +484,13 @@ fn spans_of(log: &str, trace_id: &str) -> Vec<ReceivedSpan> {
     let mut in_resource = false;
     let mut current: Option<(String, String)> = None; // (trace id, name)
     let mut finish = |current: &mut Option<(String, String)>, resource: &Vec<String>| {
-        if let Some((id, name)) = current.take() {
-            if id == trace_id {
-                found.push(ReceivedSpan {
-                    name,
-                    resource: resource.clone(),
-                });
-            }
+        if let Some((id, name)) = current.take()
+            && id == trace_id
+        {
+            found.push(ReceivedSpan {
+                name,
+                resource: resource.clone(),
+            });
         }
     };
     for line in log.lines() {

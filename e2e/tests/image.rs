@@ -72,7 +72,10 @@ struct Netns(String);
 impl Netns {
     fn new() -> Self {
         let name = format!("sovimg{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
         run("ip", &["netns", "add", &name]);
         run("ip", &["-n", &name, "link", "set", "lo", "up"]);
         Self(name)
@@ -449,8 +452,7 @@ async fn image_the_operator_image_runs_as_the_chart_says_and_becomes_ready() {
     let root_options = mountinfo
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .filter(|f| f.get(4) == Some(&"/"))
-        .last()
+        .rfind(|f| f.get(4) == Some(&"/"))
         .and_then(|f| f.get(5).map(|o| o.to_string()))
         .unwrap_or_default();
     assert!(
