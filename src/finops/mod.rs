@@ -1,6 +1,7 @@
 //! Token FinOps, pure: the Prometheus text parser, usage extraction, the exactly-once
 //! ledger, pricing, budget evaluation and finance reports. Nothing here talks to the
 //! cluster; `controllers::usage`, `controllers::budget` and the `report` command do.
+//! Reference: docs/finops.md.
 
 pub mod budget;
 pub mod exposition;
