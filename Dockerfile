@@ -2,6 +2,8 @@
 # Not built in this repository's CI (its machines have no container engine); build it with
 #   docker build -t ghcr.io/sovereign-ai/sovereign-operator:0.1.0 .
 # The chart's Deployment runs it with a read-only root filesystem: the binary writes nothing.
+# The same image without a container engine: `make image` (scripts/image.sh, umoci + skopeo),
+# which the e2e suite builds and runs; tests/operator_image.rs holds the two together.
 
 FROM docker.io/library/rust:1.89-bookworm AS builder
 WORKDIR /src

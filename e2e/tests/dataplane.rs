@@ -5,12 +5,19 @@
 //! client request to the gateway reaches vLLM-CPU and answers; requests sent around the gateway
 //! straight to vLLM are what the usage collector must attribute to `(direct)`, exactly; a
 //! spent budget with Block makes the running gateway refuse that team; pgvector has the
-//! `vector` extension; the collector runs, and validates, the rendered configuration.
+//! `vector` extension; the collector runs, and validates, the rendered configuration; and the
+//! traces of the test's own requests (LiteLLM's `litellm_request`, vLLM's `llm_request`, each
+//! in the trace its client's `traceparent` started) leave the regional collector for the
+//! region's in-region OTLP endpoint — a second collector at the endpoint's address, in a network
+//! namespace routed from the cluster network, serving TLS with a certificate of a CA this test
+//! makes, which the region's collector trusts only through `observability.caBundle` — and
+//! arrive there stamped with the region and jurisdiction.
 //!
 //! WHAT IS SIMULATED, said plainly (details in e2e/dataplane/README.md): the images (podrun's
 //! table maps each image to local software of the same version and emulates its entrypoint),
 //! GPUs (vLLM runs on the CPU), cluster DNS and Service proxying (/etc/hosts in each pod
-//! names the first endpoint of every Service), CNI enforcement (none: NetworkPolicies are not
+//! names the first endpoint of every Service, and the in-region DNS the OTLP endpoint's host
+//! at its address), CNI enforcement (none: NetworkPolicies are not
 //! enforced), resource limits (not enforced; RSS is printed), and the pods' status in the
 //! cluster (KWOK's; the probes' results are podrun's). The operator runs in the simulated
 //! cluster network (a network namespace of this test) so that it reaches the pods at their IPs,
@@ -25,6 +32,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client};
@@ -46,6 +54,12 @@ const COMPONENTS: [&str; 4] = [
     render::vllm::COMPONENT,
 ];
 const MASTER_KEY: &str = "sk-dataplane-master";
+/// The region's in-region OTLP endpoint: its host, and the address the in-region DNS gives it
+/// (inside the region's `egress.cidrs`, as `tests/netpol_matrix.rs` places it too).
+const OTLP_HOST: &str = "otel.dp.observability.example.com";
+const OTLP_ADDRESS: &str = "10.20.1.10";
+/// The ConfigMap with the CA that signed the endpoint's certificate (`observability.caBundle`).
+const OTLP_CA: &str = "otlp-ca";
 /// How long a pod may take to become ready: vLLM compiles its graphs on the first cold start.
 const START_PATIENCE: Duration = Duration::from_secs(900);
 
@@ -90,7 +104,7 @@ impl Installed {
     }
 }
 
-fn podrun() -> Command {
+pub(crate) fn podrun() -> Command {
     let mut command = Command::new("python3");
     command.arg(repo_path("e2e/dataplane/podrun.py"));
     command
@@ -128,13 +142,13 @@ impl Drop for Net {
 }
 
 /// A child process stopped with SIGTERM (and waited for) when dropped.
-struct Supervised {
-    what: String,
-    child: Child,
+pub(crate) struct Supervised {
+    pub(crate) what: String,
+    pub(crate) child: Child,
 }
 
 impl Supervised {
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
 }
@@ -150,7 +164,7 @@ impl Drop for Supervised {
 }
 
 /// A TCP forwarder `listen` -> `to` (`[NETNS:]ADDR:PORT`); returns once it listens.
-fn forward(listen: &str, to: &str) -> Supervised {
+pub(crate) fn forward(listen: &str, to: &str) -> Supervised {
     let mut child = podrun()
         .args(["forward", "--listen", listen, "--to", to])
         .stdout(Stdio::piped())
@@ -171,7 +185,7 @@ fn forward(listen: &str, to: &str) -> Supervised {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -202,6 +216,9 @@ impl RunningPod {
         for pvc in pvcs {
             command.args(["--pvc", pvc]);
         }
+        // The environment's DNS: the in-region endpoint's name, as a cluster's resolver would
+        // answer it (podrun's /etc/hosts; cluster DNS is simulated the same way).
+        command.args(["--host", &format!("{OTLP_HOST}={OTLP_ADDRESS}")]);
         let child = command
             .stderr(std::fs::File::create(&stderr).expect("podrun log"))
             .spawn()
@@ -280,10 +297,277 @@ impl RunningPod {
     }
 }
 
+/// Runs openssl with `args` in `dir`; panics with its output when it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        output.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A CA of the test's own and a server certificate for `host` signed by it, in `dir`: the CA's
+/// PEM, and the paths of the certificate and its key.
+fn tls_for(dir: &Path, host: &str) -> (String, PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).expect("tls dir");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-subj",
+            "/CN=sovereign dataplane e2e CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        format!("subjectAltName=DNS:{host}\nextendedKeyUsage=serverAuth\n"),
+    )
+    .expect("extensions file");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            &format!("/CN={host}"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ],
+    );
+    (
+        std::fs::read_to_string(dir.join("ca.crt")).expect("ca.crt"),
+        dir.join("server.crt"),
+        dir.join("server.key"),
+    )
+}
+
+/// The region's in-region OTLP endpoint, for real: the same collector build as the region's,
+/// at [`OTLP_ADDRESS`] in a network namespace of its own routed from the cluster network,
+/// receiving OTLP over TLS with a certificate of the test's CA, and writing every span it
+/// receives to its log (the `debug` exporter, detailed).
+struct Sink {
+    log: PathBuf,
+    _process: Supervised,
+}
+
+impl Sink {
+    fn start(installed: &Installed, net: &Net, dir: &Path, cert: &Path, key: &Path) -> Self {
+        let output = podrun()
+            .args(["peer-up", "--net", &net.name, "--name", "otlp"])
+            .args(["--address", &format!("{OTLP_ADDRESS}/24")])
+            .output()
+            .expect("podrun peer-up runs");
+        assert!(
+            output.status.success(),
+            "podrun peer-up: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let netns = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        let tls = json!({"cert_file": cert, "key_file": key});
+        let config = json!({
+            "receivers": {"otlp": {"protocols": {
+                "grpc": {"endpoint": format!("{OTLP_ADDRESS}:4317"), "tls": tls},
+                "http": {"endpoint": format!("{OTLP_ADDRESS}:4318"), "tls": tls},
+            }}},
+            "exporters": {"debug/spans": {"verbosity": "detailed"}, "debug": {}},
+            "service": {
+                "pipelines": {
+                    "traces": {"receivers": ["otlp"], "exporters": ["debug/spans"]},
+                    "metrics": {"receivers": ["otlp"], "exporters": ["debug"]},
+                    "logs": {"receivers": ["otlp"], "exporters": ["debug"]},
+                },
+                "telemetry": {"metrics": {"level": "none"}},
+            },
+        });
+        let config_path = dir.join("sink.yaml");
+        std::fs::write(&config_path, config.to_string()).expect("sink config");
+        let log = dir.join("sink.log");
+        let file = std::fs::File::create(&log).expect("sink log");
+        let started = Instant::now();
+        let process = Supervised {
+            what: "OTLP sink".into(),
+            child: Command::new("ip")
+                .args(["netns", "exec", &netns])
+                .arg(installed.path("OTELCOL"))
+                .arg("--config")
+                .arg(&config_path)
+                .stdout(file.try_clone().expect("log"))
+                .stderr(file)
+                .spawn()
+                .expect("the sink starts"),
+        };
+        let mut sink = Self {
+            log,
+            _process: process,
+        };
+        loop {
+            if sink.text().contains("Everything is ready") {
+                break;
+            }
+            if let Some(status) = sink._process.exited() {
+                panic!("the OTLP sink exited ({status}):\n{}", sink.text());
+            }
+            assert!(
+                started.elapsed() < START_PATIENCE,
+                "the OTLP sink did not start:\n{}",
+                sink.text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!(
+            "dataplane: OTLP sink ready at {OTLP_HOST} ({OTLP_ADDRESS}, netns {netns}) in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        sink
+    }
+
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A span the sink received: its name and the resource attributes it arrived with.
+#[derive(Debug)]
+struct ReceivedSpan {
+    name: String,
+    resource: Vec<String>,
+}
+
+/// The spans of trace `trace_id` in the debug exporter's detailed output.
+fn spans_of(log: &str, trace_id: &str) -> Vec<ReceivedSpan> {
+    let mut found = Vec::new();
+    let mut resource: Vec<String> = Vec::new();
+    let mut in_resource = false;
+    let mut current: Option<(String, String)> = None; // (trace id, name)
+    let mut finish = |current: &mut Option<(String, String)>, resource: &Vec<String>| {
+        if let Some((id, name)) = current.take()
+            && id == trace_id
+        {
+            found.push(ReceivedSpan {
+                name,
+                resource: resource.clone(),
+            });
+        }
+    };
+    for line in log.lines() {
+        let field = |key: &str| {
+            line.trim_start()
+                .strip_prefix(key)
+                .and_then(|rest| rest.trim_start().strip_prefix(':'))
+                .map(|v| v.trim().to_owned())
+        };
+        if line.contains("ResourceSpans #") {
+            finish(&mut current, &resource);
+            resource.clear();
+            in_resource = false;
+        } else if line.contains("Resource attributes:") {
+            in_resource = true;
+        } else if line.contains("ScopeSpans #") {
+            in_resource = false;
+        } else if in_resource && line.trim_start().starts_with("->") {
+            resource.push(line.trim_start().trim_start_matches("->").trim().to_owned());
+        } else if line.trim_start().starts_with("Span #") {
+            finish(&mut current, &resource);
+            current = Some((String::new(), String::new()));
+        } else if let (Some(id), Some(span)) = (field("Trace ID"), current.as_mut()) {
+            span.0 = id;
+        } else if let (Some(name), Some(span)) = (field("Name"), current.as_mut()) {
+            span.1 = name;
+        }
+    }
+    finish(&mut current, &resource);
+    found
+}
+
+/// A W3C trace id of this run (32 hex digits), so that the sink's spans can be told apart.
+fn new_trace_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let half = || {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default(),
+        );
+        h.finish()
+    };
+    format!("{:016x}{:016x}", half(), half())
+}
+
+/// Waits until the sink holds the span `name` of trace `trace_id`, and returns the trace's
+/// spans received so far.
+async fn spans_arrive(sink: &Sink, trace_id: &str, name: &str, what: &str) -> Vec<ReceivedSpan> {
+    crate::harness::eventually(
+        &format!("the OTLP endpoint receives span {name} of {what} (trace {trace_id})"),
+        || async {
+            let spans = spans_of(&sink.text(), trace_id);
+            if spans.iter().any(|s| s.name == name) {
+                Ok(spans)
+            } else {
+                Err(format!(
+                    "spans of the trace so far: {:?}; sink log {}",
+                    spans.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+                    sink.log.display()
+                ))
+            }
+        },
+    )
+    .await
+}
+
 /// The test's region: one of everything the operator deploys, kept small.
-fn region_documents(model_volume_node: &str) -> Vec<Value> {
+fn region_documents(model_volume_node: &str, otlp_ca: &str) -> Vec<Value> {
     vec![
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
+        // The CA of the in-region OTLP endpoint, as the region's administrators publish it.
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": OTLP_CA, "namespace": NAMESPACE},
+               "data": {"ca.crt": otlp_ca}}),
         json!({"apiVersion": "v1", "kind": "Secret",
                "metadata": {"name": "litellm-master-key", "namespace": NAMESPACE},
                "stringData": {"master-key": MASTER_KEY}}),
@@ -321,8 +605,11 @@ fn region_documents(model_volume_node: &str) -> Vec<Value> {
                         "masterKeySecret": {"name": "litellm-master-key", "key": "master-key"}},
             "vectorStore": {"engine": "PgVector", "replicas": 1,
                             "storage": {"size": "1Gi", "storageClass": "eu-regional-ssd"}},
-            "observability": {"otlpEndpoint": "https://otel.dp.observability.example.com:4317",
+            "observability": {"otlpEndpoint": format!("https://{OTLP_HOST}:4317"),
+                              "caBundle": {"name": OTLP_CA, "key": "ca.crt"},
                               "logLevel": "Info"},
+            // The in-region services (the OTLP endpoint among them) are in 10.20/16.
+            "egress": {"cidrs": ["10.20.0.0/16"]},
         }}),
         json!({"apiVersion": "sovereign.ai/v1alpha1", "kind": "InferenceBackend",
         "metadata": {"name": BACKEND, "namespace": NAMESPACE},
@@ -354,8 +641,34 @@ async fn placed_pods(client: &Client) -> Result<BTreeMap<String, Pod>, String> {
         .list(&ListParams::default())
         .await
         .map_err(|e| e.to_string())?;
+    // The gateway rolls once the backend is Ready (its config then routes to it): the pods to
+    // run are the current template's, not the first ones the Deployment made.
+    let gateway_template_hash = Api::<Deployment>::namespaced(client.clone(), NAMESPACE)
+        .get_opt(render::gateway::NAME)
+        .await
+        .map_err(|e| e.to_string())?
+        .and_then(|d| d.spec?.template.metadata?.annotations)
+        .and_then(|a| a.get(render::gateway::CONFIG_HASH_ANNOTATION).cloned());
+    let region = Api::<SovereignRegion>::all(client.clone())
+        .get_opt(REGION)
+        .await
+        .map_err(|e| e.to_string())?;
+    let gateway_ready = region
+        .and_then(|r| r.status)
+        .map(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "GatewayReady" && c.status == "True")
+        })
+        .unwrap_or(false);
+    if !gateway_ready {
+        return Err("the region's gateway serves no backend yet (GatewayReady)".into());
+    }
     let mut placed = BTreeMap::new();
     for pod in pods.items {
+        if pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
         let labels = pod.metadata.labels.clone().unwrap_or_default();
         let component = labels
             .get("app.kubernetes.io/component")
@@ -368,6 +681,19 @@ async fn placed_pods(client: &Client) -> Result<BTreeMap<String, Pod>, String> {
                 "pod {:?} not placed yet",
                 pod.metadata.name.unwrap_or_default()
             ));
+        }
+        if component == render::gateway::COMPONENT {
+            let hash = pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(render::gateway::CONFIG_HASH_ANNOTATION));
+            if hash != gateway_template_hash.as_ref() {
+                continue; // a pod of the previous template, on its way out
+            }
+        }
+        if placed.contains_key(&component) {
+            return Err(format!("several {component} pods: a rollout is under way"));
         }
         placed.insert(component, pod);
     }
@@ -388,9 +714,22 @@ fn pod_ip(pod: &Pod) -> String {
 
 /// POSTs `body` to `url`; returns the status and JSON answer.
 async fn post(url: &str, key: Option<&str>, body: &Value) -> (u16, Value) {
+    post_with(url, key, body, &[]).await
+}
+
+/// [`post`] with extra request headers.
+async fn post_with(
+    url: &str,
+    key: Option<&str>,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
     let mut request = reqwest::Client::new().post(url).json(body);
     if let Some(key) = key {
         request = request.bearer_auth(key);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
     let response = request
         .timeout(Duration::from_secs(120))
@@ -434,6 +773,10 @@ fn print_status(what: &str, status: &Value, since: Instant) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dataplane_the_rendered_pods_run_and_a_request_reaches_vllm_through_the_gateway() {
     let installed = Installed::get();
+    let work = std::env::temp_dir().join(format!("sovereign-dataplane-{}", std::process::id()));
+    std::fs::create_dir_all(&work).expect("work dir");
+    // The in-region OTLP endpoint's PKI: a CA of this test, and its certificate for the host.
+    let (otlp_ca, otlp_cert, otlp_key) = tls_for(&work.join("otlp-tls"), OTLP_HOST);
     let plane = exclusive(PlaneId::DataPlane).await;
     let client = plane.client().await;
     plane.install_crds().await;
@@ -451,7 +794,7 @@ async fn dataplane_the_rendered_pods_run_and_a_request_reaches_vllm_through_the_
     // A fresh region: the API server persists CRD defaults (the images) at creation, so a
     // region left by an earlier run would keep that run's defaults.
     remove_region(&client).await;
-    for document in region_documents("gpu-europe-west9-a") {
+    for document in region_documents("gpu-europe-west9-a", &otlp_ca) {
         apply(&client, &document)
             .await
             .unwrap_or_else(|e| panic!("the API server refused {}: {e}", document["kind"]));
@@ -471,8 +814,7 @@ async fn dataplane_the_rendered_pods_run_and_a_request_reaches_vllm_through_the_
         .trim_start_matches("https://")
         .to_owned();
     let _api = forward(&format!("{}:{server}", net.name), &server);
-    let work = std::env::temp_dir().join(format!("sovereign-dataplane-{}", std::process::id()));
-    std::fs::create_dir_all(&work).expect("work dir");
+    let sink = Sink::start(&installed, &net, &work, &otlp_cert, &otlp_key);
     let operator_log = work.join("operator.log");
     let log = std::fs::File::create(&operator_log).expect("operator log");
     let operator = Supervised {
@@ -562,14 +904,26 @@ async fn dataplane_the_rendered_pods_run_and_a_request_reaches_vllm_through_the_
         ),
     );
 
+    // The first request through the gateway and the first straight to vLLM each carry a W3C
+    // trace context of this run: their spans must reach the in-region endpoint.
+    let gateway_trace = new_trace_id();
+    let vllm_trace = new_trace_id();
+    let traceparent = |id: &str| format!("00-{id}-{:016x}-01", 0x5eed_u64);
     let mut through_gateway = (0, 0);
     for (i, words) in [3usize, 9].iter().enumerate() {
-        let (status, answer) = post(
+        let context = traceparent(&gateway_trace);
+        let headers: &[(&str, &str)] = if i == 0 {
+            &[("traceparent", &context)]
+        } else {
+            &[]
+        };
+        let (status, answer) = post_with(
             &format!("http://127.0.0.1:{gateway_port}/v1/chat/completions"),
             Some(MASTER_KEY),
             &json!({"model": BACKEND, "max_tokens": 4 + i,
                     "messages": [{"role": "user", "content": "sovereign region ".repeat(*words)}],
                     "metadata": {"team": "search", "cost_center": "CC-1"}}),
+            headers,
         )
         .await;
         assert_eq!(
@@ -581,11 +935,18 @@ async fn dataplane_the_rendered_pods_run_and_a_request_reaches_vllm_through_the_
         through_gateway.1 += output;
     }
     let mut direct = (0, 0);
-    for words in [5usize, 11, 2] {
-        let (status, answer) = post(
+    for (i, words) in [5usize, 11, 2].iter().enumerate() {
+        let context = traceparent(&vllm_trace);
+        let headers: &[(&str, &str)] = if i == 0 {
+            &[("traceparent", &context)]
+        } else {
+            &[]
+        };
+        let (status, answer) = post_with(
             &format!("http://127.0.0.1:{vllm_port}/v1/completions"),
             None,
-            &json!({"model": BACKEND, "max_tokens": 3, "prompt": "token budget ".repeat(words)}),
+            &json!({"model": BACKEND, "max_tokens": 3, "prompt": "token budget ".repeat(*words)}),
+            headers,
         )
         .await;
         assert_eq!(status, 200, "vLLM did not answer directly: {answer}");
@@ -596,6 +957,47 @@ async fn dataplane_the_rendered_pods_run_and_a_request_reaches_vllm_through_the_
     eprintln!(
         "dataplane: ground truth: gateway {through_gateway:?}, direct {direct:?} (input, output)"
     );
+    let requests_sent = Instant::now();
+
+    // The traces left the region's collector for the in-region endpoint, over TLS verified
+    // against the region's CA bundle, stamped with the region by the collector on the way.
+    // The gateway's span of the request is LiteLLM's `litellm_request` (its otel callback, in
+    // the trace the client's traceparent started); vLLM's is `llm_request`.
+    for (trace, span, what) in [
+        (
+            &gateway_trace,
+            "litellm_request",
+            "the chat request through the gateway",
+        ),
+        (
+            &vllm_trace,
+            "llm_request",
+            "the completion sent straight to vLLM",
+        ),
+    ] {
+        let spans = spans_arrive(&sink, trace, span, what).await;
+        eprintln!(
+            "dataplane: trace of {what}: {} span(s) at the OTLP endpoint {:.1} s after the \
+             requests: {:?}",
+            spans.len(),
+            requests_sent.elapsed().as_secs_f64(),
+            spans.iter().map(|s| s.name.as_str()).collect::<Vec<_>>()
+        );
+        for span in &spans {
+            for stamp in [
+                "sovereign.region: Str(dp)",
+                "sovereign.jurisdiction: Str(EU)",
+            ] {
+                assert!(
+                    span.resource.iter().any(|a| a == stamp),
+                    "span {} of {what} did not come through the region's collector (no {stamp}): \
+                     {:?}",
+                    span.name,
+                    span.resource
+                );
+            }
+        }
+    }
 
     // The usage collector scraped the real gateway and the real vLLM: what vLLM served beyond
     // the gateway's counted tokens is exactly the direct traffic.

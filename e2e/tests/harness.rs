@@ -600,11 +600,13 @@ pub enum PlaneId {
     Audit,
     /// Live `evidence --context` against an operator running the example.
     Evidence,
+    /// The operator run from its own OCI image (scripts/image.sh), as uid 65532.
+    Image,
 }
 
 /// One row per plane: the id, its name (state directory, log lines) and why it exists. The
 /// index in this table decides the plane's ports, so two planes never share one.
-const PLANES: [(PlaneId, &str, &str); 9] = [
+const PLANES: [(PlaneId, &str, &str); 10] = [
     (
         PlaneId::Shared,
         "shared",
@@ -649,6 +651,11 @@ const PLANES: [(PlaneId, &str, &str); 9] = [
         PlaneId::Evidence,
         "evidence",
         "an operator whose rendered objects the live evidence reads",
+    ),
+    (
+        PlaneId::Image,
+        "image",
+        "an operator run from its OCI image holding the leader Lease",
     ),
 ];
 

@@ -18,6 +18,7 @@ mod dataplane;
 mod evidence;
 mod finops;
 mod harness;
+mod image;
 mod leader;
 mod litellm;
 mod provisioning;

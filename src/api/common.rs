@@ -17,6 +17,21 @@ pub struct SecretKeyReference {
     pub key: String,
 }
 
+/// A key in a ConfigMap in the region's namespace (for data that is not secret, such as CA
+/// certificates).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapKeyReference {
+    /// Name of the ConfigMap.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?$')").message("name must be a ConfigMap name (a DNS subdomain)"))]
+    #[schemars(length(max = 253))]
+    pub name: String,
+    /// Key inside the ConfigMap's data.
+    #[x_kube(validation = Rule::new("self.matches('^[-._a-zA-Z0-9]+$')").message("key must be a ConfigMap key (letters, digits, '-', '_' and '.')"))]
+    #[schemars(length(max = 253))]
+    pub key: String,
+}
+
 /// An amount of money in one currency. Amounts are decimal strings (like Kubernetes quantities)
 /// so that no spend is ever rounded through a binary float: write `amount: "1500"` or `"0.25"`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]

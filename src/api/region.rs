@@ -11,8 +11,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    SecretKeyReference, dns_label_rule, free_form_object, http_url_rule, https_rule,
-    immutable_rule, jurisdiction_rule,
+    ConfigMapKeyReference, SecretKeyReference, dns_label_rule, free_form_object, http_url_rule,
+    https_rule, immutable_rule, jurisdiction_rule,
 };
 
 /// A jurisdiction's sovereign AI stack: the node locations inside its borders and the regional
@@ -349,6 +349,7 @@ pub enum LogLevel {
 
 /// Regional observability: traces and LLM observations never leave the region.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new("!has(self.caBundle) || has(self.otlpEndpoint)").message("observability.caBundle is the CA of otlpEndpoint: set otlpEndpoint too"))]
 #[serde(rename_all = "camelCase")]
 pub struct ObservabilitySpec {
     /// OTLP endpoint (gRPC or HTTP) of the in-region trace backend, e.g.
@@ -357,6 +358,12 @@ pub struct ObservabilitySpec {
     #[x_kube(validation = https_rule("observability.otlpEndpoint"))]
     #[schemars(length(max = 2048))]
     pub otlp_endpoint: Option<String>,
+    /// PEM CA certificates (a key of a ConfigMap in the region's namespace) that sign the TLS
+    /// certificate of `otlpEndpoint`. The collector then trusts exactly these for its exporter,
+    /// not the image's public roots: in-region endpoints usually carry a private CA's
+    /// certificate. Read when the collector starts; restart it after changing the bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<ConfigMapKeyReference>,
     /// Base URL of the in-region Langfuse the gateway sends LLM observations to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = https_rule("observability.langfuseHost"))]

@@ -7,13 +7,15 @@
 //! its configuration has exactly one exporter — the in-region endpoint the SovereignRegion names
 //! (which the schema requires to be HTTPS and the residency rules require to be an in-region
 //! host). There is deliberately no `debug` / `logging` exporter: telemetry can carry prompts and
-//! user data, and a second exporter is a second place it could land.
+//! user data, and a second exporter is a second place it could land. With
+//! `observability.caBundle` the exporter trusts that CA bundle (mounted from the region's
+//! ConfigMap) instead of the image's public roots.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service,
+    ConfigMap, Container, KeyToPath, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -21,6 +23,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
 use super::{Child, Owner, RenderError, content_hash, k8s, pod};
+use crate::api::common::ConfigMapKeyReference;
 use crate::api::region::{LogLevel, SovereignRegion};
 
 /// `app.kubernetes.io/component` of the collector's objects.
@@ -52,6 +55,22 @@ pub const JURISDICTION_ATTRIBUTE: &str = "sovereign.jurisdiction";
 const COLLECTOR_UID: i64 = 10001;
 /// Where the configuration is mounted (the image's default config directory).
 const CONFIG_DIR: &str = "/etc/otelcol-contrib";
+/// Volume of the OTLP endpoint's CA bundle.
+const CA_VOLUME: &str = "otlp-ca";
+/// Where the CA bundle is mounted: a directory of its own, not under the configuration's mount
+/// (a mount point inside a read-only ConfigMap volume cannot be created).
+const CA_DIR: &str = "/etc/otelcol-tls";
+/// File name of the CA bundle in [`CA_DIR`], whatever the ConfigMap's key is called.
+const CA_FILE: &str = "ca.crt";
+
+/// The region's CA bundle for its OTLP endpoint, when it names one.
+fn ca_bundle(region: &SovereignRegion) -> Option<&ConfigMapKeyReference> {
+    region
+        .spec
+        .observability
+        .as_ref()
+        .and_then(|o| o.ca_bundle.as_ref())
+}
 
 /// The region's OTLP endpoint, when observability is configured.
 fn otlp_endpoint(region: &SovereignRegion) -> Option<&str> {
@@ -126,6 +145,19 @@ fn exporter_kind(endpoint: &str) -> &'static str {
     }
 }
 
+/// The exporter's settings: the endpoint, and with a CA bundle the file the collector reads its
+/// trusted roots from (`tls.ca_file` replaces the system roots, it does not add to them: only
+/// the region's CA can vouch for the endpoint).
+fn exporter_config(region: &SovereignRegion, endpoint: &str) -> Value {
+    match ca_bundle(region) {
+        Some(_) => json!({
+            "endpoint": endpoint,
+            "tls": { "ca_file": format!("{CA_DIR}/{CA_FILE}") },
+        }),
+        None => json!({ "endpoint": endpoint }),
+    }
+}
+
 /// The collector's own log level, from the region's.
 fn log_level(region: &SovereignRegion) -> &'static str {
     match region
@@ -188,7 +220,7 @@ pub fn collector_config(
             },
         },
         "exporters": {
-            (exporter): { "endpoint": endpoint },
+            (exporter): exporter_config(region, endpoint),
         },
         "service": {
             "extensions": ["health_check"],
@@ -241,7 +273,7 @@ fn deployment(region: &SovereignRegion, owner: &Owner, ns: &str, hash: &str) -> 
             ..ResourceRequirements::default()
         }),
         security_context: Some(pod::restricted_container_security(true)),
-        volume_mounts: Some(vec![k8s::mount("config", CONFIG_DIR, true)]),
+        volume_mounts: Some(volume_mounts(region)),
         ..Container::default()
     };
     Deployment {
@@ -267,7 +299,7 @@ fn deployment(region: &SovereignRegion, owner: &Owner, ns: &str, hash: &str) -> 
                     // The collector needs no Kubernetes API access (no k8sattributes processor).
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
-                    volumes: Some(vec![k8s::config_map_volume("config", COLLECTOR)]),
+                    volumes: Some(volumes(region)),
                     ..PodSpec::default()
                 }),
             },
@@ -275,6 +307,34 @@ fn deployment(region: &SovereignRegion, owner: &Owner, ns: &str, hash: &str) -> 
         }),
         status: None,
     }
+}
+
+/// The configuration, and the CA bundle when the region names one.
+fn volume_mounts(region: &SovereignRegion) -> Vec<k8s_openapi::api::core::v1::VolumeMount> {
+    let mut mounts = vec![k8s::mount("config", CONFIG_DIR, true)];
+    if ca_bundle(region).is_some() {
+        mounts.push(k8s::mount(CA_VOLUME, CA_DIR, true));
+    }
+    mounts
+}
+
+/// The configuration's ConfigMap, and the key of the CA bundle's ConfigMap as [`CA_FILE`]. Not
+/// optional: without its CA the exporter could not verify the endpoint, so the pod waits for the
+/// ConfigMap rather than starting with an exporter that fails every export.
+fn volumes(region: &SovereignRegion) -> Vec<k8s_openapi::api::core::v1::Volume> {
+    let mut volumes = vec![k8s::config_map_volume("config", COLLECTOR)];
+    if let Some(bundle) = ca_bundle(region) {
+        let mut volume = k8s::config_map_volume(CA_VOLUME, &bundle.name);
+        if let Some(source) = volume.config_map.as_mut() {
+            source.items = Some(vec![KeyToPath {
+                key: bundle.key.clone(),
+                path: CA_FILE.to_owned(),
+                mode: None,
+            }]);
+        }
+        volumes.push(volume);
+    }
+    volumes
 }
 
 /// The collector's Service: OTLP gRPC and HTTP, for the stack's components.
@@ -488,6 +548,110 @@ mod tests {
         let ports: Vec<i32> = spec.ports.iter().flatten().map(|p| p.port).collect();
         assert_eq!(ports, [4317, 4318]);
         assert_eq!(spec.selector, Some(owner("eu").selector("observability")));
+    }
+
+    fn with_ca_bundle(mut r: SovereignRegion) -> SovereignRegion {
+        if let Some(o) = r.spec.observability.as_mut() {
+            o.ca_bundle = Some(ConfigMapKeyReference {
+                name: "otlp-ca".into(),
+                key: "bundle.pem".into(),
+            });
+        }
+        r
+    }
+
+    #[test]
+    fn a_ca_bundle_is_what_the_exporter_trusts() {
+        let r = with_ca_bundle(example_region("eu"));
+        let children = observability(&r, &owner("eu")).expect("renders");
+        let (_, config) = config_of(&children);
+        assert_eq!(
+            config["exporters"]["otlp_grpc"],
+            json!({"endpoint": "https://otel.eu.observability.example.com:4317",
+                   "tls": {"ca_file": "/etc/otelcol-tls/ca.crt"}})
+        );
+        let pod = deployment_of(&children)
+            .spec
+            .clone()
+            .and_then(|s| s.template.spec)
+            .expect("pod spec");
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "otlp-ca")
+            .and_then(|v| v.config_map.clone())
+            .expect("a volume of the CA bundle");
+        assert_eq!(volume.name, "otlp-ca");
+        assert_eq!(volume.optional, None, "the pod waits for its CA");
+        assert_eq!(
+            volume.items,
+            Some(vec![KeyToPath {
+                key: "bundle.pem".into(),
+                path: "ca.crt".into(),
+                mode: None
+            }])
+        );
+        let mount = pod.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == "otlp-ca")
+            .expect("the CA bundle is mounted");
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            ("/etc/otelcol-tls", Some(true))
+        );
+    }
+
+    #[test]
+    fn the_http_exporter_trusts_the_ca_bundle_too() {
+        let mut r = with_ca_bundle(example_region("eu"));
+        if let Some(o) = r.spec.observability.as_mut() {
+            o.otlp_endpoint = Some("https://otel.eu.observability.example.com:4318".into());
+        }
+        let (_, config) = config_of(&observability(&r, &owner("eu")).expect("renders"));
+        assert_eq!(
+            config["exporters"]["otlp_http"]["tls"]["ca_file"],
+            "/etc/otelcol-tls/ca.crt"
+        );
+    }
+
+    #[test]
+    fn without_a_ca_bundle_the_exporter_uses_the_image_roots() {
+        let children = observability(&example_region("eu"), &owner("eu")).expect("renders");
+        let (_, config) = config_of(&children);
+        assert_eq!(config["exporters"]["otlp_grpc"].get("tls"), None);
+        let pod = deployment_of(&children)
+            .spec
+            .clone()
+            .and_then(|s| s.template.spec)
+            .expect("pod spec");
+        let volumes: Vec<&str> = pod
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(volumes, ["config"]);
+    }
+
+    #[test]
+    fn a_new_ca_bundle_rolls_the_collector() {
+        let hash = |r: &SovereignRegion| {
+            let children = observability(r, &owner("eu")).expect("renders");
+            deployment_of(&children)
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.metadata.as_ref())
+                .and_then(|m| m.annotations.as_ref())
+                .map(|a| a[CONFIG_HASH_ANNOTATION].clone())
+                .expect("hash")
+        };
+        assert_ne!(
+            hash(&example_region("eu")),
+            hash(&with_ca_bundle(example_region("eu")))
+        );
     }
 
     #[test]

@@ -358,6 +358,42 @@ pub fn cases() -> Vec<Case> {
         ), old: None, expect: Some("spec.observability.langfuseHost: observability.langfuseHost must be an absolute https:// URL") });
     }
     {
+        let bundle = json!({"name": "otlp-ca", "key": "ca.crt"});
+        let with_bundle = with(&region(), "/spec/observability/caBundle", bundle.clone());
+        cases.push(Case {
+            name: "region_ca_bundle_needs_an_otlp_endpoint/1",
+            kind: Kind::SovereignRegion,
+            object: with_bundle.clone(),
+            old: None,
+            expect: None,
+        });
+        cases.push(Case { name: "region_ca_bundle_needs_an_otlp_endpoint/2", kind: Kind::SovereignRegion,
+            object: with(&with_bundle, "/spec/observability/otlpEndpoint", Value::Null), old: None,
+            expect: Some("spec.observability: observability.caBundle is the CA of otlpEndpoint: set otlpEndpoint too") });
+        cases.push(Case {
+            name: "config_map_key_reference_names/1",
+            kind: Kind::SovereignRegion,
+            object: with(
+                &with_bundle,
+                "/spec/observability/caBundle/key",
+                json!("ca bundle"),
+            ),
+            old: None,
+            expect: Some("spec.observability.caBundle.key: key must be a ConfigMap key"),
+        });
+        cases.push(Case {
+            name: "config_map_key_reference_names/2",
+            kind: Kind::SovereignRegion,
+            object: with(
+                &with_bundle,
+                "/spec/observability/caBundle/name",
+                json!("Otlp_CA"),
+            ),
+            old: None,
+            expect: Some("spec.observability.caBundle.name: name must be a ConfigMap name"),
+        });
+    }
+    {
         let both = with(
             &vllm_backend(),
             "/spec/external",
