@@ -9,13 +9,14 @@
 //! object the cluster would never store.
 //!
 //! Order of the API server (k8s.io/apiextensions-apiserver `customResourceStrategy.Validate`,
-//! checked against kube-apiserver v1.36 with `dryRun=All&fieldValidation=Strict`, see
-//! `tests/schema_cli.rs`): decoding fails on unknown fields before anything is validated;
+//! checked against kube-apiserver v1.36 with `dryRun=All&fieldValidation=Strict`: the unit
+//! tests below hold its answers, and the e2e `offline_validation_says_what_the_api_server_says`
+//! compares every create case of the schema corpus with a real API server): decoding fails on unknown fields before anything is validated;
 //! then metadata, schema and CEL errors are collected into one list, except that a
 //! "blocking" schema error (wrong type, unsupported enum value, missing required field, too
-//! long, too many items) skips the CEL rules and adds the API server's note saying so. Field
-//! paths are sorted within each group (the API server's order within a group follows Go map
-//! iteration and is not stable).
+//! long, too many items) skips the CEL rules and adds the API server's note saying so. Within
+//! each group the errors are sorted by field path, which is the API server's order on every
+//! case compared; with several errors in one group its order may still differ.
 //!
 //! Not checked, because the objects of this operator never rely on them: `minLength`,
 //! `minItems`, `pattern`, `minimum`/`maximum` (every such bound is a CEL rule, whose message
