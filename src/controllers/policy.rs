@@ -22,12 +22,10 @@ use kube::{Api, ResourceExt};
 use serde_json::Value;
 use tracing::{Instrument, info_span};
 
-use super::{Context, Error, updated_conditions};
+use super::{Context, Error, admission, updated_conditions};
 use crate::api::conditions::{self, DesiredCondition, Status};
 use crate::api::policy::{PolicyMode, ResidencyPolicy, ResidencyPolicyStatus, Violation};
 use crate::api::region::SovereignRegion;
-use crate::render::Child;
-use crate::residency::admission;
 use crate::residency::engine::{Engine, Inventory};
 
 /// Field manager of the status this controller writes.
@@ -353,20 +351,13 @@ fn object_reference(object: &Value) -> ObjectReference {
 
 /// Compiles the policy into its ValidatingAdmissionPolicy and binding and applies them. The
 /// outer error is a failed request (retried); the inner one a policy that cannot be compiled
-/// (reported in the Enforcing condition).
+/// (reported in the Enforcing condition, see [`admission::enforcing`]).
 async fn install_admission(
     policy: &ResidencyPolicy,
     regions: &[SovereignRegion],
     ctx: &Context,
 ) -> Result<Result<Vec<String>, String>, Error> {
-    let objects = match admission::compile(policy, regions) {
-        Ok(objects) => objects,
-        Err(error) => return Ok(Err(error.to_string())),
-    };
-    let name = objects.policy.metadata.name.clone().unwrap_or_default();
-    let applier = ctx.applier(MANAGER);
-    // The policy first, so the binding never points at nothing.
-    applier.apply(&Child::from(objects.policy)).await?;
-    applier.apply(&Child::from(objects.binding)).await?;
-    Ok(Ok(vec![name]))
+    let plan = admission::plan(policy, regions);
+    admission::install(ctx, MANAGER, &plan).await?;
+    Ok(plan.outcome)
 }
