@@ -7,17 +7,16 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::pinned_kind;
-use kube::runtime::controller::{self, Action};
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde_json::Value;
 use tracing::{Instrument, info_span};
@@ -57,13 +56,10 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let controller = Controller::new(
-        Api::<ResidencyPolicy>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    )
-    .with_config(controller::Config::default().concurrency(2));
+    // Two at a time: an audit lists every audited kind of the cluster.
+    let controller = super::controller::<ResidencyPolicy>(&client, 2);
     let store = controller.store();
-    controller
+    let controller = controller
         // Regions define where data may be: a change re-audits every policy.
         .watches(
             Api::<SovereignRegion>::all(client),
@@ -75,22 +71,13 @@ pub async fn run(
                     .map(|p| ObjectRef::from_obj(&*p))
                     .collect::<Vec<_>>()
             },
-        )
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, super::error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+        );
+    super::drive("policy", controller, ctx, reconcile, shutdown).await;
 }
 
 async fn reconcile(policy: Arc<ResidencyPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
     let span = info_span!("reconcile", controller = "policy", policy = %policy.name_any());
-    super::measured(
-        "policy",
-        &*policy,
-        &ctx,
-        audit(&policy, &ctx).instrument(span),
-    )
-    .await
+    audit(&policy, &ctx).instrument(span).await
 }
 
 /// Every object of the audited kinds (and the policy's declared sink kinds) that the cluster
