@@ -4,7 +4,8 @@
 #     values.schema.json refuses bad values; the RBAC has no wildcard;
 #   - deploy/kustomize/base/operator.yaml is the chart's current output (`make deploy-manifests`);
 #   - the kustomize overlays build (kubectl kustomize) and add their --region;
-#   - the Argo CD health checks pass their cases in a real Lua interpreter;
+#   - the Argo CD health checks pass their cases in gopher-lua, set up as Argo CD runs them
+#     (scripts/argocd-health.sh);
 #   - the alert rules pass their promtool unit tests (deploy/monitoring/alerts_test.yaml), as
 #     written and as the chart's PrometheusRule renders them (promtool built by
 #     scripts/promtool.sh into the cache), and a rule with a changed threshold fails them.
@@ -15,7 +16,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 HELM="${HELM:-$(bash scripts/prereqs.sh helm-path)/helm}"
 cache="${SOVEREIGN_CACHE:-${HOME}/.cache/sovereign-operator}"
 KUBECTL="${KUBECTL:-$(command -v kubectl || echo "${cache}/bin/kubectl-v1.36.3/kubectl")}"
-LUA="${LUA:-lua5.4}"
 chart=charts/sovereign-operator
 # The chart requires Kubernetes >= 1.33; offline, helm assumes an older version.
 KUBE_VERSION=1.33.0
@@ -57,7 +57,19 @@ for region in eu in; do
 done
 echo "deploy-check: kustomize overlays eu, in build"
 
-"${LUA}" deploy/argocd/health/test.lua
+bash scripts/argocd-health.sh
+# Controls: the runner must fail a wrong verdict, and a script using a library Argo CD does not
+# open for a customization (string) must fail as it would in Argo CD.
+sed -e '0,/"want": "Healthy"/s//"want": "Degraded"/' deploy/argocd/health/cases.json >"${work}/cases-flipped.json"
+if bash scripts/argocd-health.sh deploy/argocd/argocd-cm-health.yaml "${work}/cases-flipped.json" >/dev/null; then
+  fail "the Argo CD health runner passed a case with a wrong expected verdict"
+fi
+sed -e 's/^    local hs = common_health(obj)$/    local hs = common_health(obj); local _ = string.format("%s", "x")/' \
+  deploy/argocd/argocd-cm-health.yaml >"${work}/cm-string.yaml"
+if bash scripts/argocd-health.sh "${work}/cm-string.yaml" deploy/argocd/health/cases.json >/dev/null; then
+  fail "the Argo CD health runner allowed the string library, which Argo CD does not open"
+fi
+echo "deploy-check: the health runner fails a wrong verdict and a script using string"
 
 # Alert rules, tested by Prometheus itself.
 PROMTOOL="$(bash scripts/promtool.sh path)"

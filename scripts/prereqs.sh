@@ -26,7 +26,6 @@ if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' 2
   missing+=(python3-venv)
 fi
 # The Argo CD health checks (deploy/argocd/health/*.lua) are tested with a real interpreter.
-command -v lua5.4 >/dev/null 2>&1 || missing+=(lua5.4)
 if ((${#missing[@]})); then
   echo "prereqs: installing ${missing[*]}" >&2
   sudo=""

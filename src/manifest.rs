@@ -96,6 +96,15 @@ pub enum ManifestError {
         /// What is wrong.
         message: String,
     },
+    /// The API server would refuse a custom resource (its CRD's schema or CEL rules); the
+    /// message is the API server's.
+    #[error("{location}: {source}")]
+    Refused {
+        /// `file:line`.
+        location: String,
+        /// What the API server would say.
+        source: crate::api::schema::SchemaError,
+    },
     /// The same object (group, kind, namespace, name) is defined twice.
     #[error(
         "{kind} {name} is defined twice, at {first} and at {second}: kubectl would apply both \
@@ -927,7 +936,10 @@ pub fn is_ours(document: &Document) -> bool {
         .is_some_and(|(group, _)| group == crate::api::GROUP)
 }
 
-/// Sorts documents into the four kinds of `sovereign.ai` and the rest.
+/// Sorts documents into the four kinds of `sovereign.ai` and the rest. The one input path of
+/// every offline command: each custom resource is first validated as the API server would
+/// validate its creation ([`crate::api::schema`]), so what the cluster would refuse is refused
+/// here, with its message.
 pub fn classify(documents: Vec<Document>) -> Result<Resources, ManifestError> {
     let mut resources = Resources::default();
     for document in documents {
@@ -935,6 +947,10 @@ pub fn classify(documents: Vec<Document>) -> Result<Resources, ManifestError> {
             resources.others.push(document);
             continue;
         }
+        crate::api::schema::validate(&document.value).map_err(|source| ManifestError::Refused {
+            location: document.location(),
+            source,
+        })?;
         match document.kind() {
             "SovereignRegion" => resources.regions.push(typed(&document)?),
             "InferenceBackend" => resources.backends.push(typed(&document)?),
@@ -994,8 +1010,18 @@ mod tests {
             "apiVersion: sovereign.ai/v1alpha1\nkind: TokenBudget\nmetadata: {name: x}\nspec: {limit: {tokens: \"many\"}}\n",
         )
         .expect("parses");
-        let error = classify(documents).expect_err("invalid");
-        assert!(error.to_string().contains("TokenBudget x"), "{error}");
+        let error = classify(documents).expect_err("invalid").to_string();
+        // The API server's words, naming the object and the field.
+        assert!(
+            error.starts_with("b.yaml:1: TokenBudget.sovereign.ai \"x\" is invalid: "),
+            "{error}"
+        );
+        assert!(
+            error.contains(
+                "spec.limit.tokens: Invalid value: \"string\": spec.limit.tokens in body must be of type integer"
+            ),
+            "{error}"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 # ConfigMap (e.g. `kubectl -n argocd patch cm argocd-cm --patch-file
 # deploy/argocd/argocd-cm-health.yaml`, or the Argo CD Helm chart's `configs.cm`).
 # Generated from health/common.lua + health/<Kind>.lua by render-cm.sh (tests/deploy.rs fails when they differ);
-# health/test.lua tests the scripts with a real Lua interpreter.
+# scripts/argocd-health.sh runs them on health/cases.json in gopher-lua, as Argo CD does.
 apiVersion: v1
 kind: ConfigMap
 metadata:

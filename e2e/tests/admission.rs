@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sovereign_operator::api::policy::{PolicyMode, ResidencyKind, ResidencyPolicy};
-use sovereign_operator::residency::admission::{
-    compile, evaluate_offline, evaluate_offline_update, object_name,
-};
+use sovereign_operator::residency::admission::{compile, object_name};
 
-use crate::admission_support::{ParitySet, describe, mismatch_table};
+use crate::admission_support::{
+    ParitySet, describe, evaluate_offline, evaluate_offline_update, mismatch_table,
+};
 use crate::harness::{
     Exclusive, PATIENCE, Plane, PlaneId, apply, ensure_namespace, eventually, exclusive,
 };

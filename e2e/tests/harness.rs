@@ -598,11 +598,13 @@ pub enum PlaneId {
     DataPlane,
     /// The residency audit reporting every audited kind of the kinds table.
     Audit,
+    /// Live `evidence --context` against an operator running the example.
+    Evidence,
 }
 
 /// One row per plane: the id, its name (state directory, log lines) and why it exists. The
 /// index in this table decides the plane's ports, so two planes never share one.
-const PLANES: [(PlaneId, &str, &str); 8] = [
+const PLANES: [(PlaneId, &str, &str); 9] = [
     (
         PlaneId::Shared,
         "shared",
@@ -642,6 +644,11 @@ const PLANES: [(PlaneId, &str, &str); 8] = [
         PlaneId::Audit,
         "audit",
         "an operator auditing third-party kinds (csi-addons CRDs)",
+    ),
+    (
+        PlaneId::Evidence,
+        "evidence",
+        "an operator whose rendered objects the live evidence reads",
     ),
 ];
 

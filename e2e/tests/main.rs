@@ -15,6 +15,7 @@ mod admission;
 mod audit;
 mod chart;
 mod dataplane;
+mod evidence;
 mod finops;
 mod harness;
 mod leader;

@@ -195,3 +195,37 @@ async fn kubectl_shows_the_printer_columns_and_explains_nested_fields() {
         "{explained}"
     );
 }
+
+/// The offline validation every offline command reads its input through
+/// (`sovereign_operator::api::schema`) gives, for every create case of the corpus, exactly the
+/// `Status.message` of the API server: same verdict, same words, same fields.
+#[tokio::test]
+async fn offline_validation_says_what_the_api_server_says() {
+    shared().await.install_crds().await;
+    let client = shared().await.client().await;
+    ensure_namespace(&client, CORPUS_NAMESPACE).await;
+    let mut failures = Vec::new();
+    let mut compared = 0;
+    for (index, case) in cases().iter().enumerate() {
+        if case.old.is_some() {
+            continue; // Offline there is only ever a create.
+        }
+        // What `submit` sends: the case renamed, in the corpus namespace.
+        let mut object = case.object.clone();
+        object["metadata"]["name"] = Value::from(format!("case-{index}"));
+        if object["metadata"].get("namespace").is_some() {
+            object["metadata"]["namespace"] = Value::from(CORPUS_NAMESPACE);
+        }
+        let offline = sovereign_operator::api::schema::validate(&object).map_err(|e| e.to_string());
+        let online = submit(&client, index, case).await;
+        compared += 1;
+        if offline != online {
+            failures.push(format!(
+                "{}:\n  offline: {offline:?}\n  API server: {online:?}",
+                case.name
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(compared >= 50, "{compared} cases compared");
+}

@@ -2,7 +2,8 @@
 //!
 //! Pure data: no I/O lives here. Every field carries a doc comment because it becomes the
 //! `kubectl explain` text, and every rule the API server can check is written into the schema
-//! as a CEL `x-kubernetes-validations` rule whose message names the field.
+//! as a CEL `x-kubernetes-validations` rule whose message names the field. Reference:
+//! docs/resources.md and docs/decisions.md.
 
 pub mod backend;
 pub mod budget;
@@ -11,6 +12,7 @@ pub mod conditions;
 pub mod labels;
 pub mod policy;
 pub mod region;
+pub mod schema;
 pub mod versions;
 
 pub use backend::{InferenceBackend, InferenceBackendSpec, InferenceBackendStatus};

@@ -31,6 +31,7 @@ use super::common::{
     printcolumn = r#"{"name":"Backends","type":"string","jsonPath":".status.backends.summary"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Compliant","type":"string","jsonPath":".status.conditions[?(@.type==\"Compliant\")].status"}"#,
+    printcolumn = r#"{"name":"Paths","type":"string","jsonPath":".status.evidence.summary"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new(
@@ -433,6 +434,27 @@ pub struct SovereignRegionStatus {
     /// The namespace that holds the region's stack.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// The region's data paths in short (`sovereign-operator evidence` lists them): how many,
+    /// how many are guarded, in violation, or go somewhere unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<EvidenceSummary>,
+}
+
+/// The counts of a region's data paths, as `sovereign-operator evidence` derives them from what
+/// the region controller renders (backup and replication sinks are listed by `evidence` only).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EvidenceSummary {
+    /// Data paths of the region.
+    pub paths: i32,
+    /// Paths held inside the jurisdiction by at least one guard (status `ok`).
+    pub guarded: i32,
+    /// Paths that leave the jurisdiction or break a residency rule.
+    pub violations: i32,
+    /// Paths whose destination cannot be determined.
+    pub unknown: i32,
+    /// `guarded/paths ok, N violations, N unknown`, for `kubectl get`.
+    pub summary: String,
 }
 
 /// Ready and total InferenceBackends of a region.

@@ -28,10 +28,40 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
+use super::CliError;
 use crate::api::labels::REGION;
 use crate::manifest::{self, Document, Identity, ManifestError, Source};
 use crate::residency::{Engine, Evaluation, Finding, Inventory};
+
+/// Flags of `check`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Files or directories (recursively) of manifests to check; `-` reads stdin. Without
+    /// --policies, the SovereignRegions, ResidencyPolicies and Namespaces among them are
+    /// the context too.
+    #[arg(short = 'f', long = "filename", required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Files or directories with the authoritative SovereignRegions, ResidencyPolicies,
+    /// Namespaces and backup locations (repeatable): context, not checked themselves. With
+    /// it, a region or policy in -f, or any object defined in both, is refused (exit 2).
+    #[arg(long = "policies", value_name = "PATH")]
+    pub policies: Vec<PathBuf>,
+    /// Output format: one line per violation, or a JSON object.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    pub output: Format,
+}
+
+/// Judges the manifests and prints the verdict (stdout) and its summary (stderr): exit 0
+/// compliant, 1 violations, 2 input that cannot be judged.
+pub fn run(args: Args) -> Result<ExitCode, CliError> {
+    let verdict = check(&args.paths, &args.policies)?;
+    let text = verdict.render(args.output).map_err(CliError::failure)?;
+    print!("{text}");
+    eprint!("{}", verdict.summary());
+    Ok(ExitCode::from(verdict.exit_code()))
+}
 
 /// How `check` prints its verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -108,7 +138,16 @@ pub enum CheckError {
 impl CheckError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
-        2
+        super::EXIT_INPUT
+    }
+}
+
+impl From<CheckError> for CliError {
+    fn from(error: CheckError) -> Self {
+        CliError {
+            code: error.exit_code(),
+            message: error.to_string(),
+        }
     }
 }
 
@@ -464,5 +503,31 @@ mod tests {
             serde_json::from_str(&verdict.render(Format::Json).expect("json")).expect("JSON");
         assert_eq!(json["compliant"], false);
         assert_eq!(json["objects"], 1);
+    }
+
+    #[test]
+    fn text_names_every_policy_of_one_finding_once_and_json_keeps_them_apart() {
+        let mut context = policies();
+        context.extend(docs(
+            "more.yaml",
+            &POLICY.replace("pii-home-region", "pii-second"),
+        ));
+        let judged = docs(
+            "repo.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: leaked\n  namespace: default\n  labels: {sovereign.ai/data-class: pii}\n",
+        );
+        let verdict = judge(&judged, Some(&context), &[]).expect("judged");
+        assert_eq!(verdict.evaluation.findings.len(), 2, "one per policy");
+        let text = verdict.render(Format::Text).expect("text");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.starts_with(
+                "ConfigMap default/leaked: dataLocation (pii-home-region, pii-second): "
+            ),
+            "{text}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&verdict.render(Format::Json).expect("json")).expect("JSON");
+        assert_eq!(json["violations"].as_array().map(Vec::len), Some(2));
     }
 }

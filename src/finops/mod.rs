@@ -1,7 +1,7 @@
 //! Token FinOps, pure: the Prometheus text parser, usage extraction, the exactly-once
 //! ledger and where it is stored, pricing, budget evaluation and finance reports. Nothing
 //! here talks to the cluster; `controllers::usage`, `controllers::budget` and the `report`
-//! command do.
+//! command do. Reference: docs/finops.md.
 
 pub mod budget;
 pub mod exposition;

@@ -21,10 +21,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::EnvVar;
-use serde_yaml_ng::value::{Tag, TaggedValue};
 use serde_yaml_ng::{Mapping, Value};
 
-use super::{RenderError, k8s, observability};
+use super::{RenderError, k8s, observability, python_yaml};
 use crate::api::backend::{ExternalSpec, InferenceBackend, Provider, TokenPricing};
 use crate::api::common::SecretKeyReference;
 use crate::api::region::SovereignRegion;
@@ -353,12 +352,10 @@ pub fn litellm_config(
         None => Value::Mapping(operator),
     };
 
-    let config_yaml = serde_yaml_ng::to_string(&canonical(config))
-        .map(|yaml| restore_markers(&yaml))
-        .map_err(|e| RenderError::Serialize {
-            what: format!("LiteLLM config of region {region_name}"),
-            message: e.to_string(),
-        })?;
+    let config_yaml = python_yaml::to_string(config).map_err(|e| RenderError::Serialize {
+        what: format!("LiteLLM config of region {region_name}"),
+        message: e.to_string(),
+    })?;
 
     Ok(GatewayConfig {
         config_yaml,
@@ -678,23 +675,7 @@ fn per_token(per_million: &str) -> Option<Value> {
         "" => "0",
         trimmed => trimmed,
     };
-    Some(Value::Tagged(Box::new(TaggedValue {
-        tag: Tag::new(DECIMAL_TAG),
-        value: Value::from(format!("{int_part}.{frac_part}")),
-    })))
-}
-
-/// Private tag of a decimal number in the config tree until [`canonical`] writes it.
-const DECIMAL_TAG: &str = "sovereign-decimal";
-
-/// Prefix of the placeholder that stands for a decimal number until [`restore_markers`].
-const DECIMAL_MARKER: &str = "SOVEREIGN_DECIMAL_";
-
-/// A placeholder for the decimal `text` (digits and one point). serde_yaml_ng can only write an
-/// `f64` (in shortest round-trip form, `1e-6`) or a string (quoted when it looks like a
-/// number), so the decimal travels as a plain-scalar placeholder and is put back as text.
-fn decimal_marker(text: &str) -> Value {
-    Value::from(format!("{DECIMAL_MARKER}{}", text.replace('.', "_")))
+    Some(python_yaml::decimal(&format!("{int_part}.{frac_part}")))
 }
 
 /// `EnvVar` `name` from key `reference.key` of Secret `reference.name` (`optional` unset).
@@ -729,114 +710,6 @@ fn merge_under(base: Value, top: Value) -> Value {
         }
         (_, top) => top,
     }
-}
-
-/// `value` ready to be written: every mapping's keys in sorted order (mappings keep insertion
-/// order, so this makes the YAML independent of the order extraConfig's keys arrived in), and
-/// every string that Python's YAML would not read back as a string replaced by a
-/// [`quote_marker`].
-fn canonical(value: Value) -> Value {
-    match value {
-        Value::Mapping(map) => {
-            let mut entries: Vec<(Value, Value)> = map.into_iter().collect();
-            entries.sort_by_key(|(a, _)| key_text(a));
-            Value::Mapping(
-                entries
-                    .into_iter()
-                    .map(|(k, v)| (canonical(k), canonical(v)))
-                    .collect(),
-            )
-        }
-        Value::Sequence(items) => Value::Sequence(items.into_iter().map(canonical).collect()),
-        Value::Tagged(tagged) => match *tagged {
-            TaggedValue {
-                tag,
-                value: Value::String(decimal),
-            } if tag == DECIMAL_TAG => decimal_marker(&decimal),
-            TaggedValue { tag, value } => Value::Tagged(Box::new(TaggedValue {
-                tag,
-                value: canonical(value),
-            })),
-        },
-        // A string that happens to contain a marker is hex-encoded too, so that
-        // `restore_markers` only ever sees markers this module wrote.
-        Value::String(text)
-            if yaml11_ambiguous(&text)
-                || text.contains(DECIMAL_MARKER)
-                || text.contains(QUOTE_MARKER) =>
-        {
-            quote_marker(&text)
-        }
-        other => other,
-    }
-}
-
-/// Sort key of a mapping key (JSON-born keys are always strings).
-fn key_text(key: &Value) -> String {
-    match key {
-        Value::String(s) => s.clone(),
-        other => serde_yaml_ng::to_string(other).unwrap_or_default(),
-    }
-}
-
-/// Whether a plain scalar `text` might not be a string for a YAML 1.1 reader. serde_yaml_ng
-/// quotes what YAML 1.2 would type otherwise, but LiteLLM loads its config with PyYAML, whose
-/// YAML 1.1 resolver also makes dates (`2024-10-21`, an Azure `api_version`!), `yes`/`no`/
-/// `on`/`off`, octals, sexagesimals (`1:20`) and `<<` into non-strings. Deliberately broad:
-/// quoting a string that did not need it changes nothing.
-fn yaml11_ambiguous(text: &str) -> bool {
-    const WORDS: &[&str] = &[
-        "y", "n", "yes", "no", "on", "off", "true", "false", "null", "~",
-    ];
-    let starts_like_a_number = text
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_digit() || matches!(c, '+' | '-' | '.' | '<' | '='));
-    text.is_empty() || starts_like_a_number || WORDS.contains(&text.to_ascii_lowercase().as_str())
-}
-
-/// Prefix of the placeholder that stands for a single-quoted string until [`restore_markers`].
-const QUOTE_MARKER: &str = "SOVEREIGN_QUOTE_";
-
-/// A plain-scalar placeholder for `text` (its UTF-8 bytes in hex), put back as `'text'`.
-/// serde_yaml_ng has no way to ask for a quoted style.
-fn quote_marker(text: &str) -> Value {
-    let hex: String = text.bytes().map(|b| format!("{b:02x}")).collect();
-    Value::from(format!("{QUOTE_MARKER}{hex}"))
-}
-
-/// `yaml` with every [`decimal_marker`] and [`quote_marker`] placeholder turned back into
-/// the decimal, or the single-quoted string, it stands for.
-fn restore_markers(yaml: &str) -> String {
-    let mut out = String::with_capacity(yaml.len());
-    let mut rest = yaml;
-    loop {
-        let next = [DECIMAL_MARKER, QUOTE_MARKER]
-            .into_iter()
-            .filter_map(|marker| rest.find(marker).map(|at| (at, marker)))
-            .min();
-        let Some((at, marker)) = next else { break };
-        out.push_str(&rest[..at]);
-        let after = &rest[at + marker.len()..];
-        let end = after
-            .find(|c: char| !(c.is_ascii_hexdigit() || c == '_'))
-            .unwrap_or(after.len());
-        let body = &after[..end];
-        if marker == DECIMAL_MARKER {
-            out.push_str(&body.replacen('_', ".", 1));
-        } else {
-            let bytes: Vec<u8> = (0..body.len() / 2)
-                .filter_map(|i| u8::from_str_radix(body.get(2 * i..2 * i + 2)?, 16).ok())
-                .collect();
-            let text = String::from_utf8_lossy(&bytes).replace('\'', "''");
-            out.push('\'');
-            out.push_str(&text);
-            out.push('\'');
-        }
-        rest = &after[end..];
-    }
-    out.push_str(rest);
-    out
 }
 
 #[cfg(test)]
@@ -1304,7 +1177,7 @@ mod tests {
             "{}",
             config.config_yaml
         );
-        assert!(!config.config_yaml.contains(DECIMAL_MARKER));
+        assert!(!config.config_yaml.contains(python_yaml::DECIMAL_MARKER));
         let yaml = parsed(&config);
         let info = &entries(&yaml, "mistral-large")[0]["model_info"];
         assert_eq!(info["input_cost_per_token"].as_f64(), Some(1.8e-6));

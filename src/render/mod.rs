@@ -3,6 +3,7 @@
 //! Nothing here talks to the cluster. The controllers apply what these functions return with
 //! server-side apply; `sovereign-operator render` prints it. Every child gets its labels and
 //! owner reference from [`Owner::meta`], so selectors and orphan clean-up can rely on them.
+//! What is rendered and why: docs/provisioning.md.
 
 pub mod gateway;
 pub mod gateway_config;
@@ -10,6 +11,7 @@ pub mod k8s;
 pub mod network;
 pub mod observability;
 pub mod pod;
+mod python_yaml;
 pub mod region;
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -5,7 +5,7 @@
 //! [`rules`] the rules it applies, one module each (check, CEL generator, messages) with the
 //! table of where each is enforced; [`kinds`] the one table of kinds every list comes from.
 //! [`admission`] compiles a policy into the ValidatingAdmissionPolicy the API server enforces,
-//! with the engine's semantics for the rules one object can decide.
+//! with the engine's semantics for the rules one object can decide. Reference: docs/residency.md.
 
 pub mod admission;
 pub(crate) mod cel;

@@ -18,9 +18,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use sovereign_operator::api::{ResidencyPolicy, SovereignRegion};
 use sovereign_operator::manifest::{self, Document};
+use sovereign_operator::residency::admission::AdmissionObjects;
 use sovereign_operator::residency::{Engine, Inventory, Rule, kinds, rules};
 
 /// Whether the generated policies match (`group`, `kind`).
@@ -159,4 +160,160 @@ pub fn mismatch_table(rows: &[(String, BTreeSet<String>, BTreeSet<String>, Strin
         ));
     }
     out
+}
+
+/// Offline evaluation of a compiled policy with kube's CEL engine (the functions the API server
+/// has): whether `object` passes, and the messages of the validations it fails, so that the
+/// tests hold the generated CEL to the engine without an API server (the e2e holds both to a
+/// real one). Test code: it lives here, not in the library. `namespace` is the object's
+/// Namespace (None: an unlabelled one).
+pub fn evaluate_offline(
+    objects: &AdmissionObjects,
+    object: &Value,
+    namespace: Option<&Value>,
+) -> Result<Option<Vec<String>>, String> {
+    evaluate_request(objects, None, object, namespace)
+}
+
+/// [`evaluate_offline`] for an UPDATE of `old` to `object` (ratcheting: a rule that `old`
+/// already broke does not refuse the update).
+pub fn evaluate_offline_update(
+    objects: &AdmissionObjects,
+    old: &Value,
+    object: &Value,
+    namespace: Option<&Value>,
+) -> Result<Option<Vec<String>>, String> {
+    evaluate_request(objects, Some(old), object, namespace)
+}
+
+/// A CREATE (`old` is None) or an UPDATE, evaluated as the API server would.
+fn evaluate_request(
+    objects: &AdmissionObjects,
+    old: Option<&Value>,
+    object: &Value,
+    namespace: Option<&Value>,
+) -> Result<Option<Vec<String>>, String> {
+    use kube::core::cel::cel::objects::{Key, Map};
+    use kube::core::cel::cel::{Program, Value as CelValue};
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use sovereign_operator::residency::sinks::{functions, json_to_cel};
+
+    let spec = objects
+        .policy
+        .spec
+        .as_ref()
+        .ok_or("the policy has no spec")?;
+    let (group, version) = object["apiVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .rsplit_once('/')
+        .unwrap_or(("", object["apiVersion"].as_str().unwrap_or_default()));
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let ns = object["metadata"]["namespace"].as_str().unwrap_or_default();
+    let request = json!({
+        "operation": if old.is_some() { "UPDATE" } else { "CREATE" },
+        "kind": {"group": group, "version": version, "kind": kind},
+        "namespace": ns,
+        "name": object["metadata"]["name"],
+    });
+    let namespace_object = namespace.cloned().unwrap_or_else(
+        || json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+    );
+    if !namespace_selected(spec, &namespace_object) {
+        return Ok(None);
+    }
+    let mut ctx = functions();
+    ctx.add_variable_from_value("object", json_to_cel(object));
+    ctx.add_variable_from_value("oldObject", old.map_or(CelValue::Null, json_to_cel));
+    ctx.add_variable_from_value("request", json_to_cel(&request));
+    ctx.add_variable_from_value("namespaceObject", json_to_cel(&namespace_object));
+    let run = |ctx: &kube::core::cel::cel::Context<'_>, expression: &str| {
+        Program::compile(expression)
+            .map_err(|e| format!("{expression}: {e}"))?
+            .execute(ctx)
+            .map_err(|e| format!("{expression}: {e}"))
+    };
+    for condition in spec.match_conditions.iter().flatten() {
+        match run(&ctx, &condition.expression)? {
+            CelValue::Bool(true) => {}
+            CelValue::Bool(false) => return Ok(None),
+            other => return Err(format!("matchCondition yielded {other:?}")),
+        }
+    }
+    let mut values: HashMap<Key, CelValue> = HashMap::new();
+    for variable in spec.variables.iter().flatten() {
+        ctx.add_variable_from_value(
+            "variables",
+            CelValue::Map(Map {
+                map: Arc::new(values.clone()),
+            }),
+        );
+        // An error leaves the variable unbound; expressions that use it then fail, which the
+        // API server (failurePolicy Fail) treats as a denial too.
+        if let Ok(value) = run(&ctx, &variable.expression) {
+            values.insert(Key::String(Arc::new(variable.name.clone())), value);
+        }
+    }
+    ctx.add_variable_from_value(
+        "variables",
+        CelValue::Map(Map {
+            map: Arc::new(values),
+        }),
+    );
+    let mut failures = Vec::new();
+    for validation in spec.validations.iter().flatten() {
+        let passed = matches!(run(&ctx, &validation.expression), Ok(CelValue::Bool(true)));
+        if !passed {
+            let message = validation
+                .message_expression
+                .as_deref()
+                .and_then(|m| match run(&ctx, m) {
+                    Ok(CelValue::String(s)) => Some((*s).clone()),
+                    _ => None,
+                })
+                .or_else(|| validation.message.clone())
+                .unwrap_or_default();
+            failures.push(message);
+        }
+    }
+    Ok(Some(failures))
+}
+
+/// Whether the policy's `matchConstraints.namespaceSelector` selects `namespace` (with the
+/// `kubernetes.io/metadata.name` label the API server sets on every Namespace).
+fn namespace_selected(
+    spec: &k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicySpec,
+    namespace: &Value,
+) -> bool {
+    let Some(selector) = spec
+        .match_constraints
+        .as_ref()
+        .and_then(|m| m.namespace_selector.as_ref())
+    else {
+        return true;
+    };
+    let mut labels: BTreeMap<String, String> =
+        serde_json::from_value(namespace["metadata"]["labels"].clone()).unwrap_or_default();
+    if let Some(name) = namespace["metadata"]["name"].as_str() {
+        labels.insert("kubernetes.io/metadata.name".to_owned(), name.to_owned());
+    }
+    let by_labels = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let by_expressions = selector.match_expressions.iter().flatten().all(|e| {
+        let value = labels.get(&e.key);
+        let values = e.values.clone().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => !value.is_some_and(|v| values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        }
+    });
+    by_labels && by_expressions
 }

@@ -18,7 +18,8 @@ end
 local parked = condition(status.conditions, "Ready")
 if parked ~= nil and parked.status == "False" and parked.reason == "Parked" then
   hs.status = "Suspended"
-  hs.message = parked.message or "Parked"
+  -- The reason leads, as for every other verdict: an empty message would tell nothing.
+  hs.message = "Parked: " .. (parked.message or "")
   return hs
 end
 return ready_health(status)

@@ -1,5 +1,6 @@
 -- Shared by the four health checks: render-cm.sh puts this file in front of each kind's
--- script (Argo CD runs every script as one self-contained chunk), test.lua does the same.
+-- script (Argo CD runs every script as one self-contained chunk). Argo CD runs a health
+-- customization with only the base, package and table libraries: no string, math or os.
 local function condition(conditions, t)
   for _, c in ipairs(conditions or {}) do
     if c.type == t then return c end

@@ -56,6 +56,8 @@ pub fn decide(
             status: SovereignRegionStatus {
                 observed_generation: generation,
                 conditions: conditions_at(&current.conditions, conditions, generation, now),
+                // Written by the evidence report, kept as it is.
+                evidence: current.evidence.clone(),
                 ..SovereignRegionStatus::default()
             },
             requeue: Action::await_change(),
@@ -192,6 +194,7 @@ pub fn decide(
         gateway_endpoint: Some(gateway::endpoint(&namespace)),
         vector_store_endpoint: vectorstore::vector_store_endpoint(region),
         namespace: Some(namespace),
+        evidence: current.evidence.clone(),
     };
     Ok(Decision {
         children: Some(plan.children),
@@ -578,6 +581,24 @@ status: {{replicas: 3, readyReplicas: {ready}}}
             assert_eq!(reason(&decision, type_), is("Unknown", "ManagedElsewhere"));
         }
         assert_eq!(decision.status.namespace, None);
+    }
+
+    #[test]
+    fn the_evidence_summary_another_writer_set_is_kept() {
+        let mut region = region("{}");
+        let evidence: crate::api::region::EvidenceSummary = fixture(
+            "{paths: 3, guarded: 2, violations: 1, unknown: 0, summary: '2/3 ok, 1 violations, 0 unknown'}",
+        );
+        region.status = Some(SovereignRegionStatus {
+            evidence: Some(evidence.clone()),
+            ..SovereignRegionStatus::default()
+        });
+        let managed = decided(&region, &Observed::default());
+        assert_eq!(managed.status.evidence.as_ref(), Some(&evidence));
+        let scope = RegionScope::new(["in".to_owned()]);
+        let elsewhere =
+            decide(&region, None, &scope, Timestamp::UNIX_EPOCH).expect("nothing to render");
+        assert_eq!(elsewhere.status.evidence, Some(evidence));
     }
 
     #[test]
