@@ -61,6 +61,9 @@ spec:
   jurisdiction: EU
   locations: [{locations[r % 3]}]
   huggingFaceMirror: https://hf-mirror.eu.example.com
+  # The mirror is an in-region host, and the region vouches for its providers' hosts.
+  inRegionHosts: ["*.eu.example.com"]
+  egress: {{hosts: ["*.eu.example.com"]}}
   gateway: {{replicas: 1}}
   vectorStore: {{engine: None}}""")
     for b in range(m):

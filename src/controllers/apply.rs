@@ -38,9 +38,9 @@ pub enum ApplyError {
         /// The client error.
         source: kube::Error,
     },
-    /// The desired object could not be built.
+    /// The desired object could not be serialised (a bug, reported rather than panicking).
     #[error(transparent)]
-    Render(#[from] RenderError),
+    Encode(#[from] RenderError),
 }
 
 /// Applies children under one field manager and counts its writes.

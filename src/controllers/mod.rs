@@ -1,27 +1,34 @@
-//! The controllers: one module per custom resource, each a short pipeline
-//! fetch → validate → build → apply → status. They share the context, the error policy and the
-//! applier defined here.
+//! The controllers: one module per custom resource, each a pipeline observe (GETs and LISTs
+//! into a plain struct) → decide (pure, unit-tested: the desired children, the status, the
+//! Events) → apply → write status. They share what is defined here: the context, the error
+//! type (a variant per step, in `error.rs`), the wiring and the retry policy ([`drive`], in
+//! `wiring.rs`), the status writer ([`status`]) and the applier ([`apply`]).
 
+pub mod admission;
 pub mod apply;
 pub mod backend;
 pub mod budget;
+mod error;
 pub mod policy;
 pub mod region;
+pub mod status;
 pub mod usage;
+mod wiring;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
-use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::api::conditions::{self, DesiredCondition};
 use crate::metrics::SharedMetrics;
-use apply::{Applier, ApplyError};
+use apply::Applier;
+pub use error::{BackoffKey, Error, ObjectKey, Read};
+pub use wiring::{Backoff, controller, drive, error_policy, measured};
 
 /// Which regions this operator instance acts on (`--region`, repeatable); all when empty.
 #[derive(Clone, Debug, Default)]
@@ -125,7 +132,7 @@ impl Context {
         Applier::new(self.client.clone(), manager, self.metrics.clone())
     }
 
-    fn backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
+    pub(crate) fn backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
         self.failures.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -147,172 +154,29 @@ impl Context {
     }
 }
 
-/// Why a reconcile failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A request to the API server failed: transient, retried with back-off.
-    #[error("{action}: {source}")]
-    Kube {
-        /// What was being done.
-        action: String,
-        /// The client error.
-        source: kube::Error,
-    },
-    /// Applying or pruning children failed.
-    #[error(transparent)]
-    Apply(#[from] ApplyError),
-    /// A region's usage ledger cannot be read (retried: the collector reports the cause).
-    #[error("the usage ledger of region {region}: {message}")]
-    Ledger {
-        /// The region.
-        region: String,
-        /// What is wrong.
-        message: String,
-    },
-}
-
-impl Error {
-    /// Wraps a client error with what was being done.
-    pub fn kube(action: impl Into<String>, source: kube::Error) -> Self {
-        Self::Kube {
-            action: action.into(),
-            source,
-        }
-    }
-
-    /// Short label for metrics.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Kube { .. } => "kube_error",
-            Error::Apply(ApplyError::Render(_)) => "invalid",
-            Error::Apply(ApplyError::Kube { .. }) => "apply_error",
-            Error::Ledger { .. } => "ledger_error",
-        }
-    }
-
-    /// Whether retrying can help. Invalid input cannot: the object must change first.
-    fn is_transient(&self) -> bool {
-        !matches!(self, Error::Apply(ApplyError::Render(_)))
+impl AsRef<Context> for Context {
+    fn as_ref(&self) -> &Context {
+        self
     }
 }
 
-/// Retry policy: invalid objects wait for a change; transient errors back off exponentially
-/// (5 s, 10 s, 20 s, … up to 5 minutes) so a broken dependency causes no hot loop.
-pub fn error_policy<K: Resource<DynamicType = ()>>(
-    object: Arc<K>,
-    error: &Error,
-    ctx: Arc<Context>,
-) -> Action {
-    let key = BackoffKey::of(&*object);
-    tracing::warn!(object = %key, %error, "reconcile failed");
-    if !error.is_transient() {
-        return Action::await_change();
-    }
-    Action::requeue(ctx.backoff().failed(key, std::time::Instant::now()))
-}
-
-/// Identifies an object across every controller of the process: they share one [`Context`],
-/// so a SovereignRegion and a ResidencyPolicy both named `eu` must not share a counter.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BackoffKey {
-    kind: String,
-    namespace: String,
-    name: String,
-}
-
-impl BackoffKey {
-    /// The key of `object`.
-    pub fn of<K: Resource<DynamicType = ()>>(object: &K) -> Self {
-        Self {
-            kind: K::kind(&()).into_owned(),
-            namespace: object.namespace().unwrap_or_default(),
-            name: object.name_any(),
-        }
-    }
-}
-
-impl std::fmt::Display for BackoffKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
-    }
-}
-
-/// Consecutive transient failures per object, for exponential back-off: 5 s, 10 s, 20 s, …
-/// up to 5 minutes. A success clears the object's entry; an entry whose object stopped
-/// failing without a success (it was deleted) is dropped once it is older than twice the
-/// longest back-off, so the map holds only objects that failed recently.
-#[derive(Debug, Default)]
-pub struct Backoff {
-    entries: HashMap<BackoffKey, (u32, std::time::Instant)>,
-}
-
-impl Backoff {
-    /// The longest wait between retries.
-    pub const MAX: Duration = Duration::from_secs(300);
-
-    /// Records a failure of `key` at `now`; returns how long to wait before the retry.
-    pub fn failed(&mut self, key: BackoffKey, now: std::time::Instant) -> Duration {
-        self.entries
-            .retain(|_, (_, last)| now.saturating_duration_since(*last) <= 2 * Self::MAX);
-        let entry = self.entries.entry(key).or_insert((0, now));
-        entry.0 = entry.0.saturating_add(1);
-        entry.1 = now;
-        let seconds = 5u64.saturating_mul(1u64 << entry.0.saturating_sub(1).min(6));
-        Duration::from_secs(seconds).min(Self::MAX)
-    }
-
-    /// Clears the back-off of `key` after a success.
-    pub fn succeeded(&mut self, key: &BackoffKey) {
-        self.entries.remove(key);
-    }
-
-    /// Objects with a recorded failure.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether no object has a recorded failure.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-}
-
-/// Runs one reconcile of `object` by `controller`: counts it and its duration by result, and
-/// clears the object's back-off when it succeeded.
-pub async fn measured<K: Resource<DynamicType = ()>>(
-    controller: &'static str,
-    object: &K,
-    ctx: &Context,
-    work: impl std::future::Future<Output = Result<Action, Error>>,
-) -> Result<Action, Error> {
-    let started = std::time::Instant::now();
-    let in_flight = ctx.metrics.reconcile_started(controller);
-    let result = work.await;
-    drop(in_flight);
-    let label = match &result {
-        Ok(_) => "ok",
-        Err(e) => e.metric_label(),
-    };
-    ctx.metrics.reconciled(controller, label, started.elapsed());
-    if result.is_ok() {
-        reset_backoff(ctx, object);
-    }
-    result
-}
-
-/// Clears the back-off of an object after a successful reconcile.
-pub fn reset_backoff<K: Resource<DynamicType = ()>>(ctx: &Context, object: &K) {
-    ctx.backoff().succeeded(&BackoffKey::of(object));
-}
-
-/// Applies `desired` to a copy of `current` conditions; returns the new list.
+/// Applies `desired` to a copy of `current` conditions now; returns the new list.
 pub fn updated_conditions(
     current: &[Condition],
     desired: Vec<DesiredCondition<'_>>,
     generation: Option<i64>,
 ) -> Vec<Condition> {
+    conditions_at(current, desired, generation, Timestamp::now())
+}
+
+/// Applies `desired` to a copy of `current` conditions at `now`; returns the new list.
+pub fn conditions_at(
+    current: &[Condition],
+    desired: Vec<DesiredCondition<'_>>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
     let mut conditions = current.to_vec();
-    let now = Timestamp::now();
     for condition in desired {
         conditions::upsert(&mut conditions, condition, generation, now);
     }
@@ -356,17 +220,44 @@ pub fn needs_prune(observed_generation: Option<i64>, generation: Option<i64>) ->
     }
 }
 
+/// Applies `children` as `manager`, then deletes the owner's children of `kinds` that are no
+/// longer wanted — only after a spec change and once per process (see
+/// [`Context::should_prune`]). The apply step of the region and backend controllers.
+pub async fn apply_children<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    manager: &'static str,
+    owner: &K,
+    observed_generation: Option<i64>,
+    kinds: &[&str],
+    namespace: &str,
+    children: &[crate::render::Child],
+) -> Result<(), Error> {
+    let applier = ctx.applier(manager);
+    for child in children {
+        applier.apply(child).await?;
+    }
+    if let Some(uid) = owner.uid()
+        && ctx.should_prune(&uid, observed_generation, owner.meta().generation)
+    {
+        applier
+            .prune(kinds, namespace, &owner.name_any(), &uid, children)
+            .await?;
+        ctx.mark_pruned(&uid);
+    }
+    Ok(())
+}
+
 /// Reads `name` from the API server's watch cache (`resourceVersion=0`), None when absent.
 /// For observations of children's status only: a change there arrives as a watch event anyway,
 /// so a read a few milliseconds stale costs nothing, while it spares etcd a quorum read.
-pub async fn get_cached<K>(api: &kube::Api<K>, name: &str) -> Result<Option<K>, kube::Error>
+pub async fn get_cached<K>(api: &Api<K>, name: &str) -> Result<Option<K>, Error>
 where
-    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     match api.get_with(name, &kube::api::GetParams::any()).await {
         Ok(object) => Ok(Some(object)),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
-        Err(error) => Err(error),
+        Err(error) => Err(Read::get::<K>(api.namespace(), name).failed(error)),
     }
 }
 
@@ -375,20 +266,18 @@ pub async fn region_backends(
     ctx: &Context,
     region: &crate::api::region::SovereignRegion,
 ) -> Result<Vec<crate::api::backend::InferenceBackend>, Error> {
+    use crate::api::backend::InferenceBackend;
     let namespace = region.stack_namespace();
     let name = region.name_any();
     Ok(
-        kube::Api::<crate::api::backend::InferenceBackend>::namespaced(
-            ctx.client.clone(),
-            &namespace,
-        )
-        .list(&kube::api::ListParams::default())
-        .await
-        .map_err(|e| Error::kube(format!("list InferenceBackends in {namespace}"), e))?
-        .items
-        .into_iter()
-        .filter(|b| b.spec.region == name)
-        .collect(),
+        Api::<InferenceBackend>::namespaced(ctx.client.clone(), &namespace)
+            .list(&kube::api::ListParams::default())
+            .await
+            .map_err(|e| Read::list::<InferenceBackend>(Some(&namespace)).failed(e))?
+            .items
+            .into_iter()
+            .filter(|b| b.spec.region == name)
+            .collect(),
     )
 }
 
@@ -397,8 +286,8 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 /// Re-check period while something is still converging (pods starting, rollouts).
 pub const PROGRESS_CHECK: Duration = Duration::from_secs(10);
 
-/// Runs the region, backend, policy and budget controllers and the usage collector until `shutdown` resolves, then returns once both
-/// have finished their in-flight reconciles.
+/// Runs the region, backend, policy and budget controllers and the usage collector until
+/// `shutdown` resolves, then returns once all have finished their in-flight reconciles.
 pub async fn run_all(
     ctx: Arc<Context>,
     shutdown: futures::future::Shared<
@@ -414,6 +303,12 @@ pub async fn run_all(
         usage::run(ctx.clone(), interval, shutdown.clone()),
         budget::run(ctx, interval, shutdown),
     );
+}
+
+/// Parses a YAML fixture of a test (panics: a broken fixture is a broken test).
+#[cfg(test)]
+pub(crate) fn fixture<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
+    serde_yaml_ng::from_str(yaml).expect("the fixture parses")
 }
 
 #[cfg(test)]
@@ -432,59 +327,6 @@ mod tests {
             "first reconcile of a new object"
         );
         assert!(needs_prune(None, Some(2)), "edited before its first status");
-    }
-
-    #[test]
-    fn backoff_is_per_kind_and_forgets_objects_that_stopped_failing() {
-        use crate::api::{ResidencyPolicy, SovereignRegion};
-        let named = |name: &str| kube::api::ObjectMeta {
-            name: Some(name.to_owned()),
-            ..Default::default()
-        };
-        let region = SovereignRegion {
-            metadata: named("eu"),
-            spec: serde_json::from_value(serde_json::json!({
-                "jurisdiction": "EU", "locations": ["eu-central-1"]}))
-            .expect("region spec"),
-            status: None,
-        };
-        let policy = ResidencyPolicy {
-            metadata: named("eu"),
-            spec: serde_json::from_value(serde_json::json!({"dataClasses": ["pii"]}))
-                .expect("policy spec"),
-            status: None,
-        };
-        let (region_key, policy_key) = (BackoffKey::of(&region), BackoffKey::of(&policy));
-        assert_ne!(region_key, policy_key, "same name, different kinds");
-
-        let start = std::time::Instant::now();
-        let mut backoff = Backoff::default();
-        assert_eq!(
-            backoff.failed(region_key.clone(), start),
-            Duration::from_secs(5)
-        );
-        assert_eq!(
-            backoff.failed(region_key.clone(), start),
-            Duration::from_secs(10)
-        );
-        // A success of the policy named `eu` does not reset the region's counter.
-        backoff.succeeded(&policy_key);
-        assert_eq!(
-            backoff.failed(region_key.clone(), start),
-            Duration::from_secs(20)
-        );
-        for _ in 0..10 {
-            backoff.failed(region_key.clone(), start);
-        }
-        assert_eq!(backoff.failed(region_key.clone(), start), Backoff::MAX);
-        backoff.succeeded(&region_key);
-        assert!(backoff.is_empty());
-
-        // An object that failed and was then deleted (no success ever comes) is forgotten.
-        backoff.failed(region_key, start);
-        let later = start + 2 * Backoff::MAX + Duration::from_secs(1);
-        backoff.failed(policy_key, later);
-        assert_eq!(backoff.len(), 1, "only the recent failure is kept");
     }
 
     #[test]

@@ -7,27 +7,24 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::pinned_kind;
-use kube::runtime::controller::{self, Action};
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde_json::Value;
 use tracing::{Instrument, info_span};
 
-use super::{Context, Error, updated_conditions};
+use super::{Context, Error, admission, updated_conditions};
 use crate::api::conditions::{self, DesiredCondition, Status};
 use crate::api::policy::{PolicyMode, ResidencyPolicy, ResidencyPolicyStatus, Violation};
 use crate::api::region::SovereignRegion;
-use crate::render::Child;
-use crate::residency::admission;
 use crate::residency::engine::{Engine, Inventory};
 
 /// Field manager of the status this controller writes.
@@ -59,13 +56,10 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let controller = Controller::new(
-        Api::<ResidencyPolicy>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    )
-    .with_config(controller::Config::default().concurrency(2));
+    // Two at a time: an audit lists every audited kind of the cluster.
+    let controller = super::controller::<ResidencyPolicy>(&client, 2);
     let store = controller.store();
-    controller
+    let controller = controller
         // Regions define where data may be: a change re-audits every policy.
         .watches(
             Api::<SovereignRegion>::all(client),
@@ -77,22 +71,13 @@ pub async fn run(
                     .map(|p| ObjectRef::from_obj(&*p))
                     .collect::<Vec<_>>()
             },
-        )
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, super::error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+        );
+    super::drive("policy", controller, ctx, reconcile, shutdown).await;
 }
 
 async fn reconcile(policy: Arc<ResidencyPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
     let span = info_span!("reconcile", controller = "policy", policy = %policy.name_any());
-    super::measured(
-        "policy",
-        &*policy,
-        &ctx,
-        audit(&policy, &ctx).instrument(span),
-    )
-    .await
+    audit(&policy, &ctx).instrument(span).await
 }
 
 /// Every object of the audited kinds (and the policy's declared sink kinds) that the cluster
@@ -353,20 +338,13 @@ fn object_reference(object: &Value) -> ObjectReference {
 
 /// Compiles the policy into its ValidatingAdmissionPolicy and binding and applies them. The
 /// outer error is a failed request (retried); the inner one a policy that cannot be compiled
-/// (reported in the Enforcing condition).
+/// (reported in the Enforcing condition, see [`admission::enforcing`]).
 async fn install_admission(
     policy: &ResidencyPolicy,
     regions: &[SovereignRegion],
     ctx: &Context,
 ) -> Result<Result<Vec<String>, String>, Error> {
-    let objects = match admission::compile(policy, regions) {
-        Ok(objects) => objects,
-        Err(error) => return Ok(Err(error.to_string())),
-    };
-    let name = objects.policy.metadata.name.clone().unwrap_or_default();
-    let applier = ctx.applier(MANAGER);
-    // The policy first, so the binding never points at nothing.
-    applier.apply(&Child::from(objects.policy)).await?;
-    applier.apply(&Child::from(objects.binding)).await?;
-    Ok(Ok(vec![name]))
+    let plan = admission::plan(policy, regions);
+    admission::install(ctx, MANAGER, &plan).await?;
+    Ok(plan.outcome)
 }

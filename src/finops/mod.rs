@@ -1,13 +1,14 @@
 //! Token FinOps, pure: the Prometheus text parser, usage extraction, the exactly-once
-//! ledger, pricing, budget evaluation and finance reports. Nothing here talks to the
-//! cluster; `controllers::usage`, `controllers::budget` and the `report` command do.
-//! Reference: docs/finops.md.
+//! ledger and where it is stored, pricing, budget evaluation and finance reports. Nothing
+//! here talks to the cluster; `controllers::usage`, `controllers::budget` and the `report`
+//! command do. Reference: docs/finops.md.
 
 pub mod budget;
 pub mod exposition;
 pub mod ledger;
 pub mod pricing;
 pub mod report;
+pub mod storage;
 
 pub mod usage;
 

@@ -1,0 +1,632 @@
+//! What the region controller wants, from what it observed: pure, so every condition
+//! reason is unit-tested below.
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+
+use super::super::{PROGRESS_CHECK, RESYNC, RegionScope, conditions_at, managed_elsewhere};
+use super::Observed;
+use crate::api::backend::InferenceBackend;
+use crate::api::conditions::{self, DesiredCondition, Status};
+use crate::api::region::{BackendCount, SovereignRegion, SovereignRegionStatus, VectorStoreEngine};
+use crate::render::region::region_plan;
+use crate::render::{Child, Owner, RenderError, gateway, vectorstore};
+use crate::residency::observability::out_of_region_endpoints;
+
+/// The outcome of one reconcile of a region.
+#[derive(Clone, Debug)]
+pub struct Decision {
+    /// The children to apply (and whose absence prunes the rest); None when another operator
+    /// instance manages the region and nothing of it is touched.
+    pub children: Option<Vec<Child>>,
+    /// The status to write.
+    pub status: SovereignRegionStatus,
+    /// When to look again.
+    pub requeue: Action,
+    /// Whether the usage collector should run now (a new or changed region gets its ledger
+    /// and budget actions at once rather than at the next interval).
+    pub wake_usage: bool,
+    /// Fallbacks dropped because nothing in the region serves them: (model, fallback).
+    pub dropped_fallbacks: Vec<(String, String)>,
+}
+
+/// The decision for `region`; `observed` is None when `scope` does not manage it.
+pub fn decide(
+    region: &SovereignRegion,
+    observed: Option<&Observed>,
+    scope: &RegionScope,
+    now: Timestamp,
+) -> Result<Decision, RenderError> {
+    let name = region.name_any();
+    let current = region.status.clone().unwrap_or_default();
+    let generation = region.metadata.generation;
+    let Some(observed) = observed.filter(|_| scope.manages(&name)) else {
+        let types = [
+            conditions::READY,
+            conditions::GATEWAY_READY,
+            conditions::VECTOR_STORE_READY,
+            conditions::OBSERVABILITY_READY,
+            conditions::COMPLIANT,
+        ];
+        let conditions = managed_elsewhere(&types, scope, &name);
+        return Ok(Decision {
+            children: None,
+            status: SovereignRegionStatus {
+                observed_generation: generation,
+                conditions: conditions_at(&current.conditions, conditions, generation, now),
+                // Written by the evidence report, kept as it is.
+                evidence: current.evidence.clone(),
+                ..SovereignRegionStatus::default()
+            },
+            requeue: Action::await_change(),
+            wake_usage: false,
+            dropped_fallbacks: Vec::new(),
+        });
+    };
+
+    let namespace = region.stack_namespace();
+    let serving: Vec<&InferenceBackend> =
+        observed.backends.iter().filter(|b| b.may_serve()).collect();
+    let owner = Owner {
+        region: name.clone(),
+        instance: name.clone(),
+        reference: region.controller_owner_ref(&()),
+    };
+    let plan = region_plan(region, &owner, &serving)?;
+
+    let (gateway_ready, gateway_settled) = if plan.models.is_empty() {
+        (
+            condition(
+                conditions::GATEWAY_READY,
+                Status::False,
+                "NoCompliantBackend",
+                "no Ready and Compliant backend: the gateway serves no model (it never routes abroad)".into(),
+            ),
+            true,
+        )
+    } else {
+        let (available, settled) = deployment_available(observed.gateway.as_ref());
+        (
+            condition(
+                conditions::GATEWAY_READY,
+                Status::from(available),
+                if available {
+                    "Available"
+                } else {
+                    "Progressing"
+                },
+                format!("serving {}", plan.models.join(", ")),
+            ),
+            settled,
+        )
+    };
+    let (vector_ready, vector_settled) = vector_store_readiness(region, observed);
+    let (observability_ready, observability_settled) = if region
+        .spec
+        .observability
+        .as_ref()
+        .is_some_and(|o| o.otlp_endpoint.is_some())
+    {
+        let (available, settled) = deployment_available(observed.collector.as_ref());
+        (
+            condition(
+                conditions::OBSERVABILITY_READY,
+                Status::from(available),
+                if available {
+                    "Available"
+                } else {
+                    "Progressing"
+                },
+                "OpenTelemetry collector exporting to the region's endpoint".into(),
+            ),
+            settled,
+        )
+    } else {
+        (
+            condition(
+                conditions::OBSERVABILITY_READY,
+                Status::True,
+                "NotConfigured",
+                "no OTLP endpoint declared".into(),
+            ),
+            true,
+        )
+    };
+    let problems = out_of_region_endpoints(region);
+    let compliant = if problems.is_empty() {
+        condition(
+            conditions::COMPLIANT,
+            Status::True,
+            "InRegion",
+            "observability endpoints are in-region hosts".into(),
+        )
+    } else {
+        condition(
+            conditions::COMPLIANT,
+            Status::False,
+            "ObservabilityOutOfRegion",
+            problems.join("; "),
+        )
+    };
+    let not_ready: Vec<&str> = [
+        &gateway_ready,
+        &vector_ready,
+        &observability_ready,
+        &compliant,
+    ]
+    .iter()
+    .filter(|c| c.status != Status::True)
+    .map(|c| c.type_)
+    .collect();
+    let ready = if not_ready.is_empty() {
+        condition(
+            conditions::READY,
+            Status::True,
+            "Ready",
+            "the region's stack is up".into(),
+        )
+    } else {
+        condition(
+            conditions::READY,
+            Status::False,
+            "NotReady",
+            format!("waiting for: {}", not_ready.join(", ")),
+        )
+    };
+    let count = BackendCount {
+        ready: i32::try_from(serving.len()).unwrap_or(i32::MAX),
+        total: i32::try_from(observed.backends.len()).unwrap_or(i32::MAX),
+        summary: format!("{}/{}", serving.len(), observed.backends.len()),
+    };
+    let desired = vec![
+        ready,
+        gateway_ready,
+        vector_ready,
+        observability_ready,
+        compliant,
+    ];
+    let status = SovereignRegionStatus {
+        observed_generation: generation,
+        conditions: conditions_at(&current.conditions, desired, generation, now),
+        backends: Some(count),
+        gateway_endpoint: Some(gateway::endpoint(&namespace)),
+        vector_store_endpoint: vectorstore::vector_store_endpoint(region),
+        namespace: Some(namespace),
+        evidence: current.evidence.clone(),
+    };
+    Ok(Decision {
+        children: Some(plan.children),
+        status,
+        requeue: if gateway_settled && vector_settled && observability_settled {
+            Action::requeue(RESYNC)
+        } else {
+            Action::requeue(PROGRESS_CHECK)
+        },
+        wake_usage: current.observed_generation != generation,
+        dropped_fallbacks: plan.dropped_fallbacks,
+    })
+}
+
+fn condition(
+    type_: &'static str,
+    status: Status,
+    reason: &'static str,
+    message: String,
+) -> DesiredCondition<'static> {
+    DesiredCondition {
+        type_,
+        status,
+        reason,
+        message,
+    }
+}
+
+/// (available, fully rolled out) of a Deployment; an absent one is neither.
+fn deployment_available(deployment: Option<&Deployment>) -> (bool, bool) {
+    let status = deployment
+        .and_then(|d| d.status.clone())
+        .unwrap_or_default();
+    let wanted = deployment
+        .and_then(|d| d.spec.as_ref())
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let available = status.available_replicas.unwrap_or(0);
+    (
+        available >= 1,
+        available >= wanted && status.updated_replicas.unwrap_or(0) >= wanted,
+    )
+}
+
+fn vector_store_readiness(
+    region: &SovereignRegion,
+    observed: &Observed,
+) -> (DesiredCondition<'static>, bool) {
+    let name = match region.spec.vector_store.engine {
+        VectorStoreEngine::None => {
+            return (
+                condition(
+                    conditions::VECTOR_STORE_READY,
+                    Status::True,
+                    "Disabled",
+                    "no vector store requested".into(),
+                ),
+                true,
+            );
+        }
+        VectorStoreEngine::Qdrant => vectorstore::QDRANT,
+        VectorStoreEngine::PgVector => vectorstore::PGVECTOR,
+    };
+    let set: Option<&StatefulSet> = observed.vector_store.as_ref();
+    let wanted = set
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let ready = set
+        .and_then(|s| s.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let all = ready >= wanted;
+    (
+        condition(
+            conditions::VECTOR_STORE_READY,
+            Status::from(all),
+            if all { "Available" } else { "Progressing" },
+            format!("{ready}/{wanted} {name} replicas ready"),
+        ),
+        all,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::fixture;
+    use super::*;
+    use crate::api::conditions::find;
+
+    const REGION: &str = "
+apiVersion: sovereign.ai/v1alpha1
+kind: SovereignRegion
+metadata: {name: eu, uid: region-uid, generation: 2}
+spec:
+  jurisdiction: EU
+  locations: [europe-west9]
+  huggingFaceMirror: https://hf-mirror.eu.example.com
+  gateway: {replicas: 2}
+  vectorStore: {engine: None}
+status:
+  observedGeneration: 2
+";
+
+    /// A backend of region `eu` whose own status says Ready and Compliant as given.
+    fn backend(name: &str, ready: bool, compliant: bool) -> InferenceBackend {
+        let status = |b: bool| if b { "True" } else { "False" };
+        fixture(&format!(
+            "
+apiVersion: sovereign.ai/v1alpha1
+kind: InferenceBackend
+metadata: {{name: {name}, namespace: sovereign-eu}}
+spec:
+  region: eu
+  modelName: {name}
+  external:
+    provider: OpenAICompatible
+    endpoint: https://llm.eu.example.com/v1
+    hostingJurisdiction: FR
+    upstreamModel: {name}
+status:
+  conditions:
+  - {{type: Ready, status: '{}', reason: R, message: m, lastTransitionTime: '2026-01-01T00:00:00Z'}}
+  - {{type: Compliant, status: '{}', reason: R, message: m, lastTransitionTime: '2026-01-01T00:00:00Z'}}
+",
+            status(ready),
+            status(compliant)
+        ))
+    }
+
+    fn deployment(replicas: i32, available: i32, updated: i32) -> Deployment {
+        fixture(&format!(
+            "
+metadata: {{name: gateway, namespace: sovereign-eu}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: x}}}}
+  template: {{metadata: {{labels: {{app: x}}}}}}
+status: {{availableReplicas: {available}, updatedReplicas: {updated}}}
+"
+        ))
+    }
+
+    fn region(edit: &str) -> SovereignRegion {
+        let mut value: serde_json::Value = fixture(REGION);
+        let edit: serde_json::Value = fixture(edit);
+        merge(&mut value, edit);
+        serde_json::from_value(value).expect("the edited region parses")
+    }
+
+    fn merge(base: &mut serde_json::Value, edit: serde_json::Value) {
+        match (base, edit) {
+            (serde_json::Value::Object(base), serde_json::Value::Object(edit)) => {
+                for (key, value) in edit {
+                    merge(base.entry(key).or_insert(serde_json::Value::Null), value);
+                }
+            }
+            (base, edit) => *base = edit,
+        }
+    }
+
+    fn decided(region: &SovereignRegion, observed: &Observed) -> Decision {
+        decide(
+            region,
+            Some(observed),
+            &RegionScope::default(),
+            Timestamp::UNIX_EPOCH,
+        )
+        .expect("the region renders")
+    }
+
+    /// (status, reason) of condition `type_`.
+    fn reason(decision: &Decision, type_: &str) -> (String, String) {
+        let condition = find(&decision.status.conditions, type_).expect("the condition is set");
+        (condition.status.clone(), condition.reason.clone())
+    }
+
+    fn is(status: &str, reason: &str) -> (String, String) {
+        (status.to_owned(), reason.to_owned())
+    }
+
+    #[test]
+    fn a_served_and_available_region_is_ready_and_resyncs_slowly() {
+        let observed = Observed {
+            backends: vec![backend("a", true, true), backend("b", false, true)],
+            gateway: Some(deployment(2, 2, 2)),
+            ..Observed::default()
+        };
+        let decision = decided(&region("{}"), &observed);
+        assert_eq!(reason(&decision, conditions::READY), is("True", "Ready"));
+        assert_eq!(
+            reason(&decision, conditions::GATEWAY_READY),
+            is("True", "Available")
+        );
+        assert_eq!(
+            reason(&decision, conditions::VECTOR_STORE_READY),
+            is("True", "Disabled")
+        );
+        assert_eq!(
+            reason(&decision, conditions::OBSERVABILITY_READY),
+            is("True", "NotConfigured")
+        );
+        assert_eq!(
+            reason(&decision, conditions::COMPLIANT),
+            is("True", "InRegion")
+        );
+        let gateway = find(&decision.status.conditions, conditions::GATEWAY_READY).expect("set");
+        assert_eq!(
+            gateway.message, "serving a",
+            "only the Ready and Compliant backend"
+        );
+        assert_eq!(
+            decision
+                .status
+                .backends
+                .as_ref()
+                .map(|b| b.summary.as_str()),
+            Some("1/2")
+        );
+        assert_eq!(decision.status.namespace.as_deref(), Some("sovereign-eu"));
+        assert_eq!(decision.requeue, Action::requeue(RESYNC));
+        assert!(!decision.wake_usage, "the generation was already observed");
+        let children = decision.children.expect("a managed region has children");
+        assert!(
+            children
+                .iter()
+                .any(|c| c.describe().starts_with("Deployment/"))
+        );
+    }
+
+    #[test]
+    fn a_gateway_still_rolling_out_is_available_but_checked_again_soon() {
+        let observed = Observed {
+            backends: vec![backend("a", true, true)],
+            gateway: Some(deployment(2, 1, 1)),
+            ..Observed::default()
+        };
+        let decision = decided(&region("{}"), &observed);
+        assert_eq!(
+            reason(&decision, conditions::GATEWAY_READY),
+            is("True", "Available")
+        );
+        assert_eq!(decision.requeue, Action::requeue(PROGRESS_CHECK));
+    }
+
+    #[test]
+    fn a_gateway_without_available_replicas_is_progressing() {
+        for gateway in [None, Some(deployment(2, 0, 0))] {
+            let observed = Observed {
+                backends: vec![backend("a", true, true)],
+                gateway,
+                ..Observed::default()
+            };
+            let decision = decided(&region("{}"), &observed);
+            assert_eq!(
+                reason(&decision, conditions::GATEWAY_READY),
+                is("False", "Progressing")
+            );
+            let ready = find(&decision.status.conditions, conditions::READY).expect("set");
+            assert_eq!(ready.reason, "NotReady");
+            assert_eq!(ready.message, "waiting for: GatewayReady");
+            assert_eq!(decision.requeue, Action::requeue(PROGRESS_CHECK));
+        }
+    }
+
+    #[test]
+    fn no_compliant_backend_means_a_gateway_without_models() {
+        // Ready but not Compliant: never routed to.
+        let observed = Observed {
+            backends: vec![backend("a", true, false)],
+            ..Observed::default()
+        };
+        let decision = decided(&region("{}"), &observed);
+        assert_eq!(
+            reason(&decision, conditions::GATEWAY_READY),
+            is("False", "NoCompliantBackend")
+        );
+        assert_eq!(
+            reason(&decision, conditions::READY),
+            is("False", "NotReady")
+        );
+        // Nothing to wait for: the backend watch brings the region back.
+        assert_eq!(decision.requeue, Action::requeue(RESYNC));
+    }
+
+    #[test]
+    fn the_vector_store_is_ready_when_every_replica_is() {
+        let edited = region("{spec: {vectorStore: {engine: Qdrant}}}");
+        let set = |ready: i32| -> StatefulSet {
+            fixture(&format!(
+                "
+metadata: {{name: qdrant}}
+spec:
+  replicas: 3
+  serviceName: qdrant
+  selector: {{matchLabels: {{app: x}}}}
+  template: {{metadata: {{labels: {{app: x}}}}}}
+status: {{replicas: 3, readyReplicas: {ready}}}
+"
+            ))
+        };
+        let observed = |vector_store| Observed {
+            backends: vec![backend("a", true, true)],
+            gateway: Some(deployment(2, 2, 2)),
+            vector_store,
+            ..Observed::default()
+        };
+        let partial = decided(&edited, &observed(Some(set(2))));
+        assert_eq!(
+            reason(&partial, conditions::VECTOR_STORE_READY),
+            is("False", "Progressing")
+        );
+        let message = &find(&partial.status.conditions, conditions::VECTOR_STORE_READY)
+            .expect("set")
+            .message;
+        assert_eq!(message, "2/3 qdrant replicas ready");
+        assert_eq!(partial.requeue, Action::requeue(PROGRESS_CHECK));
+        assert!(partial.status.vector_store_endpoint.is_some());
+        let full = decided(&edited, &observed(Some(set(3))));
+        assert_eq!(
+            reason(&full, conditions::VECTOR_STORE_READY),
+            is("True", "Available")
+        );
+        assert_eq!(reason(&full, conditions::READY), is("True", "Ready"));
+        let absent = decided(&edited, &observed(None));
+        assert_eq!(
+            reason(&absent, conditions::VECTOR_STORE_READY),
+            is("False", "Progressing")
+        );
+    }
+
+    #[test]
+    fn the_collector_reports_observability_and_its_endpoint_compliance() {
+        let in_region = region(
+            "{spec: {inRegionHosts: [otel.eu.example.com], observability: {otlpEndpoint: 'https://otel.eu.example.com:4317'}}}",
+        );
+        let observed = |collector| Observed {
+            backends: vec![backend("a", true, true)],
+            gateway: Some(deployment(2, 2, 2)),
+            collector,
+            ..Observed::default()
+        };
+        let starting = decided(&in_region, &observed(None));
+        assert_eq!(
+            reason(&starting, conditions::OBSERVABILITY_READY),
+            is("False", "Progressing")
+        );
+        assert_eq!(
+            reason(&starting, conditions::COMPLIANT),
+            is("True", "InRegion")
+        );
+        let up = decided(&in_region, &observed(Some(deployment(1, 1, 1))));
+        assert_eq!(
+            reason(&up, conditions::OBSERVABILITY_READY),
+            is("True", "Available")
+        );
+        assert_eq!(reason(&up, conditions::READY), is("True", "Ready"));
+
+        let abroad =
+            region("{spec: {observability: {otlpEndpoint: 'https://otel.us.example.com:4317'}}}");
+        let decision = decided(&abroad, &observed(Some(deployment(1, 1, 1))));
+        assert_eq!(
+            reason(&decision, conditions::COMPLIANT),
+            is("False", "ObservabilityOutOfRegion")
+        );
+        let ready = find(&decision.status.conditions, conditions::READY).expect("set");
+        assert_eq!(ready.message, "waiting for: Compliant");
+    }
+
+    #[test]
+    fn a_region_managed_elsewhere_is_left_alone() {
+        let scope = RegionScope::new(["in".to_owned()]);
+        let decision =
+            decide(&region("{}"), None, &scope, Timestamp::UNIX_EPOCH).expect("nothing to render");
+        assert!(decision.children.is_none(), "no child is applied or pruned");
+        assert_eq!(decision.requeue, Action::await_change());
+        for type_ in [
+            conditions::READY,
+            conditions::GATEWAY_READY,
+            conditions::VECTOR_STORE_READY,
+            conditions::OBSERVABILITY_READY,
+            conditions::COMPLIANT,
+        ] {
+            assert_eq!(reason(&decision, type_), is("Unknown", "ManagedElsewhere"));
+        }
+        assert_eq!(decision.status.namespace, None);
+    }
+
+    #[test]
+    fn the_evidence_summary_another_writer_set_is_kept() {
+        let mut region = region("{}");
+        let evidence: crate::api::region::EvidenceSummary = fixture(
+            "{paths: 3, guarded: 2, violations: 1, unknown: 0, summary: '2/3 ok, 1 violations, 0 unknown'}",
+        );
+        region.status = Some(SovereignRegionStatus {
+            evidence: Some(evidence.clone()),
+            ..SovereignRegionStatus::default()
+        });
+        let managed = decided(&region, &Observed::default());
+        assert_eq!(managed.status.evidence.as_ref(), Some(&evidence));
+        let scope = RegionScope::new(["in".to_owned()]);
+        let elsewhere =
+            decide(&region, None, &scope, Timestamp::UNIX_EPOCH).expect("nothing to render");
+        assert_eq!(elsewhere.status.evidence, Some(evidence));
+    }
+
+    #[test]
+    fn a_new_generation_wakes_the_usage_collector() {
+        let edited = region("{metadata: {generation: 3}}");
+        let decision = decided(&edited, &Observed::default());
+        assert!(decision.wake_usage);
+        assert_eq!(decision.status.observed_generation, Some(3));
+    }
+
+    #[test]
+    fn an_unchanged_cluster_decides_the_status_it_already_has() {
+        // What makes a resync write nothing: the decision fed its own status back.
+        let observed = Observed {
+            backends: vec![backend("a", true, true)],
+            gateway: Some(deployment(2, 2, 2)),
+            ..Observed::default()
+        };
+        let mut region = region("{}");
+        let first = decided(&region, &observed);
+        region.status = Some(first.status.clone());
+        let later = decide(
+            &region,
+            Some(&observed),
+            &RegionScope::default(),
+            Timestamp::UNIX_EPOCH + k8s_openapi::jiff::SignedDuration::from_secs(600),
+        )
+        .expect("renders");
+        assert_eq!(later.status, first.status);
+    }
+}

@@ -1,0 +1,70 @@
+//! What the region controller reads: the region's backends and the status of the children
+//! whose readiness its conditions report.
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use kube::Api;
+
+use super::super::{Context, Error, get_cached, region_backends};
+use crate::api::backend::InferenceBackend;
+use crate::api::region::{SovereignRegion, VectorStoreEngine};
+use crate::render::{gateway, observability, vectorstore};
+
+/// The state of the cluster a region's decision depends on.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// The region's InferenceBackends.
+    pub backends: Vec<InferenceBackend>,
+    /// The gateway Deployment; read only when a backend may serve (else there is no model
+    /// to report on).
+    pub gateway: Option<Deployment>,
+    /// The OpenTelemetry collector Deployment; read only when an OTLP endpoint is declared.
+    pub collector: Option<Deployment>,
+    /// The vector store StatefulSet; read only when an engine is requested.
+    pub vector_store: Option<StatefulSet>,
+}
+
+/// Reads what [`super::decide`] needs. Children's status comes from the watch cache: a
+/// change there triggers another reconcile anyway.
+pub async fn observe(ctx: &Context, region: &SovereignRegion) -> Result<Observed, Error> {
+    let namespace = region.stack_namespace();
+    let backends = region_backends(ctx, region).await?;
+    let deployments = Api::<Deployment>::namespaced(ctx.client.clone(), &namespace);
+    let gateway = if backends.iter().any(InferenceBackend::may_serve) {
+        get_cached(&deployments, gateway::NAME).await?
+    } else {
+        None
+    };
+    let collector = if region
+        .spec
+        .observability
+        .as_ref()
+        .is_some_and(|o| o.otlp_endpoint.is_some())
+    {
+        get_cached(&deployments, observability::COLLECTOR).await?
+    } else {
+        None
+    };
+    let vector_store = match region.spec.vector_store.engine {
+        VectorStoreEngine::None => None,
+        VectorStoreEngine::Qdrant => {
+            get_cached(
+                &Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace),
+                vectorstore::QDRANT,
+            )
+            .await?
+        }
+        VectorStoreEngine::PgVector => {
+            get_cached(
+                &Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace),
+                vectorstore::PGVECTOR,
+            )
+            .await?
+        }
+    };
+    Ok(Observed {
+        backends,
+        gateway,
+        collector,
+        vector_store,
+    })
+}
