@@ -90,6 +90,16 @@ pub struct TokenLabels {
     pub direction: String,
 }
 
+/// Labels of a region's data-path gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DataPathLabels {
+    /// The SovereignRegion.
+    pub region: String,
+    /// `ok`, `violation` or `unknown` (the evidence report's statuses; `unguarded` paths
+    /// count as neither ok nor violation and are `paths - ok - violation - unknown`).
+    pub status: String,
+}
+
 /// Labels of a budget gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BudgetLabels {
@@ -132,6 +142,9 @@ pub struct Metrics {
     /// `sovereign_leader`: 1 while this replica holds the leader Lease (or runs without leader
     /// election) and reconciles, 0 while it stands by.
     pub leader: Gauge,
+    /// `sovereign_region_data_paths{region,status}`: the region's data paths by evidence
+    /// status (`status="all"` is every path), as the region controller last derived them.
+    pub region_data_paths: Family<DataPathLabels, Gauge>,
     /// `sovereign_reconciles_in_flight{controller}`: reconciles started and not yet finished.
     /// With `sovereign_reconciliations_total` it tells when the operator has settled (nothing
     /// running, nothing new finishing) without guessing how long that takes.
@@ -226,6 +239,12 @@ impl Default for Metrics {
             "1 while this replica is the leader and reconciles, 0 while it stands by",
             leader.clone(),
         );
+        let region_data_paths = Family::<DataPathLabels, Gauge>::default();
+        registry.register(
+            "region_data_paths",
+            "Data paths of a region by evidence status (ok, violation, unknown, all)",
+            region_data_paths.clone(),
+        );
         let reconciles_in_flight = Family::<ControllerLabels, Gauge>::default();
         registry.register(
             "reconciles_in_flight",
@@ -233,6 +252,7 @@ impl Default for Metrics {
             reconciles_in_flight.clone(),
         );
         Self {
+            region_data_paths,
             reconciles_in_flight,
             ledger_commits,
             registry,
@@ -251,6 +271,23 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Sets a region's data-path gauges from its evidence summary.
+    pub fn region_data_paths(&self, region: &str, summary: &crate::api::region::EvidenceSummary) {
+        for (status, value) in [
+            ("all", summary.paths),
+            ("ok", summary.guarded),
+            ("violation", summary.violations),
+            ("unknown", summary.unknown),
+        ] {
+            self.region_data_paths
+                .get_or_create(&DataPathLabels {
+                    region: region.to_owned(),
+                    status: status.to_owned(),
+                })
+                .set(i64::from(value));
+        }
+    }
+
     /// Counts one reconcile of `controller` that took `elapsed` and ended with `result`.
     pub fn reconciled(&self, controller: &str, result: &str, elapsed: Duration) {
         self.reconciliations

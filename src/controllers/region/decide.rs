@@ -30,6 +30,8 @@ pub struct Decision {
     pub wake_usage: bool,
     /// Fallbacks dropped because nothing in the region serves them: (model, fallback).
     pub dropped_fallbacks: Vec<(String, String)>,
+    /// Why the evidence summary could not be derived (the last one is kept in status).
+    pub evidence_error: Option<String>,
 }
 
 /// The decision for `region`; `observed` is None when `scope` does not manage it.
@@ -63,6 +65,7 @@ pub fn decide(
             requeue: Action::await_change(),
             wake_usage: false,
             dropped_fallbacks: Vec::new(),
+            evidence_error: None,
         });
     };
 
@@ -75,6 +78,18 @@ pub fn decide(
         reference: region.controller_owner_ref(&()),
     };
     let plan = region_plan(region, &owner, &serving)?;
+    // The evidence summary of what this plan deploys, from the same code as the `evidence`
+    // command: every backend (a refused one is a violation), every policy. Pure and
+    // deterministic, so an unchanged region yields the same status and no write.
+    let (evidence, evidence_error) = match crate::evidence::region_summary(
+        region,
+        &observed.backends,
+        &observed.policies,
+        &plan.children,
+    ) {
+        Ok(summary) => (Some(summary), None),
+        Err(error) => (current.evidence.clone(), Some(error.to_string())),
+    };
 
     let (gateway_ready, gateway_settled) = if plan.models.is_empty() {
         (
@@ -194,7 +209,7 @@ pub fn decide(
         gateway_endpoint: Some(gateway::endpoint(&namespace)),
         vector_store_endpoint: vectorstore::vector_store_endpoint(region),
         namespace: Some(namespace),
-        evidence: current.evidence.clone(),
+        evidence,
     };
     Ok(Decision {
         children: Some(plan.children),
@@ -206,6 +221,7 @@ pub fn decide(
         },
         wake_usage: current.observed_generation != generation,
         dropped_fallbacks: plan.dropped_fallbacks,
+        evidence_error,
     })
 }
 
@@ -584,21 +600,32 @@ status: {{replicas: 3, readyReplicas: {ready}}}
     }
 
     #[test]
-    fn the_evidence_summary_another_writer_set_is_kept() {
+    fn a_managed_region_reports_its_evidence_and_one_managed_elsewhere_keeps_it() {
         let mut region = region("{}");
-        let evidence: crate::api::region::EvidenceSummary = fixture(
+        let stale: crate::api::region::EvidenceSummary = fixture(
             "{paths: 3, guarded: 2, violations: 1, unknown: 0, summary: '2/3 ok, 1 violations, 0 unknown'}",
         );
         region.status = Some(SovereignRegionStatus {
-            evidence: Some(evidence.clone()),
+            evidence: Some(stale.clone()),
             ..SovereignRegionStatus::default()
         });
+        // Managed: derived from what is deployed, whatever the status said.
         let managed = decided(&region, &Observed::default());
-        assert_eq!(managed.status.evidence.as_ref(), Some(&evidence));
+        let derived = managed.status.evidence.clone().expect("a summary");
+        assert_ne!(derived, stale);
+        assert!(derived.paths > 0, "{derived:?}");
+        assert_eq!(derived.violations, 0, "{derived:?}");
+        assert_eq!(managed.evidence_error, None);
+        // The same input gives the same summary: a resync writes nothing.
+        assert_eq!(
+            decided(&region, &Observed::default()).status,
+            managed.status
+        );
+        // Managed elsewhere: the other instance's summary is kept.
         let scope = RegionScope::new(["in".to_owned()]);
         let elsewhere =
             decide(&region, None, &scope, Timestamp::UNIX_EPOCH).expect("nothing to render");
-        assert_eq!(elsewhere.status.evidence, Some(evidence));
+        assert_eq!(elsewhere.status.evidence, Some(stale));
     }
 
     #[test]

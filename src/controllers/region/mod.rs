@@ -81,6 +81,12 @@ async fn reconcile_inner(region: &SovereignRegion, ctx: &Context) -> Result<Acti
     };
     // decide
     let decision = decide(region, observed.as_ref(), &ctx.scope, Timestamp::now())?;
+    if let Some(error) = &decision.evidence_error {
+        tracing::warn!(%error, "evidence summary not derived; the last one is kept");
+    }
+    if let Some(summary) = &decision.status.evidence {
+        ctx.metrics.region_data_paths(&region.name_any(), summary);
+    }
     for (model, fallback) in &decision.dropped_fallbacks {
         tracing::info!(
             model,

@@ -4,8 +4,9 @@
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use kube::Api;
 
-use super::super::{Context, Error, get_cached, region_backends};
+use super::super::{Context, Error, Read, get_cached, region_backends};
 use crate::api::backend::InferenceBackend;
+use crate::api::policy::ResidencyPolicy;
 use crate::api::region::{SovereignRegion, VectorStoreEngine};
 use crate::render::{gateway, observability, vectorstore};
 
@@ -21,6 +22,9 @@ pub struct Observed {
     pub collector: Option<Deployment>,
     /// The vector store StatefulSet; read only when an engine is requested.
     pub vector_store: Option<StatefulSet>,
+    /// Every ResidencyPolicy: the evidence summary names the guards and rules that hold the
+    /// region's paths.
+    pub policies: Vec<ResidencyPolicy>,
 }
 
 /// Reads what [`super::decide`] needs. Children's status comes from the watch cache: a
@@ -61,10 +65,16 @@ pub async fn observe(ctx: &Context, region: &SovereignRegion) -> Result<Observed
             .await?
         }
     };
+    let policies = Api::<ResidencyPolicy>::all(ctx.client.clone())
+        .list(&Default::default())
+        .await
+        .map_err(|e| Read::list::<ResidencyPolicy>(None).failed(e))?
+        .items;
     Ok(Observed {
         backends,
         gateway,
         collector,
         vector_store,
+        policies,
     })
 }
