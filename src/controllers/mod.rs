@@ -3,6 +3,7 @@
 //! applier defined here.
 
 pub mod apply;
+pub mod audit;
 pub mod backend;
 pub mod budget;
 pub mod policy;
@@ -411,6 +412,7 @@ pub async fn run_all(
         region::run(ctx.clone(), shutdown.clone()),
         backend::run(ctx.clone(), shutdown.clone()),
         policy::run(ctx.clone(), shutdown.clone()),
+        audit::run(ctx.clone(), shutdown.clone()),
         usage::run(ctx.clone(), interval, shutdown.clone()),
         budget::run(ctx, interval, shutdown),
     );
