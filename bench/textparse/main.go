@@ -59,8 +59,31 @@ func promParse(data []byte, withLabels bool) (result, error) {
 	}
 }
 
-// expfmtDecode reads every sample with expfmt's text decoder (text format 0.0.4).
+// expfmtDecode reads every sample with expfmt's text decoder (text format 0.0.4). expfmt
+// rejects a metric family that appears twice (the copies of the input repeat every HELP line),
+// so each copy — a stretch that starts with the input's first line — is decoded on its own;
+// the bytes are the same.
 func expfmtDecode(data []byte) (result, error) {
+	var r result
+	first := data[:bytes.IndexByte(data, '\n')+1]
+	for len(data) > 0 {
+		end := bytes.Index(data[len(first):], append([]byte{'\n'}, first...))
+		chunk := data
+		if end >= 0 {
+			chunk = data[:len(first)+end+1]
+		}
+		data = data[len(chunk):]
+		got, err := expfmtDecodeOne(chunk)
+		if err != nil {
+			return r, err
+		}
+		r.samples += got.samples
+		r.sum += got.sum
+	}
+	return r, nil
+}
+
+func expfmtDecodeOne(data []byte) (result, error) {
 	var r result
 	dec := expfmt.SampleDecoder{
 		Dec:  expfmt.NewDecoder(bytes.NewReader(data), expfmt.NewFormat(expfmt.TypeTextPlain)),
