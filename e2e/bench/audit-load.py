@@ -59,14 +59,17 @@ errors = []
 def worker(batch):
     conn = http.client.HTTPSConnection(host, int(port), context=context)
     for path, body in batch:
-        for attempt in range(5):
+        for attempt in range(30):
             try:
                 conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
                 resp = conn.getresponse()
                 data = resp.read()
                 if resp.status in (201, 409):
                     break
-                if resp.status == 429 or resp.status >= 500:
+                # A namespace's default ServiceAccount appears a moment after the namespace;
+                # until then its Pods are refused.
+                retry = resp.status == 403 and b"serviceaccount" in data
+                if retry or resp.status == 429 or resp.status >= 500:
                     time.sleep(0.2 * (attempt + 1))
                     continue
                 with lock:
