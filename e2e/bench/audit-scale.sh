@@ -13,8 +13,8 @@
 #                 steady window (WINDOW s, default 120) with the operator running, next to the
 #                 same window before it started (the plane's own controllers): the difference
 #                 is the operator's
-#   violation     seconds from creating a violating object (a pii ConfigMap in an unplaced
-#                 namespace) to its ResidencyViolation Event
+#   violation     seconds from a violating change (the namespace of a pii ConfigMap relabelled
+#                 to an undeclared region) to the ConfigMap's ResidencyViolation Event
 # Goals (issue 17): no LIST in steady state, RSS < 256 MiB, violation within 5 s.
 #
 # Environment: OPERATOR (a sovereign-operator binary; default: build this checkout with
@@ -94,10 +94,16 @@ sleep 30
 say "steady window (${window} s) with the operator"
 requests > "${work}/op0"; sleep "${window}"; requests > "${work}/op1"
 
+# A violation admission cannot see: a pii ConfigMap admitted in a namespace placed in eu, then
+# the namespace relabelled to a region nobody declared (Namespaces are not admitted; the audit
+# re-judges the namespace's objects).
+kubectl label namespace scale-000 sovereign.ai/region=eu >/dev/null
+kubectl create configmap leak -n scale-000 --dry-run=client -o yaml |
+  kubectl label --local -f - sovereign.ai/data-class=pii -o yaml | kubectl apply -f - >/dev/null
+sleep 5
 say "a violating change"
 t0=$(date +%s.%N)
-kubectl create configmap leak -n scale-000 >/dev/null
-kubectl label configmap leak -n scale-000 sovereign.ai/data-class=pii >/dev/null
+kubectl label namespace scale-000 sovereign.ai/region=nowhere --overwrite >/dev/null
 until kubectl get events.events.k8s.io -n scale-000 -o jsonpath='{range .items[*]}{.reason}/{.regarding.name}{"\n"}{end}' 2>/dev/null | grep -q '^ResidencyViolation/leak$'; do
   sleep 0.1
   if python3 -c "import sys,time; sys.exit(0 if time.time() - ${t0} > 120 else 1)"; then
