@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod apply;
+pub mod audit;
 pub mod backend;
 pub mod budget;
 mod error;
@@ -300,6 +301,7 @@ pub async fn run_all(
         region::run(ctx.clone(), shutdown.clone()),
         backend::run(ctx.clone(), shutdown.clone()),
         policy::run(ctx.clone(), shutdown.clone()),
+        audit::run(ctx.clone(), shutdown.clone()),
         usage::run(ctx.clone(), interval, shutdown.clone()),
         budget::run(ctx, interval, shutdown),
     );

@@ -377,6 +377,88 @@ impl<'a> Inventory<'a> {
     }
 }
 
+impl Inventory<'_> {
+    /// Whether [`Inventory::add`] records `object`: the only objects whose presence or labels
+    /// change other objects' verdicts (see [`dependents`]). An audit that keeps the cluster in
+    /// memory rebuilds its inventory from these alone.
+    pub fn is_referenced(object: &Value) -> bool {
+        let Some(spec) = object_kind(object) else {
+            return false;
+        };
+        match spec.role {
+            Role::Namespace
+            | Role::BackupLocation
+            | Role::SnapshotLocation
+            | Role::ObjectStore
+            | Role::ReplicationClass => true,
+            _ => is_labelled_data(spec, object),
+        }
+    }
+}
+
+/// The table row of `object`, from its apiVersion and kind.
+fn object_kind(object: &Value) -> Option<&'static KindSpec> {
+    let kind = object["kind"].as_str()?;
+    kinds::lookup(
+        api_group(object["apiVersion"].as_str().unwrap_or_default()),
+        kind,
+    )
+}
+
+/// A Secret, ConfigMap or PVC with a data-class label: what a pod that reads it inherits.
+fn is_labelled_data(spec: &KindSpec, object: &Value) -> bool {
+    matches!(spec.kind, "Secret" | "ConfigMap" | "PersistentVolumeClaim")
+        && spec.group.is_empty()
+        && object["metadata"]["labels"][DATA_CLASS].is_string()
+}
+
+/// Other objects whose verdict may change when an object appears, changes or goes, beyond the
+/// object itself: what the inventory records about it is read when judging them.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Dependent {
+    /// Every object in this namespace (a Namespace's region label places them all).
+    ObjectsIn(String),
+    /// The objects that run pods in this namespace (they read its governed Secrets,
+    /// ConfigMaps and PVCs).
+    WorkloadsIn(String),
+    /// Every PersistentVolume (placed and governed through the claim and namespace it is bound
+    /// to).
+    Volumes,
+    /// Every object that replicates (sinks read the locations, stores and classes they name,
+    /// Velero backups the regions of the namespaces they copy).
+    Replicators,
+}
+
+/// What else to re-judge when `object` changes: call it on the old and on the new version.
+/// Regions and policies are not here — they change the engine itself, so everything is.
+pub fn dependents(object: &Value) -> Vec<Dependent> {
+    let Some(spec) = object_kind(object) else {
+        return Vec::new();
+    };
+    let metadata = &object["metadata"];
+    let name = metadata["name"].as_str().unwrap_or_default();
+    let namespace = metadata["namespace"].as_str().unwrap_or_default();
+    match spec.role {
+        Role::Namespace => vec![
+            Dependent::ObjectsIn(name.to_owned()),
+            Dependent::Volumes,
+            Dependent::Replicators,
+        ],
+        Role::BackupLocation
+        | Role::SnapshotLocation
+        | Role::ObjectStore
+        | Role::ReplicationClass => vec![Dependent::Replicators],
+        _ if is_labelled_data(spec, object) => {
+            let mut out = vec![Dependent::WorkloadsIn(namespace.to_owned())];
+            if spec.role == Role::Claim {
+                out.push(Dependent::Volumes);
+            }
+            out
+        }
+        _ => Vec::new(),
+    }
+}
+
 impl Referenced for Inventory<'_> {
     fn backup_location(&self, namespace: &str, name: &str) -> Option<&Value> {
         self.backup_locations.get(&(namespace, name)).copied()
@@ -716,6 +798,34 @@ impl Engine {
             findings: out.findings,
             errors: out.errors,
         }
+    }
+
+    /// Judges each of `objects` on its own against `inventory`, as [`Engine::evaluate_with`]
+    /// does, and returns each one's findings and the errors it caused (not the engine's own,
+    /// [`Engine::errors`]), tagged with the caller's key: what an incremental audit caches per
+    /// object. Objects with nothing to report are returned too, so that a cache can forget them.
+    pub fn evaluate_each<'a, K>(
+        &self,
+        inventory: &Inventory<'_>,
+        objects: impl IntoIterator<Item = (K, &'a Value)>,
+    ) -> Vec<(K, Evaluation)> {
+        let mut out = Sink {
+            findings: Vec::new(),
+            errors: Vec::new(),
+            cel: (!self.sinks.is_empty()).then(functions),
+        };
+        let mut judged = Vec::new();
+        for (key, object) in objects {
+            self.check(inventory, object, &mut out);
+            judged.push((
+                key,
+                Evaluation {
+                    findings: std::mem::take(&mut out.findings),
+                    errors: std::mem::take(&mut out.errors),
+                },
+            ));
+        }
+        judged
     }
 
     /// The policies that govern data class `class` (normalized without allocating when it
@@ -1380,6 +1490,72 @@ mod tests {
 
     fn rules_of(evaluation: &Evaluation) -> Vec<Rule> {
         evaluation.findings.iter().map(|f| f.rule).collect()
+    }
+
+    /// What the inventory records, what `is_referenced` says and what `dependents` reports
+    /// agree: an incremental audit that rebuilt its inventory from the referenced objects, or
+    /// re-judged only the dependents, would otherwise miss a change.
+    #[test]
+    fn referenced_objects_are_exactly_those_with_dependents() {
+        let labelled = |kind: &str, api: &str, labels: Value| {
+            json!({"apiVersion": api, "kind": kind,
+                   "metadata": {"name": "x", "namespace": "ns", "labels": labels}})
+        };
+        let pii = json!({"sovereign.ai/data-class": "pii"});
+        let cases = [
+            (labelled("Namespace", "v1", json!({})), true),
+            (labelled("Secret", "v1", pii.clone()), true),
+            (labelled("Secret", "v1", json!({})), false),
+            (labelled("ConfigMap", "v1", pii.clone()), true),
+            (labelled("PersistentVolumeClaim", "v1", pii.clone()), true),
+            (labelled("Pod", "v1", pii.clone()), false),
+            (
+                labelled("TokenBudget", "sovereign.ai/v1alpha1", pii.clone()),
+                false,
+            ),
+            (
+                labelled("BackupStorageLocation", "velero.io/v1", json!({})),
+                true,
+            ),
+            (
+                labelled("VolumeSnapshotLocation", "velero.io/v1", json!({})),
+                true,
+            ),
+            (
+                labelled("ObjectStore", "barmancloud.cnpg.io/v1", json!({})),
+                true,
+            ),
+            (
+                labelled(
+                    "VolumeReplicationClass",
+                    "replication.storage.openshift.io/v1alpha1",
+                    json!({}),
+                ),
+                true,
+            ),
+            (labelled("Deployment", "apps/v1", pii.clone()), false),
+            (labelled("Mirror", "example.com/v1", pii), false),
+        ];
+        for (object, referenced) in cases {
+            let what = &object["kind"];
+            assert_eq!(Inventory::is_referenced(&object), referenced, "{what}");
+            assert_eq!(!dependents(&object).is_empty(), referenced, "{what}");
+            let inventory = Inventory::of([&object]);
+            let recorded = !(inventory.namespaces.is_empty()
+                && inventory.backup_locations.is_empty()
+                && inventory.snapshot_locations.is_empty()
+                && inventory.object_stores.is_empty()
+                && inventory.replication_classes.is_empty()
+                && inventory.group_replication_classes.is_empty()
+                && inventory.data.is_empty());
+            assert_eq!(recorded, referenced, "{what}");
+        }
+        let claim = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "c", "namespace": "ns", "labels": {"sovereign.ai/data-class": "pii"}}});
+        assert_eq!(
+            dependents(&claim),
+            vec![Dependent::WorkloadsIn("ns".into()), Dependent::Volumes]
+        );
     }
 
     #[test]

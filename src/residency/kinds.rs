@@ -1,7 +1,7 @@
 //! The one table of kinds the residency rules know: which group/version/kind/plural, where its
 //! pod template is, what role it plays, and whether it is governed, matched by admission,
 //! listed by the audit and listed as metadata only. The engine ([`super::Engine`]), the
-//! admission compiler ([`super::admission`]), the audit (`controllers::policy::AUDITED_KINDS`)
+//! admission compiler ([`super::admission`]), the audit (`controllers::audit`, which watches them)
 //! and the tests take their lists from here, so that they cannot disagree.
 
 /// What the rules do with a kind.
@@ -84,9 +84,9 @@ pub struct KindSpec {
     pub governed: bool,
     /// Whether the generated ValidatingAdmissionPolicy matches it.
     pub admission: bool,
-    /// Whether the in-cluster audit lists it.
+    /// Whether the in-cluster audit watches it.
     pub audited: bool,
-    /// Whether the audit lists metadata only (the rules read only labels and annotations;
+    /// Whether the audit watches metadata only (the rules read only labels and annotations;
     /// the operator never needs Secret values).
     pub metadata_only: bool,
 }
@@ -137,10 +137,6 @@ impl KindSpec {
     }
     const fn metadata_only(mut self) -> Self {
         self.metadata_only = true;
-        self
-    }
-    const fn not_audited(mut self) -> Self {
-        self.audited = false;
         self
     }
 
@@ -237,7 +233,6 @@ pub const KINDS: &[KindSpec] = &[
     )
     .template(SPEC_TEMPLATE)
     .admitted(),
-    // The audit lists regions and backends typed, on its own.
     kind(
         "sovereign.ai",
         "v1alpha1",
@@ -245,8 +240,7 @@ pub const KINDS: &[KindSpec] = &[
         "sovereignregions",
         Role::Region,
     )
-    .cluster_scoped()
-    .not_audited(),
+    .cluster_scoped(),
     kind(
         "sovereign.ai",
         "v1alpha1",
@@ -254,8 +248,7 @@ pub const KINDS: &[KindSpec] = &[
         "inferencebackends",
         Role::Backend,
     )
-    .admitted()
-    .not_audited(),
+    .admitted(),
     kind(
         "sovereign.ai",
         "v1alpha1",
@@ -400,8 +393,8 @@ mod tests {
         }
     }
 
-    /// The chart's ClusterRole lets the audit list every audited kind: a kind the cluster
-    /// serves but the operator may not list would fail the whole audit.
+    /// The chart's ClusterRole lets the audit list and watch every audited kind: a kind the
+    /// cluster serves but the operator may not watch would never be audited.
     #[test]
     fn the_chart_lets_the_audit_list_every_audited_kind() {
         let rules = include_str!("../../charts/sovereign-operator/templates/_helpers.tpl");
@@ -426,6 +419,7 @@ mod tests {
                 list(window[1], "resources:"),
                 list(window[2], "verbs:"),
             ) && verbs.iter().any(|v| v == "list")
+                && verbs.iter().any(|v| v == "watch")
             {
                 for group in &groups {
                     for resource in &resources {
@@ -437,7 +431,7 @@ mod tests {
         for kind in audited() {
             assert!(
                 granted.contains(&(kind.group.to_owned(), kind.plural.to_owned())),
-                "the chart does not let the audit list {} ({}/{})",
+                "the chart does not let the audit list and watch {} ({}/{})",
                 kind.kind,
                 kind.group,
                 kind.plural

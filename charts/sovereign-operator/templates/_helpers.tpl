@@ -52,11 +52,11 @@ under exactly these rules (e2e/tests/harness.rs), so a missing one fails the tes
   verbs: [patch]
 # Children applied with server-side apply (controllers/apply.rs: get, then patch, which
 # needs create as well when the object is new), pruned by label (list + delete).
-# Namespaces are applied but never deleted; the audit lists them.
+# Namespaces are applied but never deleted; the audit watches them.
 - apiGroups: [""]
   resources: [namespaces]
-  verbs: [get, list, create, patch]
-# ConfigMaps: gateway and collector config (owned, so watched); the audit lists them; the
+  verbs: [get, list, watch, create, patch]
+# ConfigMaps: gateway and collector config (owned, so watched); the audit watches them; the
 # usage ledger is created, then replaced with a resourceVersion precondition (update), and
 # the budget actions are applied (controllers/usage.rs).
 - apiGroups: [""]
@@ -91,40 +91,40 @@ under exactly these rules (e2e/tests/harness.rs), so a missing one fails the tes
 - apiGroups: [admissionregistration.k8s.io]
   resources: [validatingadmissionpolicies, validatingadmissionpolicybindings]
   verbs: [get, create, patch]
-# Secrets: the backend controller checks that referenced Secrets exist (get), the audit reads
-# their labels (list, metadata only). Two values are read: the gateway master key, the bearer
+# Secrets: the backend controller checks that referenced Secrets exist (get), the audit watches
+# their labels (list, watch, metadata only). Two values are read: the gateway master key, the bearer
 # token of the usage scrape (controllers/usage.rs), and a budget's notification webhook URL
 # (controllers/budget.rs).
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get, list]
+  verbs: [get, list, watch]
 # Pods: a vLLM backend's pods (scheduler verdicts) and the audit.
 - apiGroups: [""]
   resources: [pods, persistentvolumeclaims, replicationcontrollers, persistentvolumes]
-  verbs: [list]
+  verbs: [list, watch]
 # The rest of the residency audit (residency::kinds::KINDS, audited); kinds a cluster does
 # not serve are skipped.
 - apiGroups: [apps]
   resources: [daemonsets, replicasets]
-  verbs: [list]
+  verbs: [list, watch]
 - apiGroups: [batch]
   resources: [jobs, cronjobs]
-  verbs: [list]
+  verbs: [list, watch]
 - apiGroups: [velero.io]
   resources: [backupstoragelocations, volumesnapshotlocations, backups, schedules]
-  verbs: [list]
+  verbs: [list, watch]
 - apiGroups: [postgresql.cnpg.io]
   resources: [clusters]
-  verbs: [list]
+  verbs: [list, watch]
 - apiGroups: [barmancloud.cnpg.io]
   resources: [objectstores]
-  verbs: [list]
+  verbs: [list, watch]
 - apiGroups: [replication.storage.openshift.io]
   resources: [volumereplications, volumereplicationclasses, volumegroupreplications, volumegroupreplicationclasses]
-  verbs: [list]
+  verbs: [list, watch]
 - apiGroups: [argoproj.io]
   resources: [rollouts]
-  verbs: [list]
+  verbs: [list, watch]
 # Events on the custom resources (kube-runtime's Recorder creates, then patches a series).
 - apiGroups: [events.k8s.io]
   resources: [events]

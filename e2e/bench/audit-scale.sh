@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Scale run of the residency audit (not a test; figures printed, not asserted), on a plane of
+# its own:
+#
+#   e2e/bench/audit-scale.sh [UNRELATED] [GOVERNED] [NAMESPACES]   (100000 10000 500)
+#
+# Loads UNRELATED objects that no policy governs (Pods, ConfigMaps, Secrets across NAMESPACES
+# namespaces; e2e/bench/audit-load.py) and GOVERNED pii ConfigMaps in sovereign-eu, with the
+# eu-india example's regions and policies, then starts the operator and reports:
+#   first audit   seconds from the start until the pii policy's status has its first audit
+#   peak RSS      of the operator (VmHWM) after the first audit; steady RSS (VmRSS) at the end
+#   requests/min  apiserver_request_total by verb, from the API server's own /metrics, over a
+#                 steady window (WINDOW s, default 120) with the operator running, next to the
+#                 same window before it started (the plane's own controllers): the difference
+#                 is the operator's
+#   violation     seconds from a violating change (the namespace of a pii ConfigMap relabelled
+#                 to an undeclared region) to the ConfigMap's ResidencyViolation Event
+# Goals (issue 17): no LIST in steady state, RSS < 256 MiB, violation within 5 s.
+#
+# Environment: OPERATOR (a sovereign-operator binary; default: build this checkout with
+# --release), WINDOW, SOVEREIGN_CACHE; the plane's ports AUDIT_SCALE_APISERVER_PORT (22490) and
+# AUDIT_SCALE_PORT_BASE (22480), its state $SOVEREIGN_CACHE/bench-audit-state.
+set -euo pipefail
+
+unrelated="${1:-100000}"
+governed="${2:-10000}"
+namespaces="${3:-500}"
+window="${WINDOW:-120}"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "${here}/../.." && pwd)"
+cache="${SOVEREIGN_CACHE:-${HOME}/.cache/sovereign-operator}"
+export SOVEREIGN_E2E_STATE="${cache}/bench-audit-state"
+export SOVEREIGN_APISERVER_PORT="${AUDIT_SCALE_APISERVER_PORT:-22490}"
+export SOVEREIGN_PORT_BASE="${AUDIT_SCALE_PORT_BASE:-22480}"
+metrics_port=$((SOVEREIGN_PORT_BASE + 9))
+work="$(mktemp -d)"
+say() { echo "[audit-scale $(date +%T)] $*" >&2; }
+operator_pid=""
+cleanup() {
+  [ -n "${operator_pid}" ] && kill "${operator_pid}" 2>/dev/null || true
+  bash "${repo}/e2e/controlplane.sh" down >/dev/null 2>&1 || true
+  rm -rf "${work}"
+}
+trap cleanup EXIT
+
+if [[ -z "${OPERATOR:-}" ]]; then
+  cargo build --release --quiet --bin sovereign-operator --manifest-path "${repo}/Cargo.toml"
+  OPERATOR="${CARGO_TARGET_DIR:-${repo}/target}/release/sovereign-operator"
+fi
+bash "${repo}/e2e/controlplane.sh" build >/dev/null
+bash "${repo}/e2e/controlplane.sh" down >/dev/null 2>&1 || true
+bash "${repo}/e2e/controlplane.sh" up >/dev/null 2>&1
+eval "$(bash "${repo}/e2e/controlplane.sh" env)"
+kubectl apply --server-side -f "${repo}/crds/" >/dev/null
+kubectl wait --for condition=Established --timeout=60s -f "${repo}/crds/" >/dev/null
+ex="${repo}/deploy/examples/eu-india"
+kubectl apply --server-side -f "${ex}/00-namespaces.yaml" -f "${ex}/10-region-eu.yaml" \
+  -f "${ex}/10-region-in.yaml" -f "${ex}/30-policies.yaml" >/dev/null
+
+say "loading ${unrelated} unrelated + ${governed} governed objects over ${namespaces} namespaces"
+python3 "${here}/audit-load.py" "${SOVEREIGN_E2E_STATE}" "${unrelated}" "${governed}" "${namespaces}"
+
+# apiserver_request_total summed by verb (every client), as "VERB count" lines.
+requests() {
+  kubectl get --raw /metrics | awk '/^apiserver_request_total\{/ {
+      match($0, /verb="[A-Z]+"/); v = substr($0, RSTART + 6, RLENGTH - 7); s[v] += $NF }
+    END { for (v in s) print v, s[v] }' | sort
+}
+per_minute() { # before-file after-file seconds
+  python3 - "$1" "$2" "$3" <<'PY'
+import sys
+read = lambda p: {l.split()[0]: float(l.split()[1]) for l in open(p) if l.strip()}
+a, b, s = read(sys.argv[1]), read(sys.argv[2]), float(sys.argv[3])
+print("  ".join(f"{v}={(b.get(v, 0) - a.get(v, 0)) * 60 / s:.1f}" for v in sorted(set(a) | set(b))))
+PY
+}
+
+say "baseline window (${window} s) without the operator"
+requests > "${work}/base0"; sleep "${window}"; requests > "${work}/base1"
+
+say "starting the operator"
+start=$(date +%s.%N)
+"${OPERATOR}" run --metrics-address "127.0.0.1:${metrics_port}" > "${work}/operator.log" 2>&1 &
+operator_pid=$!
+until kubectl get residencypolicy pii-home-region -o jsonpath='{.status.lastAuditTime}' 2>/dev/null | grep -q .; do
+  kill -0 "${operator_pid}" || { tail -20 "${work}/operator.log" >&2; exit 1; }
+  sleep 0.5
+done
+first=$(python3 -c "import time; print(f'{time.time() - ${start}:.1f}')")
+peak_kib=$(awk '/VmHWM/ {print $2}' "/proc/${operator_pid}/status")
+say "first audit after ${first} s; settling 30 s"
+sleep 30
+
+say "steady window (${window} s) with the operator"
+requests > "${work}/op0"; sleep "${window}"; requests > "${work}/op1"
+
+# A violation admission cannot see: a pii ConfigMap admitted in a namespace placed in eu, then
+# the namespace relabelled to a region nobody declared (Namespaces are not admitted; the audit
+# re-judges the namespace's objects).
+kubectl label namespace scale-000 sovereign.ai/region=eu >/dev/null
+kubectl create configmap leak -n scale-000 --dry-run=client -o yaml |
+  kubectl label --local -f - sovereign.ai/data-class=pii -o yaml | kubectl apply -f - >/dev/null
+sleep 5
+say "a violating change"
+t0=$(date +%s.%N)
+kubectl label namespace scale-000 sovereign.ai/region=nowhere --overwrite >/dev/null
+until kubectl get events.events.k8s.io -n scale-000 -o jsonpath='{range .items[*]}{.reason}/{.regarding.name}{"\n"}{end}' 2>/dev/null | grep -q '^ResidencyViolation/leak$'; do
+  sleep 0.1
+  if python3 -c "import sys,time; sys.exit(0 if time.time() - ${t0} > 120 else 1)"; then
+    say "no Event after 120 s"; break
+  fi
+done
+violation=$(python3 -c "import time; print(f'{time.time() - ${t0}:.2f}')")
+steady_kib=$(awk '/VmRSS/ {print $2}' "/proc/${operator_pid}/status")
+peak_end_kib=$(awk '/VmHWM/ {print $2}' "/proc/${operator_pid}/status")
+count=$(kubectl get residencypolicy pii-home-region -o jsonpath='{.status.violationCount}')
+
+echo "objects:           $((unrelated + governed + namespaces)) loaded (${unrelated} unrelated, ${governed} governed, ${namespaces} namespaces)"
+echo "first audit:       ${first} s after start (pii-home-region violationCount now ${count})"
+echo "peak RSS:          $((peak_kib / 1024)) MiB at the first audit, $((peak_end_kib / 1024)) MiB by the end"
+echo "steady RSS:        $((steady_kib / 1024)) MiB"
+echo "requests/min, every client, without the operator: $(per_minute "${work}/base0" "${work}/base1" "${window}")"
+echo "requests/min, every client, with the operator:    $(per_minute "${work}/op0" "${work}/op1" "${window}")"
+echo "violation → Event: ${violation} s"

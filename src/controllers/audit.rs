@@ -1,0 +1,1358 @@
+//! The residency audit, by watch: every kind of the kinds table the audit reads
+//! (`residency::kinds::audited`) and every sink kind a policy declares is watched once —
+//! metadata only where the rules read only labels (`metadata_only`: Secrets, ConfigMaps,
+//! Namespaces, …), whole objects where a rule reads the spec — into an in-memory store. A change
+//! re-judges the object that changed and the objects whose verdict reads it
+//! (`engine::dependents`: a Namespace's objects, the workloads of a namespace whose governed
+//! Secret changed, the replicators when a location changed); a region or policy change rebuilds
+//! the engine and re-judges the store, still without a request. The API server sees one LIST per
+//! kind at start (and after a watch expires), then WATCHes only.
+//!
+//! Observe (watch events into [`Store`]) → decide ([`Audit::pass`], pure: which objects to
+//! re-judge, the engine's verdicts, each policy's status and new violations) → apply (status
+//! patches, Events). The status fields the audit owns (`violations`, `violationCount`,
+//! `lastAuditTime`, the Ready condition) are written with their own field manager, [`MANAGER`];
+//! the policy controller owns the admission part (`policy.rs`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::core::PartialObjectMeta;
+use kube::discovery::pinned_kind;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::{Context, updated_conditions};
+use crate::api::conditions::{self, DesiredCondition, Status};
+use crate::api::policy::{ResidencyPolicy, Violation};
+use crate::api::region::SovereignRegion;
+use crate::residency::engine::{
+    Dependent, Engine, Evaluation, Finding, Inventory, ResidencyError, dependents,
+};
+use crate::residency::kinds::{self, Role};
+
+/// Field manager of the status fields the audit writes.
+pub const MANAGER: &str = "sovereign-operator-audit";
+/// Violations listed in status (the count covers all).
+pub const LISTED_VIOLATIONS: usize = 50;
+/// Events published per policy and pass at most, so that a new policy over a large cluster
+/// cannot flood the event store; the status count is complete regardless.
+const EVENTS_PER_PASS: usize = 50;
+/// A pass that finds the same as the last one refreshes `lastAuditTime` only this often: a
+/// quiet cluster costs one status write per policy per ten minutes.
+const AUDIT_TIME_REFRESH: Duration = Duration::from_secs(600);
+/// Changes are judged together once the watches are quiet for this long (a Deployment
+/// rollout is a burst of events), …
+const SETTLE: Duration = Duration::from_millis(100);
+/// … but never later than this after the first one, so a violation is reported promptly even
+/// under constant churn.
+const MAX_BATCH: Duration = Duration::from_secs(1);
+/// How often kinds the cluster did not serve are looked up again (a CRD installed later):
+/// one discovery GET per missing kind, never a LIST.
+const REDISCOVERY: Duration = Duration::from_secs(60);
+
+/// Why the audit cannot go on (the watches themselves retry with back-off).
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// Discovery of a kind failed with something other than "not served".
+    #[error("discover {kind}: {source}")]
+    Discover {
+        /// The kind.
+        kind: String,
+        /// The client error.
+        source: kube::Error,
+    },
+    /// Writing a policy's status failed.
+    #[error("patch the status of ResidencyPolicy {policy}: {source}")]
+    Status {
+        /// The policy.
+        policy: String,
+        /// The client error.
+        source: kube::Error,
+    },
+}
+
+/// A kind the audit watches.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Watched {
+    /// API group.
+    pub group: String,
+    /// Version; empty for the group's preferred one (sink kinds named by a policy).
+    pub version: String,
+    /// Kind.
+    pub kind: String,
+    /// Whether only metadata is watched.
+    pub metadata_only: bool,
+}
+
+/// The kinds of the kinds table the audit reads.
+pub fn table_kinds() -> Vec<Watched> {
+    kinds::audited()
+        .map(|k| Watched {
+            group: k.group.to_owned(),
+            version: k.version.to_owned(),
+            kind: k.kind.to_owned(),
+            metadata_only: k.metadata_only,
+        })
+        .collect()
+}
+
+/// The sink kinds `policies` declare that the table does not already watch (whole objects:
+/// a sink's location expression may read any field).
+pub fn sink_kinds<'p>(policies: impl IntoIterator<Item = &'p ResidencyPolicy>) -> Vec<Watched> {
+    let mut out: BTreeSet<Watched> = BTreeSet::new();
+    for policy in policies {
+        for sink in &policy.spec.sinks {
+            for kind in &sink.kinds {
+                let in_table = kinds::audited().any(|k| k.group == sink.group && k.kind == kind);
+                if !in_table && !kind.trim().is_empty() {
+                    out.insert(Watched {
+                        group: sink.group.clone(),
+                        version: String::new(),
+                        kind: kind.clone(),
+                        metadata_only: false,
+                    });
+                }
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// An object of the store: its kind's index and its namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    kind: usize,
+    namespace: String,
+    name: String,
+}
+
+/// What changed in one object, as far as re-judging goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    key: Key,
+    /// What else reads it, from its old and its new version.
+    dependents: Vec<Dependent>,
+    /// A SovereignRegion appeared, went or changed its spec: the engine must be rebuilt.
+    region: bool,
+}
+
+/// The objects of one watched kind.
+#[derive(Debug)]
+struct KindStore {
+    watched: Watched,
+    role: Option<Role>,
+    objects: BTreeMap<(String, String), Value>,
+    /// Objects of a re-list in progress (between `Init` and `InitDone`).
+    relist: Option<BTreeMap<(String, String), Value>>,
+    /// Listed completely at least once, or not served at all.
+    synced: bool,
+}
+
+/// Every watched object, slimmed (no managedFields, no last-applied annotation): the audit's
+/// view of the cluster.
+#[derive(Debug, Default)]
+pub struct Store {
+    kinds: Vec<KindStore>,
+}
+
+/// Drops what no rule reads and what makes objects large: managed fields and the
+/// last-applied-configuration annotation (a second copy of the object).
+fn slim(mut object: Value) -> Value {
+    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        metadata.remove("managedFields");
+        if let Some(annotations) = metadata
+            .get_mut("annotations")
+            .and_then(Value::as_object_mut)
+        {
+            annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+        }
+    }
+    object
+}
+
+fn object_key(object: &Value) -> (String, String) {
+    let metadata = &object["metadata"];
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    (text(&metadata["namespace"]), text(&metadata["name"]))
+}
+
+impl Store {
+    /// Adds a kind to watch; returns its index (the same one when already present).
+    pub fn add_kind(&mut self, watched: Watched) -> usize {
+        if let Some(i) = self.kinds.iter().position(|k| k.watched == watched) {
+            return i;
+        }
+        let role = kinds::lookup(&watched.group, &watched.kind).map(|k| k.role);
+        self.kinds.push(KindStore {
+            watched,
+            role,
+            objects: BTreeMap::new(),
+            relist: None,
+            synced: false,
+        });
+        self.kinds.len() - 1
+    }
+
+    /// The kind at `index`.
+    pub fn watched(&self, index: usize) -> &Watched {
+        &self.kinds[index].watched
+    }
+
+    /// Marks a kind the cluster does not serve: it holds nothing and waits for nothing.
+    pub fn unserved(&mut self, index: usize) -> Vec<Change> {
+        let store = &mut self.kinds[index];
+        store.synced = true;
+        store.relist = None;
+        let gone = std::mem::take(&mut store.objects);
+        gone.iter()
+            .map(|(k, v)| change(index, store.role, k, Some(v), None))
+            .collect()
+    }
+
+    /// Whether every kind was listed once (a pass before that would report objects whose
+    /// Namespace has not arrived yet).
+    pub fn synced(&self) -> bool {
+        self.kinds.iter().all(|k| k.synced)
+    }
+
+    /// Applies one watch event of kind `index` (objects with apiVersion and kind set).
+    pub fn apply(&mut self, index: usize, event: watcher::Event<Value>) -> Vec<Change> {
+        let store = &mut self.kinds[index];
+        let role = store.role;
+        match event {
+            watcher::Event::Apply(object) => {
+                let object = slim(object);
+                let key = object_key(&object);
+                let old = store.objects.get(&key);
+                if old == Some(&object) {
+                    return Vec::new();
+                }
+                let c = change(index, role, &key, old, Some(&object));
+                store.objects.insert(key, object);
+                vec![c]
+            }
+            watcher::Event::Delete(object) => {
+                let key = object_key(&object);
+                match store.objects.remove(&key) {
+                    Some(old) => vec![change(index, role, &key, Some(&old), None)],
+                    None => Vec::new(),
+                }
+            }
+            watcher::Event::Init => {
+                store.relist = Some(BTreeMap::new());
+                Vec::new()
+            }
+            watcher::Event::InitApply(object) => {
+                let object = slim(object);
+                store
+                    .relist
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(object_key(&object), object);
+                Vec::new()
+            }
+            watcher::Event::InitDone => {
+                store.synced = true;
+                let new = store.relist.take().unwrap_or_default();
+                let old = std::mem::replace(&mut store.objects, new);
+                let mut changes = Vec::new();
+                for (key, before) in &old {
+                    let after = store.objects.get(key);
+                    if after != Some(before) {
+                        changes.push(change(index, role, key, Some(before), after));
+                    }
+                }
+                for (key, after) in &store.objects {
+                    if !old.contains_key(key) {
+                        changes.push(change(index, role, key, None, Some(after)));
+                    }
+                }
+                changes
+            }
+        }
+    }
+
+    fn get(&self, key: &Key) -> Option<&Value> {
+        self.kinds
+            .get(key.kind)?
+            .objects
+            .get(&(key.namespace.clone(), key.name.clone()))
+    }
+
+    fn keys_of(&self, kind: usize) -> impl Iterator<Item = Key> + '_ {
+        self.kinds[kind].objects.keys().map(move |(ns, name)| Key {
+            kind,
+            namespace: ns.clone(),
+            name: name.clone(),
+        })
+    }
+
+    /// Every object, in key order.
+    fn all(&self) -> impl Iterator<Item = (Key, &Value)> + '_ {
+        self.kinds.iter().enumerate().flat_map(|(kind, store)| {
+            store.objects.iter().map(move |((ns, name), v)| {
+                (
+                    Key {
+                        kind,
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                    },
+                    v,
+                )
+            })
+        })
+    }
+
+    /// The keys of objects of kind `kind` in `namespace`.
+    fn in_namespace<'s>(
+        &'s self,
+        kind: usize,
+        namespace: &'s str,
+    ) -> impl Iterator<Item = Key> + 's {
+        self.kinds[kind]
+            .objects
+            .range((namespace.to_owned(), String::new())..)
+            .take_while(move |((ns, _), _)| ns == namespace)
+            .map(move |((ns, name), _)| Key {
+                kind,
+                namespace: ns.clone(),
+                name: name.clone(),
+            })
+    }
+
+    /// The objects a rule reads when judging others (what [`Inventory`] records).
+    fn referenced(&self) -> impl Iterator<Item = &Value> + '_ {
+        self.kinds
+            .iter()
+            .filter(|k| {
+                matches!(
+                    k.role,
+                    Some(
+                        Role::Namespace
+                            | Role::Data
+                            | Role::Claim
+                            | Role::BackupLocation
+                            | Role::SnapshotLocation
+                            | Role::ObjectStore
+                            | Role::ReplicationClass
+                    )
+                )
+            })
+            .flat_map(|k| k.objects.values())
+            .filter(|v| Inventory::is_referenced(v))
+    }
+
+    /// The SovereignRegions in the store, typed (unreadable ones are judged as objects and
+    /// reported there).
+    fn regions(&self) -> Vec<SovereignRegion> {
+        self.kinds
+            .iter()
+            .filter(|k| k.role == Some(Role::Region))
+            .flat_map(|k| k.objects.values())
+            .filter_map(|v| serde_json::from_value(v.clone()).ok())
+            .collect()
+    }
+}
+
+fn change(
+    kind: usize,
+    role: Option<Role>,
+    (namespace, name): &(String, String),
+    old: Option<&Value>,
+    new: Option<&Value>,
+) -> Change {
+    let mut all: Vec<Dependent> = old.into_iter().chain(new).flat_map(dependents).collect();
+    all.sort();
+    all.dedup();
+    Change {
+        key: Key {
+            kind,
+            namespace: namespace.clone(),
+            name: name.clone(),
+        },
+        dependents: all,
+        region: role == Some(Role::Region)
+            && old.map(|v| (&v["spec"], &v["metadata"]["name"]))
+                != new.map(|v| (&v["spec"], &v["metadata"]["name"])),
+    }
+}
+
+/// Which objects a pass re-judges.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Everything (the engine changed, or the first pass).
+    pub all: bool,
+    /// These objects.
+    pub keys: BTreeSet<Key>,
+}
+
+/// The plan for `changes`: the changed objects and what [`dependents`] says reads them.
+pub fn plan(store: &Store, changes: &[Change], engine_changed: bool) -> Plan {
+    if engine_changed || changes.iter().any(|c| c.region) {
+        return Plan {
+            all: true,
+            keys: BTreeSet::new(),
+        };
+    }
+    let mut keys = BTreeSet::new();
+    let mut seen: HashSet<&Dependent> = HashSet::new();
+    for change in changes {
+        keys.insert(change.key.clone());
+        for dependent in &change.dependents {
+            if !seen.insert(dependent) {
+                continue;
+            }
+            for (kind, k) in store.kinds.iter().enumerate() {
+                match dependent {
+                    Dependent::ObjectsIn(ns) => keys.extend(store.in_namespace(kind, ns)),
+                    Dependent::WorkloadsIn(ns) if k.role == Some(Role::Workload) => {
+                        keys.extend(store.in_namespace(kind, ns));
+                    }
+                    Dependent::Volumes if k.role == Some(Role::Volume) => {
+                        keys.extend(store.keys_of(kind));
+                    }
+                    Dependent::Replicators
+                        if k.role.is_some_and(Role::replicates) || k.role.is_none() =>
+                    {
+                        // Kinds outside the table are the policies' sinks.
+                        keys.extend(store.keys_of(kind));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Plan { all: false, keys }
+}
+
+/// (kind, namespace, name, rule) of a violation: what "the same violation" means for Events.
+type ViolationKey = (String, String, String, String);
+
+fn violation_key(v: &Violation) -> ViolationKey {
+    (
+        v.kind.clone(),
+        v.namespace.clone(),
+        v.name.clone(),
+        v.rule.clone(),
+    )
+}
+
+/// What a pass decided for one policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyOutcome {
+    /// The policy.
+    pub policy: String,
+    /// The status patch to apply, when the status differs from the policy's (or is stale).
+    pub status: Option<Value>,
+    /// Violations not seen before, with the object to put the Event on (at most
+    /// [`EVENTS_PER_PASS`]).
+    pub new_violations: Vec<(Violation, ObjectReference)>,
+    /// The rule of every finding, for the metric.
+    pub rules: Vec<String>,
+}
+
+/// The audit's state: the store, the engine and the verdicts of the last pass.
+#[derive(Default)]
+pub struct Audit {
+    /// The watched objects.
+    pub store: Store,
+    policies: BTreeMap<String, ResidencyPolicy>,
+    policies_synced: bool,
+    /// Rebuilt when regions or policies' specs change.
+    engine: Option<Engine>,
+    engine_stale: bool,
+    /// Verdicts of objects with findings or errors.
+    judged: BTreeMap<Key, Evaluation>,
+    /// Per policy, the violations reported so far (None before the policy's first pass: then
+    /// the ones its status lists are known, so a restart does not announce them again).
+    known: HashMap<String, HashSet<ViolationKey>>,
+    /// Per policy, the findings' digest of the last pass (to skip unchanged policies).
+    last: HashMap<String, Vec<Violation>>,
+}
+
+impl Audit {
+    /// Applies a policy watch event; returns whether the engine must be rebuilt.
+    pub fn apply_policy(&mut self, event: watcher::Event<ResidencyPolicy>) {
+        let mut changed = |old: Option<&ResidencyPolicy>, new: Option<&ResidencyPolicy>| {
+            if old.map(|p| &p.spec) != new.map(|p| &p.spec) {
+                self.engine_stale = true;
+            }
+        };
+        match event {
+            watcher::Event::Apply(policy) | watcher::Event::InitApply(policy) => {
+                let name = policy.name_any();
+                changed(self.policies.get(&name), Some(&policy));
+                self.policies.insert(name, policy);
+            }
+            watcher::Event::Delete(policy) => {
+                let name = policy.name_any();
+                changed(self.policies.get(&name), None);
+                self.policies.remove(&name);
+                self.known.remove(&name);
+                self.last.remove(&name);
+            }
+            watcher::Event::Init => {}
+            watcher::Event::InitDone => {
+                self.policies_synced = true;
+                self.engine_stale = true;
+            }
+        }
+    }
+
+    /// The policies, as last seen.
+    pub fn policies(&self) -> impl Iterator<Item = &ResidencyPolicy> {
+        self.policies.values()
+    }
+
+    /// Whether every kind and the policies were listed once.
+    pub fn ready(&self) -> bool {
+        self.policies_synced && self.store.synced()
+    }
+
+    /// Re-judges what `changes` (and a changed engine) call for and decides each policy's
+    /// status and new violations. Pure; `now` is the time of the pass.
+    pub fn pass(&mut self, changes: &[Change], now: Timestamp) -> Vec<PolicyOutcome> {
+        // A region's spec is the engine's input as much as a policy's.
+        let rebuild =
+            self.engine_stale || self.engine.is_none() || changes.iter().any(|c| c.region);
+        if rebuild {
+            let policies: Vec<ResidencyPolicy> = self.policies.values().cloned().collect();
+            self.engine = Some(Engine::new(&self.store.regions(), &policies));
+            self.engine_stale = false;
+        }
+        let plan = plan(&self.store, changes, rebuild);
+        let Some(engine) = &self.engine else {
+            return Vec::new();
+        };
+        let inventory = Inventory::of(self.store.referenced());
+        if plan.all {
+            self.judged.clear();
+            for (key, evaluation) in engine.evaluate_each(&inventory, self.store.all()) {
+                if !evaluation.findings.is_empty() || !evaluation.errors.is_empty() {
+                    self.judged.insert(key, evaluation);
+                }
+            }
+        } else {
+            let objects = plan
+                .keys
+                .iter()
+                .filter_map(|k| self.store.get(k).map(|v| (k.clone(), v)));
+            let judged = engine.evaluate_each(&inventory, objects);
+            for key in &plan.keys {
+                self.judged.remove(key);
+            }
+            for (key, evaluation) in judged {
+                if !evaluation.findings.is_empty() || !evaluation.errors.is_empty() {
+                    self.judged.insert(key, evaluation);
+                }
+            }
+        }
+        self.outcomes(now)
+    }
+
+    fn outcomes(&mut self, now: Timestamp) -> Vec<PolicyOutcome> {
+        let Some(engine) = &self.engine else {
+            return Vec::new();
+        };
+        let mut findings: HashMap<&str, Vec<(&Key, &Finding)>> = HashMap::new();
+        let mut object_errors: Vec<&ResidencyError> = Vec::new();
+        for (key, evaluation) in &self.judged {
+            for finding in &evaluation.findings {
+                if let Some(policy) = finding.policy.as_deref() {
+                    findings.entry(policy).or_default().push((key, finding));
+                }
+            }
+            object_errors.extend(&evaluation.errors);
+        }
+        let mut out = Vec::new();
+        for (name, policy) in &self.policies {
+            let mine = findings.remove(name.as_str()).unwrap_or_default();
+            let violations: Vec<Violation> = mine.iter().map(|(_, f)| f.to_violation()).collect();
+            let errors: Vec<String> = engine
+                .errors()
+                .iter()
+                .filter(|e| error_policy(e).is_none_or(|p| p == name))
+                .chain(object_errors.iter().copied())
+                .map(ToString::to_string)
+                .collect();
+            let current = policy.status.clone().unwrap_or_default();
+            let known = self
+                .known
+                .entry(name.clone())
+                .or_insert_with(|| current.violations.iter().map(violation_key).collect());
+            let mut new_violations = Vec::new();
+            for ((key, _), violation) in mine.iter().zip(&violations) {
+                if new_violations.len() >= EVENTS_PER_PASS {
+                    break;
+                }
+                if known.contains(&violation_key(violation)) {
+                    continue;
+                }
+                if let Some(object) = self.store.get(key) {
+                    new_violations.push((violation.clone(), object_reference(object)));
+                }
+            }
+            // Known from now on: what was known and still holds, and what was just announced;
+            // new ones beyond the cap are announced by a later pass.
+            let current_keys: HashSet<ViolationKey> =
+                violations.iter().map(violation_key).collect();
+            known.retain(|k| current_keys.contains(k));
+            known.extend(new_violations.iter().map(|(v, _)| violation_key(v)));
+
+            let ready = if errors.is_empty() {
+                DesiredCondition {
+                    type_: conditions::READY,
+                    status: Status::True,
+                    reason: "Audited",
+                    message: format!("the audit found {} violations", violations.len()),
+                }
+            } else {
+                DesiredCondition {
+                    type_: conditions::READY,
+                    status: Status::False,
+                    reason: "InvalidSink",
+                    message: errors.join("; "),
+                }
+            };
+            let generation = policy.metadata.generation;
+            let ready_now: Vec<_> =
+                updated_conditions(&current.conditions, vec![ready], generation)
+                    .into_iter()
+                    .filter(|c| c.type_ == conditions::READY)
+                    .collect();
+            let ready_before: Vec<_> = current
+                .conditions
+                .iter()
+                .filter(|c| c.type_ == conditions::READY)
+                .cloned()
+                .collect();
+            let listed: Vec<Violation> =
+                violations.iter().take(LISTED_VIOLATIONS).cloned().collect();
+            let count = i64::try_from(violations.len()).unwrap_or(i64::MAX);
+            let stale = current.last_audit_time.as_ref().is_none_or(|t| {
+                now.duration_since(t.0).as_secs() >= AUDIT_TIME_REFRESH.as_secs() as i64
+            });
+            let differs = listed != current.violations
+                || Some(count) != current.violation_count
+                || ready_now != ready_before;
+            let status = (differs || stale).then(|| {
+                let mut status = serde_json::json!({
+                    "conditions": ready_now,
+                    "violationCount": count,
+                    "lastAuditTime": Time(now),
+                });
+                if !listed.is_empty() {
+                    status["violations"] = serde_json::json!(listed);
+                }
+                serde_json::json!({
+                    "apiVersion": "sovereign.ai/v1alpha1",
+                    "kind": "ResidencyPolicy",
+                    "status": status,
+                })
+            });
+            self.last.insert(name.clone(), violations.clone());
+            out.push(PolicyOutcome {
+                policy: name.clone(),
+                status,
+                new_violations,
+                rules: mine
+                    .iter()
+                    .map(|(_, f)| f.rule.as_str().to_owned())
+                    .collect(),
+            });
+        }
+        out
+    }
+
+    /// Records that the status of `policy` was written as `patch` at `now` (the watch brings
+    /// it back later; until then the next pass must not write it again).
+    pub fn wrote(&mut self, policy: &str, patch: &Value) {
+        if let Some(p) = self.policies.get_mut(policy)
+            && let Ok(status) = serde_json::from_value(patch["status"].clone())
+        {
+            let mut status: crate::api::policy::ResidencyPolicyStatus = status;
+            // The fields the policy controller owns stay as they were.
+            if let Some(current) = &p.status {
+                status.observed_generation = current.observed_generation;
+                status.admission_policies = current.admission_policies.clone();
+                let mut conditions: Vec<_> = current
+                    .conditions
+                    .iter()
+                    .filter(|c| c.type_ != conditions::READY)
+                    .cloned()
+                    .collect();
+                conditions.extend(status.conditions);
+                status.conditions = conditions;
+            }
+            p.status = Some(status);
+        }
+    }
+}
+
+/// The policy an engine error belongs to; None for errors of objects (reported under every
+/// policy, as each policy's audit judged every object).
+fn error_policy(error: &ResidencyError) -> Option<&str> {
+    match error {
+        ResidencyError::SinkExpression { policy, .. }
+        | ResidencyError::UnjudgeableSink { policy, .. } => Some(policy),
+        ResidencyError::InvalidObject { .. } => None,
+    }
+}
+
+fn object_reference(object: &Value) -> ObjectReference {
+    let text = |v: &Value| v.as_str().map(str::to_owned);
+    ObjectReference {
+        api_version: text(&object["apiVersion"]),
+        kind: text(&object["kind"]),
+        name: text(&object["metadata"]["name"]),
+        namespace: text(&object["metadata"]["namespace"]),
+        uid: text(&object["metadata"]["uid"]),
+        ..ObjectReference::default()
+    }
+}
+
+/// What the watch tasks send to the audit loop.
+enum Message {
+    Object(usize, watcher::Event<Value>),
+    Policy(Box<watcher::Event<ResidencyPolicy>>),
+}
+
+/// The API resource of a kind, if the cluster serves it (third-party CRDs may be absent).
+async fn served(ctx: &Context, watched: &Watched) -> Result<Option<ApiResource>, AuditError> {
+    if watched.version.is_empty() {
+        let discovery = kube::discovery::group(&ctx.client, &watched.group).await;
+        return Ok(discovery.ok().and_then(|g| {
+            g.recommended_kind(&watched.kind)
+                .map(|(resource, _)| resource)
+        }));
+    }
+    let gvk = GroupVersionKind::gvk(&watched.group, &watched.version, &watched.kind);
+    match pinned_kind(&ctx.client, &gvk).await {
+        Ok((resource, _)) => Ok(Some(resource)),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+        Err(kube::Error::Discovery(_)) => Ok(None),
+        Err(source) => Err(AuditError::Discover {
+            kind: watched.kind.clone(),
+            source,
+        }),
+    }
+}
+
+/// Watches one kind until the receiver goes, sending its events with apiVersion and kind set.
+fn spawn_watch(
+    ctx: &Context,
+    index: usize,
+    watched: &Watched,
+    resource: ApiResource,
+    tx: mpsc::Sender<Message>,
+) -> tokio::task::JoinHandle<()> {
+    // From the API server's watch cache, not etcd: the first list of a big kind is the
+    // expensive request, and a list a moment old is caught up by the watch that follows.
+    let config = watcher::Config::default().any_semantic();
+    let api_version = resource.api_version.clone();
+    let kind = watched.kind.clone();
+    let typed = move |mut value: Value| {
+        if let Some(map) = value.as_object_mut() {
+            map.insert("apiVersion".into(), Value::from(api_version.as_str()));
+            map.insert("kind".into(), Value::from(kind.as_str()));
+        }
+        value
+    };
+    let name = watched.kind.clone();
+    let forward = move |event: Result<watcher::Event<Value>, watcher::Error>| {
+        let tx = tx.clone();
+        let name = name.clone();
+        async move {
+            match event {
+                Ok(event) => tx.send(Message::Object(index, event)).await.is_ok(),
+                Err(error) => {
+                    tracing::warn!(kind = %name, %error, "audit watch failed; retrying");
+                    true
+                }
+            }
+        }
+    };
+    if watched.metadata_only {
+        // An `Api` of PartialObjectMeta asks for metadata only (`as=PartialObjectMetadata`):
+        // a Secret's data never reaches the operator.
+        let api = Api::<PartialObjectMeta<DynamicObject>>::all_with(ctx.client.clone(), &resource);
+        let stream = watcher(api, config).default_backoff().map(move |e| {
+            e.map(|e| map_event(e, |m| typed(serde_json::json!({"metadata": m.metadata}))))
+        });
+        tokio::spawn(run_forward(stream, forward))
+    } else {
+        let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &resource);
+        let stream = watcher(api, config).default_backoff().map(move |e| {
+            e.map(|e| map_event(e, |o| typed(serde_json::to_value(o).unwrap_or(Value::Null))))
+        });
+        tokio::spawn(run_forward(stream, forward))
+    }
+}
+
+async fn run_forward<S, F, Fut>(stream: S, forward: F)
+where
+    S: futures::Stream<Item = Result<watcher::Event<Value>, watcher::Error>>,
+    F: Fn(Result<watcher::Event<Value>, watcher::Error>) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        if !forward(event).await {
+            return;
+        }
+    }
+}
+
+fn map_event<A, B>(event: watcher::Event<A>, f: impl Fn(A) -> B) -> watcher::Event<B> {
+    match event {
+        watcher::Event::Apply(o) => watcher::Event::Apply(f(o)),
+        watcher::Event::Delete(o) => watcher::Event::Delete(f(o)),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitApply(o) => watcher::Event::InitApply(f(o)),
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    }
+}
+
+/// The watches of the audit's kinds: started once served, stopped when a sink kind is no
+/// longer declared.
+struct Watches {
+    running: HashMap<usize, tokio::task::JoinHandle<()>>,
+    /// Kinds the cluster did not serve at the last look.
+    missing: BTreeSet<usize>,
+    tx: mpsc::Sender<Message>,
+}
+
+impl Watches {
+    /// Starts the watch of kind `index`, or marks it missing.
+    async fn start(&mut self, ctx: &Context, audit: &mut Audit, index: usize) -> Vec<Change> {
+        if self.running.contains_key(&index) {
+            return Vec::new();
+        }
+        let watched = audit.store.watched(index).clone();
+        match served(ctx, &watched).await {
+            Ok(Some(resource)) => {
+                self.missing.remove(&index);
+                let task = spawn_watch(ctx, index, &watched, resource, self.tx.clone());
+                self.running.insert(index, task);
+                Vec::new()
+            }
+            Ok(None) => {
+                self.missing.insert(index);
+                audit.store.unserved(index)
+            }
+            Err(error) => {
+                // Unknown whether it is served: try again at the next rediscovery, and do not
+                // hold the audit back meanwhile.
+                tracing::warn!(%error, "audit cannot discover a kind");
+                self.missing.insert(index);
+                audit.store.unserved(index)
+            }
+        }
+    }
+
+    /// Makes the sink kinds watched match what the policies declare.
+    async fn sync_sinks(
+        &mut self,
+        ctx: &Context,
+        audit: &mut Audit,
+        sinks: &mut BTreeMap<Watched, usize>,
+    ) -> Vec<Change> {
+        let wanted = sink_kinds(audit.policies());
+        let mut changes = Vec::new();
+        for watched in &wanted {
+            if !sinks.contains_key(watched) {
+                let index = audit.store.add_kind(watched.clone());
+                sinks.insert(watched.clone(), index);
+                changes.extend(self.start(ctx, audit, index).await);
+            }
+        }
+        let gone: Vec<Watched> = sinks
+            .keys()
+            .filter(|w| !wanted.contains(w))
+            .cloned()
+            .collect();
+        for watched in gone {
+            if let Some(index) = sinks.remove(&watched) {
+                if let Some(task) = self.running.remove(&index) {
+                    task.abort();
+                }
+                self.missing.remove(&index);
+                changes.extend(audit.store.unserved(index));
+            }
+        }
+        changes
+    }
+}
+
+/// Runs the audit until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send) {
+    let (tx, mut rx) = mpsc::channel::<Message>(4096);
+    let mut audit = Audit::default();
+    let mut watches = Watches {
+        running: HashMap::new(),
+        missing: BTreeSet::new(),
+        tx: tx.clone(),
+    };
+    let policy_tx = tx.clone();
+    let policies = tokio::spawn(run_policies(ctx.clone(), policy_tx));
+    let mut changes: Vec<Change> = Vec::new();
+    for watched in table_kinds() {
+        let index = audit.store.add_kind(watched);
+        changes.extend(watches.start(&ctx, &mut audit, index).await);
+    }
+    let mut sinks: BTreeMap<Watched, usize> = BTreeMap::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut rediscovery = tokio::time::interval(REDISCOVERY);
+    rediscovery.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // Wait for something to do.
+        tokio::select! {
+            () = &mut shutdown => break,
+            message = rx.recv() => {
+                let Some(message) = message else { break };
+                receive(&mut audit, message, &mut changes);
+            }
+            _ = rediscovery.tick() => {
+                let missing: Vec<usize> = watches.missing.iter().copied().collect();
+                for index in missing {
+                    changes.extend(watches.start(&ctx, &mut audit, index).await);
+                }
+            }
+        }
+        // Gather the burst.
+        let first = Instant::now();
+        while first.elapsed() < MAX_BATCH {
+            match tokio::time::timeout(SETTLE, rx.recv()).await {
+                Ok(Some(message)) => receive(&mut audit, message, &mut changes),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if audit.policies_synced {
+            changes.extend(watches.sync_sinks(&ctx, &mut audit, &mut sinks).await);
+        }
+        if !audit.ready() {
+            continue;
+        }
+        let started = Instant::now();
+        let outcomes = audit.pass(&changes, Timestamp::now());
+        let judged = changes.len();
+        changes.clear();
+        let mut written = 0;
+        for outcome in outcomes {
+            ctx.metrics
+                .set_violations(&outcome.policy, outcome.rules.iter().map(String::as_str));
+            publish(&ctx, &outcome).await;
+            if let Some(patch) = &outcome.status {
+                match write_status(&ctx, &outcome.policy, patch).await {
+                    Ok(()) => {
+                        audit.wrote(&outcome.policy, patch);
+                        written += 1;
+                    }
+                    Err(error) => {
+                        // The next pass computes the same patch again (the status did not
+                        // change); force one soon.
+                        tracing::warn!(%error, "audit status not written");
+                        audit.engine_stale = true;
+                    }
+                }
+            }
+        }
+        tracing::debug!(
+            changes = judged,
+            objects_with_findings = audit.judged.len(),
+            statuses_written = written,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "audit pass"
+        );
+    }
+    policies.abort();
+    for task in watches.running.into_values() {
+        task.abort();
+    }
+}
+
+fn receive(audit: &mut Audit, message: Message, changes: &mut Vec<Change>) {
+    match message {
+        Message::Object(index, event) => changes.extend(audit.store.apply(index, event)),
+        Message::Policy(event) => audit.apply_policy(*event),
+    }
+}
+
+async fn run_policies(ctx: Arc<Context>, tx: mpsc::Sender<Message>) {
+    let api = Api::<ResidencyPolicy>::all(ctx.client.clone());
+    let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(event) => {
+                if tx.send(Message::Policy(Box::new(event))).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "audit: ResidencyPolicy watch failed; retrying"),
+        }
+    }
+}
+
+async fn publish(ctx: &Context, outcome: &PolicyOutcome) {
+    for (violation, reference) in &outcome.new_violations {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "ResidencyViolation".into(),
+            note: Some(format!(
+                "{} ({}): {}",
+                violation.rule, outcome.policy, violation.message
+            )),
+            action: "Audit".into(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, reference).await {
+            tracing::warn!(%error, "cannot publish a violation event");
+        }
+    }
+}
+
+async fn write_status(ctx: &Context, policy: &str, patch: &Value) -> Result<(), AuditError> {
+    Api::<ResidencyPolicy>::all(ctx.client.clone())
+        .patch_status(
+            policy,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await
+        .map_err(|source| AuditError::Status {
+            policy: policy.to_owned(),
+            source,
+        })?;
+    ctx.metrics.wrote(MANAGER, "ResidencyPolicy", "status");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::test_support::example_documents;
+    use serde_json::json;
+
+    /// An audit over the table kinds plus SovereignRegions from the example, with the example's
+    /// policies, every kind listed.
+    fn example_audit() -> Audit {
+        let mut audit = Audit::default();
+        for watched in table_kinds() {
+            audit.store.add_kind(watched);
+        }
+        for kind in &mut audit.store.kinds {
+            kind.synced = true;
+        }
+        for region in example_documents("SovereignRegion") {
+            let index = kind_index(&audit, "SovereignRegion");
+            audit.store.apply(
+                index,
+                watcher::Event::Apply(typed(region, "SovereignRegion")),
+            );
+        }
+        for policy in example_documents("ResidencyPolicy") {
+            let policy: ResidencyPolicy = serde_json::from_value(policy).expect("policy");
+            audit.apply_policy(watcher::Event::InitApply(policy));
+        }
+        audit.apply_policy(watcher::Event::InitDone);
+        audit
+    }
+
+    fn kind_index(audit: &Audit, kind: &str) -> usize {
+        audit
+            .store
+            .kinds
+            .iter()
+            .position(|k| k.watched.kind == kind)
+            .expect("kind")
+    }
+
+    fn typed(mut value: Value, kind: &str) -> Value {
+        let spec = kinds::KINDS.iter().find(|k| k.kind == kind).expect("kind");
+        value["apiVersion"] = spec.api_version().into();
+        value["kind"] = kind.into();
+        value
+    }
+
+    fn namespace(name: &str, region: Option<&str>) -> Value {
+        let mut labels = json!({});
+        if let Some(region) = region {
+            labels["sovereign.ai/region"] = region.into();
+        }
+        typed(
+            json!({"metadata": {"name": name, "labels": labels}}),
+            "Namespace",
+        )
+    }
+
+    fn secret(namespace: &str, name: &str, class: Option<&str>) -> Value {
+        let mut labels = json!({});
+        if let Some(class) = class {
+            labels["sovereign.ai/data-class"] = class.into();
+        }
+        typed(
+            json!({"metadata": {"name": name, "namespace": namespace, "labels": labels}}),
+            "Secret",
+        )
+    }
+
+    /// A Deployment reading Secret `reads`, pinned to `location` when given.
+    fn deployment(namespace: &str, name: &str, reads: &str, location: Option<&str>) -> Value {
+        let mut spec = json!({"containers": [{"name": "c", "image": "i",
+            "envFrom": [{"secretRef": {"name": reads}}]}]});
+        if let Some(location) = location {
+            spec["nodeSelector"] = json!({"topology.kubernetes.io/region": location});
+        }
+        typed(
+            json!({"metadata": {"name": name, "namespace": namespace},
+                   "spec": {"template": {"metadata": {}, "spec": spec}}}),
+            "Deployment",
+        )
+    }
+
+    /// The verdicts a full evaluation of the store gives, per key.
+    fn full(audit: &Audit) -> BTreeMap<Key, Evaluation> {
+        let policies: Vec<ResidencyPolicy> = audit.policies.values().cloned().collect();
+        let engine = Engine::new(&audit.store.regions(), &policies);
+        let objects: Vec<(Key, &Value)> = audit.store.all().collect();
+        let inventory = Inventory::of(objects.iter().map(|(_, v)| *v));
+        engine
+            .evaluate_each(&inventory, objects)
+            .into_iter()
+            .filter(|(_, e)| !e.findings.is_empty() || !e.errors.is_empty())
+            .collect()
+    }
+
+    fn step(audit: &mut Audit, kind: &str, event: watcher::Event<Value>) -> Vec<PolicyOutcome> {
+        let index = kind_index(audit, kind);
+        let changes = audit.store.apply(index, event);
+        let outcomes = audit.pass(&changes, Timestamp::now());
+        assert_eq!(
+            audit.judged,
+            full(audit),
+            "incremental ≠ full after a {kind} event"
+        );
+        outcomes
+    }
+
+    /// Every change that moves another object's verdict — a Namespace's region label, a
+    /// Secret's data class read by a Deployment, a region's locations — leaves the incremental
+    /// verdicts equal to judging the whole store again.
+    #[test]
+    fn incremental_verdicts_equal_a_full_judgement() {
+        let mut audit = example_audit();
+        assert!(audit.ready());
+        audit.pass(&[], Timestamp::now());
+        let apply = watcher::Event::Apply;
+        step(
+            &mut audit,
+            "Namespace",
+            apply(namespace("team-a", Some("eu"))),
+        );
+        step(&mut audit, "Secret", apply(secret("team-a", "db", None)));
+        // Pinned to a location of eu: compliant while its namespace is in eu.
+        step(
+            &mut audit,
+            "Deployment",
+            apply(deployment("team-a", "web", "db", Some("eu-central-1"))),
+        );
+        step(
+            &mut audit,
+            "Deployment",
+            apply(deployment("team-a", "other", "none", None)),
+        );
+        assert!(
+            audit.judged.is_empty(),
+            "nothing governed yet: {:?}",
+            audit.judged
+        );
+        // The Secret becomes pii: the Deployment reading it is governed now (compliant).
+        step(
+            &mut audit,
+            "Secret",
+            apply(secret("team-a", "db", Some("pii"))),
+        );
+        // The namespace moves to India: the Deployment pinned to eu now violates.
+        step(
+            &mut audit,
+            "Namespace",
+            apply(namespace("team-a", Some("in"))),
+        );
+        assert!(
+            audit.judged.keys().any(|k| k.name == "web"),
+            "the relabelled namespace's workload is re-judged: {:?}",
+            audit.judged
+        );
+        // The namespace loses its label: no home region.
+        step(&mut audit, "Namespace", apply(namespace("team-a", None)));
+        step(
+            &mut audit,
+            "Namespace",
+            apply(namespace("team-a", Some("eu"))),
+        );
+        assert!(audit.judged.is_empty(), "{:?}", audit.judged);
+        // The region eu drops the location the Deployment is pinned to.
+        let mut eu = example_documents("SovereignRegion")
+            .into_iter()
+            .find(|r| r["metadata"]["name"] == "eu")
+            .expect("eu");
+        eu["spec"]["locations"] = json!(["fr-par"]);
+        step(
+            &mut audit,
+            "SovereignRegion",
+            apply(typed(eu, "SovereignRegion")),
+        );
+        assert!(audit.judged.keys().any(|k| k.name == "web"));
+        // The Secret goes: the Deployment is no longer governed.
+        step(
+            &mut audit,
+            "Secret",
+            watcher::Event::Delete(secret("team-a", "db", Some("pii"))),
+        );
+        assert!(!audit.judged.keys().any(|k| k.name == "web"));
+        // A re-list that no longer holds the Namespace removes it (its workloads lose home).
+        let index = kind_index(&audit, "Secret");
+        audit.store.apply(
+            index,
+            watcher::Event::Apply(secret("team-a", "db", Some("pii"))),
+        );
+        let namespaces = kind_index(&audit, "Namespace");
+        audit.store.apply(namespaces, watcher::Event::Init);
+        let changes = audit.store.apply(namespaces, watcher::Event::InitDone);
+        assert!(
+            changes.iter().any(|c| c.key.name == "team-a"),
+            "{changes:?}"
+        );
+        audit.pass(&changes, Timestamp::now());
+        assert_eq!(audit.judged, full(&audit));
+    }
+
+    #[test]
+    fn a_violation_is_announced_once_and_the_status_written_only_when_it_changes() {
+        let mut audit = example_audit();
+        let now = Timestamp::now();
+        let first = audit.pass(&[], now);
+        let pii = |o: &[PolicyOutcome]| {
+            o.iter()
+                .find(|o| o.policy == "pii-home-region")
+                .expect("pii policy")
+                .clone()
+        };
+        // A policy never audited gets its first status (lastAuditTime missing).
+        let written = pii(&first);
+        let patch = written.status.clone().expect("first status");
+        assert_eq!(patch["status"]["violationCount"], 0);
+        audit.wrote("pii-home-region", &patch);
+
+        let index = kind_index(&audit, "Secret");
+        let changes = audit.store.apply(
+            index,
+            watcher::Event::Apply(secret("nowhere", "leak", Some("pii"))),
+        );
+        let outcome = pii(&audit.pass(&changes, now));
+        assert_eq!(outcome.new_violations.len(), 1, "{outcome:?}");
+        assert_eq!(outcome.new_violations[0].1.name.as_deref(), Some("leak"));
+        let patch = outcome.status.expect("the count changed");
+        assert_eq!(patch["status"]["violationCount"], 1);
+        assert_eq!(patch["status"]["violations"][0]["name"], "leak");
+        assert_eq!(patch["status"]["conditions"][0]["type"], "Ready");
+        audit.wrote("pii-home-region", &patch);
+
+        // Nothing changed: no Event, no write.
+        let again = pii(&audit.pass(&[], now));
+        assert!(
+            again.new_violations.is_empty() && again.status.is_none(),
+            "{again:?}"
+        );
+        // Ten minutes later the same verdict refreshes lastAuditTime, without an Event.
+        let later = now + AUDIT_TIME_REFRESH;
+        let refresh = pii(&audit.pass(&[], later));
+        assert!(refresh.new_violations.is_empty());
+        assert!(refresh.status.is_some());
+
+        // A restarted operator knows the violations its status lists: no second Event.
+        let mut restarted = example_audit();
+        let mut policy = audit.policies["pii-home-region"].clone();
+        policy.status = audit.policies["pii-home-region"].status.clone();
+        restarted.apply_policy(watcher::Event::Apply(policy));
+        restarted.store.apply(
+            index,
+            watcher::Event::Apply(secret("nowhere", "leak", Some("pii"))),
+        );
+        let outcome = pii(&restarted.pass(&[], now));
+        assert!(outcome.new_violations.is_empty(), "{outcome:?}");
+    }
+
+    #[test]
+    fn metadata_and_whole_objects_come_from_the_kinds_table() {
+        let kinds = table_kinds();
+        let find = |kind: &str| kinds.iter().find(|k| k.kind == kind).expect(kind);
+        assert!(find("Secret").metadata_only && find("ConfigMap").metadata_only);
+        assert!(find("Namespace").metadata_only);
+        assert!(!find("Pod").metadata_only && !find("Deployment").metadata_only);
+        assert!(!find("SovereignRegion").metadata_only);
+        assert!(!find("InferenceBackend").metadata_only);
+        assert_eq!(
+            kinds.len(),
+            kinds::KINDS.iter().filter(|k| k.audited).count()
+        );
+    }
+
+    #[test]
+    fn declared_sinks_outside_the_table_are_watched_whole() {
+        let mut policy: ResidencyPolicy = serde_json::from_value(json!({
+            "apiVersion": "sovereign.ai/v1alpha1", "kind": "ResidencyPolicy",
+            "metadata": {"name": "p"},
+            "spec": {"dataClasses": ["pii"], "sinks": [
+                {"group": "example.com", "kinds": ["Mirror", "Mirror"],
+                 "locationExpression": "object.spec.region"},
+                {"group": "velero.io", "kinds": ["Backup"],
+                 "locationExpression": "object.spec.region"}]}
+        }))
+        .expect("policy");
+        let sinks = sink_kinds([&policy]);
+        assert_eq!(sinks.len(), 1, "{sinks:?}");
+        assert_eq!(
+            (sinks[0].group.as_str(), sinks[0].kind.as_str()),
+            ("example.com", "Mirror")
+        );
+        assert!(!sinks[0].metadata_only && sinks[0].version.is_empty());
+        policy.spec.sinks.clear();
+        assert!(sink_kinds([&policy]).is_empty());
+    }
+
+    #[test]
+    fn the_store_keeps_no_managed_fields_and_ignores_unchanged_objects() {
+        let mut store = Store::default();
+        let index = store.add_kind(table_kinds().remove(1));
+        let mut object = secret("a", "s", None);
+        object["metadata"]["managedFields"] = json!([{"manager": "kubectl"}]);
+        object["metadata"]["annotations"] =
+            json!({"kubectl.kubernetes.io/last-applied-configuration": "{}", "keep": "x"});
+        assert_eq!(
+            store
+                .apply(index, watcher::Event::Apply(object.clone()))
+                .len(),
+            1
+        );
+        assert!(store.apply(index, watcher::Event::Apply(object)).is_empty());
+        let key = Key {
+            kind: index,
+            namespace: "a".into(),
+            name: "s".into(),
+        };
+        let kept = store.get(&key).expect("stored");
+        assert!(kept["metadata"].get("managedFields").is_none());
+        assert_eq!(kept["metadata"]["annotations"], json!({"keep": "x"}));
+    }
+}
