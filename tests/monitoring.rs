@@ -50,6 +50,16 @@ fn touched() -> Metrics {
         result: s("ok"),
     });
     metrics.ledger_written(region);
+    metrics.region_data_paths(
+        region,
+        &sovereign_operator::api::region::EvidenceSummary {
+            paths: 1,
+            guarded: 1,
+            violations: 0,
+            unknown: 0,
+            summary: s("1/1 ok, 0 violations, 0 unknown"),
+        },
+    );
     metrics.leader.set(1);
     drop(metrics.reconcile_started("region"));
     metrics
