@@ -252,7 +252,7 @@ fn an_external_backend_hosted_in_the_us_is_exactly_one_violation_and_breaks_the_
     let (exit, out) = diff_against(&baseline, &dir, "markdown");
     assert_eq!(exit, 1, "{out}");
     assert!(
-        out.contains("adds a inference path of region `eu` to `api.openai.com` (US)"),
+        out.contains("adds an inference path of region `eu` to `api.openai.com` (US)"),
         "{out}"
     );
 }

@@ -160,14 +160,19 @@ impl Diff {
             ));
             for change in &breaking {
                 let path = change.path();
+                let flow = path.flow.as_str();
+                let article = if flow.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                    "an"
+                } else {
+                    "a"
+                };
                 out.push_str(&format!(
-                    "- this {} {} path of region `{}` to `{}` ({}): {}\n",
+                    "- this {} {article} {flow} path of region `{}` to `{}` ({}): {}\n",
                     match change.change {
-                        "added" => "adds a",
-                        "removed" => "removes a",
-                        _ => "changes a",
+                        "added" => "adds",
+                        "removed" => "removes",
+                        _ => "changes",
                     },
-                    path.flow.as_str(),
                     change.region,
                     super::markdown::cell(&path.to),
                     path.jurisdiction,
