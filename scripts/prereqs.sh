@@ -25,7 +25,6 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
   missing+=(python3-venv)
 fi
-# The Argo CD health checks (deploy/argocd/health/*.lua) are tested with a real interpreter.
 if ((${#missing[@]})); then
   echo "prereqs: installing ${missing[*]}" >&2
   sudo=""
