@@ -54,6 +54,48 @@ fn csv_totals_equal_the_statuses_per_currency() {
     assert!(regions.contains(&"eu".to_owned()) && regions.contains(&"in".to_owned()));
 }
 
+/// The line whose status carries the input/output split becomes two FOCUS rows (SkuMeter
+/// Input Tokens, Output Tokens); lines without it (an earlier release) one `Tokens` row.
+#[test]
+fn csv_meters_the_token_directions() {
+    let path = fixture();
+    let output = report(&[
+        "-f",
+        path.to_str().expect("utf-8"),
+        "--period",
+        "2026-11",
+        "--by",
+        "cost-center,model",
+    ]);
+    assert_eq!(output.status.code(), Some(0));
+    let mut reader = csv::Reader::from_reader(output.stdout.as_slice());
+    let headers = reader.headers().expect("headers").clone();
+    let column = |name: &str| headers.iter().position(|h| h == name).expect(name);
+    let rows: Vec<(String, String, String, String)> = reader
+        .records()
+        .map(|r| r.expect("record"))
+        .map(|r| {
+            (
+                r[column("SkuPriceId")].to_owned(),
+                r[column("SkuMeter")].to_owned(),
+                r[column("ConsumedQuantity")].to_owned(),
+                r[column("BilledCost")].to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("llm-tokens/llama-3-70b/input", "Input Tokens", "2000", "400.5"),
+        ("llm-tokens/llama-3-70b/output", "Output Tokens", "1000", "600"),
+        ("llm-tokens/mistral-large/tokens", "Tokens", "1500", "234.067891"),
+        ("llm-tokens/sarvam-2b/tokens", "Tokens", "1000", "5000.25"),
+    ];
+    let expected: Vec<(String, String, String, String)> = expected
+        .iter()
+        .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string()))
+        .collect();
+    assert_eq!(rows, expected);
+}
+
 #[test]
 fn a_closed_period_and_markdown() {
     let path = fixture();

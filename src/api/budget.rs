@@ -226,6 +226,14 @@ pub struct UsageLine {
     /// Money, a decimal in the budget's currency.
     #[serde(default)]
     pub amount: String,
+    /// The part of `amount` input tokens cost; absent in lines an earlier release wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_amount: Option<String>,
+    /// The part of `amount` output tokens cost; absent in lines an earlier release wrote.
+    /// What `amount` holds beyond both cannot be split (gateway-reported spend of a
+    /// deployment without a price, usage counted by an earlier release).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_amount: Option<String>,
 }
 
 /// A threshold crossed in the current period.

@@ -74,6 +74,10 @@ pub struct LineUsage {
     pub requests: u64,
     /// Cost per currency.
     pub cost: Amounts,
+    /// The part of `cost` input tokens cost (see `ledger::Totals::input_cost`).
+    pub input_cost: Amounts,
+    /// The part of `cost` output tokens cost.
+    pub output_cost: Amounts,
 }
 
 impl LineUsage {
@@ -81,8 +85,14 @@ impl LineUsage {
         self.input_tokens += other.input_tokens;
         self.output_tokens += other.output_tokens;
         self.requests += other.requests;
-        for (currency, amount) in &other.cost {
-            add_amount(&mut self.cost, currency, *amount);
+        for (into, from) in [
+            (&mut self.cost, &other.cost),
+            (&mut self.input_cost, &other.input_cost),
+            (&mut self.output_cost, &other.output_cost),
+        ] {
+            for (currency, amount) in from {
+                add_amount(into, currency, *amount);
+            }
         }
     }
 }
@@ -105,6 +115,8 @@ pub fn ledger_lines(ledger: &Ledger, region: &str) -> BTreeMap<LineKey, LineUsag
             output_tokens: totals.output_tokens,
             requests: totals.requests,
             cost: totals.cost.clone(),
+            input_cost: totals.input_cost.clone(),
+            output_cost: totals.output_cost.clone(),
         });
     }
     for meter in ledger.gpu.values() {
@@ -447,6 +459,12 @@ fn usage_line(key: &LineKey, usage: &LineUsage, currency: &str) -> UsageLine {
         output_tokens: to_i64(usage.output_tokens),
         requests: to_i64(usage.requests),
         amount: money(amount_in(usage, currency)),
+        input_amount: Some(money(
+            usage.input_cost.get(currency).copied().unwrap_or_default(),
+        )),
+        output_amount: Some(money(
+            usage.output_cost.get(currency).copied().unwrap_or_default(),
+        )),
     }
 }
 
@@ -480,6 +498,15 @@ fn subtract(now: &[UsageLine], opening: &[UsageLine]) -> Vec<UsageLine> {
             delta.requests = (line.requests - base.requests).max(0);
             delta.amount =
                 money((decimal(&line.amount) - decimal(&base.amount)).max(Decimal::ZERO));
+            // An opening an earlier release wrote has no split: this period's cannot be told.
+            let part = |now: &Option<String>, base: &Option<String>| match (now, base) {
+                (Some(now), Some(base)) => {
+                    Some(money((decimal(now) - decimal(base)).max(Decimal::ZERO)))
+                }
+                _ => None,
+            };
+            delta.input_amount = part(&line.input_amount, &base.input_amount);
+            delta.output_amount = part(&line.output_amount, &base.output_amount);
         }
         if delta.input_tokens + delta.output_tokens + delta.requests > 0
             || !decimal(&delta.amount).is_zero()
@@ -722,7 +749,8 @@ fn cap_lines(mut lines: Vec<UsageLine>) -> Vec<UsageLine> {
     if lines.len() <= MAX_USAGE_LINES {
         return lines;
     }
-    let rest = spend_of(&lines.split_off(MAX_USAGE_LINES - 1), "");
+    let rest_lines = lines.split_off(MAX_USAGE_LINES - 1);
+    let rest = spend_of(&rest_lines, "");
     let other = UsageLine {
         team: "(other)".into(),
         cost_center: "(other)".into(),
@@ -732,9 +760,23 @@ fn cap_lines(mut lines: Vec<UsageLine>) -> Vec<UsageLine> {
         output_tokens: rest.output_tokens,
         requests: rest.requests,
         amount: rest.amount,
+        input_amount: split_sum(&rest_lines, |l| &l.input_amount),
+        output_amount: split_sum(&rest_lines, |l| &l.output_amount),
     };
     lines.push(other);
     lines
+}
+
+/// The sum of one part (input or output amount) of `lines`; unknown when one line's is.
+pub fn split_sum(
+    lines: &[UsageLine],
+    part: impl Fn(&UsageLine) -> &Option<String>,
+) -> Option<String> {
+    let mut sum = Decimal::ZERO;
+    for line in lines {
+        sum += decimal(part(line).as_deref()?);
+    }
+    Some(money(sum))
 }
 
 #[cfg(test)]

@@ -40,6 +40,16 @@ pub struct Totals {
     /// Cost per currency.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub cost: Amounts,
+    /// The part of `cost` that input tokens cost: their token price, or their share of GPU
+    /// time (a series' GPU share is split between its input and output tokens in proportion
+    /// to their counts). The finance report's `SkuMeter` rows come from it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub input_cost: Amounts,
+    /// The part of `cost` that output tokens cost. `cost - input_cost - output_cost` is what
+    /// cannot be split: spend the gateway reported for a deployment the operator has no price
+    /// of, and everything a ledger of an earlier release counted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub output_cost: Amounts,
 }
 
 impl Totals {
@@ -226,13 +236,21 @@ impl Ledger {
                     input_per_million,
                     output_per_million,
                 }) => {
-                    let cost = token_cost(
+                    let input = token_cost(
                         delta.input_tokens,
+                        0,
+                        *input_per_million,
+                        *output_per_million,
+                    );
+                    let output = token_cost(
+                        0,
                         delta.output_tokens,
                         *input_per_million,
                         *output_per_million,
                     );
-                    add_amount(&mut totals.cost, currency, cost);
+                    add_amount(&mut totals.cost, currency, input + output);
+                    add_amount(&mut totals.input_cost, currency, input);
+                    add_amount(&mut totals.output_cost, currency, output);
                 }
                 // Charged by GPU time in `charge_gpus`.
                 Some(Price::GpuHours { .. }) => {}
@@ -289,18 +307,38 @@ impl Ledger {
             // To the nano-unit: a division by 3600 has no end in decimal, and a ledger
             // carrying 28 digits helps nobody. At most 5e-10 per interval is rounded away.
             let cost = gpu_cost(gpus, seconds, *per_gpu_hour).round_dp(9);
-            let mut users: Vec<(SeriesKey, u64)> = interval
+            // (series, input tokens, output tokens) of the interval.
+            let mut users: Vec<(SeriesKey, u64, u64)> = interval
                 .iter()
                 .filter(|(key, _)| key.deployment == deployment.deployment)
-                .map(|(key, c)| (key.clone(), c.input_tokens + c.output_tokens))
-                .filter(|(_, tokens)| *tokens > 0)
+                .map(|(key, c)| (key.clone(), c.input_tokens, c.output_tokens))
+                .filter(|(_, input, output)| input + output > 0)
                 .collect();
-            let through_gateway: u64 = users.iter().map(|(_, t)| t).sum();
+            let through_gateway: u64 = users.iter().map(|(_, i, o)| i + o).sum();
+            let served = served.get(&deployment.deployment);
             let on_gpus = served
-                .get(&deployment.deployment)
                 .map(|c| c.input_tokens + c.output_tokens)
                 .unwrap_or(0);
             if on_gpus > through_gateway {
+                let (gateway_in, gateway_out) = users
+                    .iter()
+                    .fold((0u64, 0u64), |(i, o), (_, ui, uo)| (i + ui, o + uo));
+                let (served_in, served_out) = served
+                    .map(|c| (c.input_tokens, c.output_tokens))
+                    .unwrap_or_default();
+                let (mut direct_in, mut direct_out) = (
+                    served_in.saturating_sub(gateway_in),
+                    served_out.saturating_sub(gateway_out),
+                );
+                if direct_in + direct_out == 0 {
+                    // Only the sum is larger (a direction the gateway over-reported): the
+                    // difference is split as output, the larger part of GPU time.
+                    direct_out = on_gpus - through_gateway;
+                }
+                if direct_in + direct_out > on_gpus - through_gateway {
+                    direct_in = direct_in.min(on_gpus - through_gateway);
+                    direct_out = on_gpus - through_gateway - direct_in;
+                }
                 users.push((
                     SeriesKey {
                         team: DIRECT.to_owned(),
@@ -308,10 +346,11 @@ impl Ledger {
                         deployment: deployment.deployment.clone(),
                         ..SeriesKey::default()
                     },
-                    on_gpus - through_gateway,
+                    direct_in,
+                    direct_out,
                 ));
             }
-            let tokens: u64 = users.iter().map(|(_, t)| t).sum();
+            let tokens: u64 = users.iter().map(|(_, i, o)| i + o).sum();
             if tokens == 0 {
                 add_amount(&mut meter.idle_cost, currency, cost);
                 continue;
@@ -319,15 +358,21 @@ impl Ledger {
             // Shares rounded to 1e-9; the last user gets the remainder, so the shares add up
             // to the interval's cost exactly.
             let mut left = cost;
-            for (i, (key, used)) in users.iter().enumerate() {
+            for (i, (key, input, output)) in users.iter().enumerate() {
+                let used = input + output;
                 let share = if i + 1 == users.len() {
                     left
                 } else {
-                    (cost * Decimal::from(*used) / Decimal::from(tokens)).round_dp(9)
+                    (cost * Decimal::from(used) / Decimal::from(tokens)).round_dp(9)
                 };
                 left -= share;
+                // The input part rounded the same way; output takes the rest of the share,
+                // so the two add up to it exactly.
+                let input_share = (share * Decimal::from(*input) / Decimal::from(used)).round_dp(9);
                 let totals = self.usage.entry(key.clone()).or_default();
                 add_amount(&mut totals.cost, currency, share);
+                add_amount(&mut totals.input_cost, currency, input_share);
+                add_amount(&mut totals.output_cost, currency, share - input_share);
             }
         }
         // A deployment no longer running stops accruing, and restarts from `now` when back.
@@ -524,6 +569,68 @@ mod tests {
         assert_eq!(ledger.usage[&key("b")].cost["EUR"], Decimal::from(4));
         assert_eq!(ledger.grand_total().cost["EUR"], Decimal::from(12));
         assert_eq!(ledger.gpu["ns.llama"].gpu_seconds, 2 * 7200);
+    }
+
+    #[test]
+    fn cost_is_split_by_token_direction_and_the_parts_add_up_to_it() {
+        let mut prices = PriceBook::default();
+        prices.insert(
+            "ns.api",
+            Price::Tokens {
+                currency: "EUR".into(),
+                input_per_million: Decimal::from(3),
+                output_per_million: Decimal::from(15),
+            },
+        );
+        prices.insert(
+            "ns.llama",
+            Price::GpuHours {
+                currency: "EUR".into(),
+                per_gpu_hour: Decimal::from(7),
+                gpus_per_replica: 1,
+            },
+        );
+        let key = |deployment: &str| SeriesKey {
+            team: "a".into(),
+            model: deployment.into(),
+            deployment: deployment.into(),
+            ..SeriesKey::default()
+        };
+        let counters = |input, output| Counters {
+            input_tokens: input,
+            output_tokens: output,
+            ..Counters::default()
+        };
+        let mut ledger = Ledger::default();
+        // Token price: 1,000,000 input at 3 and 200,000 output at 15 per million.
+        ledger.add_usage(
+            &BTreeMap::from([(key("ns.api"), counters(1_000_000, 200_000))]),
+            &prices,
+        );
+        let api = &ledger.usage[&key("ns.api")];
+        assert_eq!(api.input_cost["EUR"], Decimal::from(3));
+        assert_eq!(api.output_cost["EUR"], Decimal::from(3));
+        assert_eq!(api.cost["EUR"], Decimal::from(6));
+        // GPU time: an hour of 7 EUR, shared 1 : 2 by the series' input and output tokens;
+        // the parts are rounded to 1e-9 and still add up exactly.
+        let running = [RunningGpus {
+            deployment: "ns.llama".into(),
+            model: "llama".into(),
+            replicas: 1,
+        }];
+        ledger.charge_gpus(0, &running, &BTreeMap::new(), &BTreeMap::new(), &prices);
+        let interval = BTreeMap::from([(key("ns.llama"), counters(1, 2))]);
+        ledger.charge_gpus(3600, &running, &interval, &BTreeMap::new(), &prices);
+        let llama = &ledger.usage[&key("ns.llama")];
+        assert_eq!(llama.cost["EUR"], Decimal::from(7));
+        assert_eq!(
+            llama.input_cost["EUR"],
+            Decimal::from_str("2.333333333").expect("d")
+        );
+        assert_eq!(
+            llama.input_cost["EUR"] + llama.output_cost["EUR"],
+            llama.cost["EUR"]
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod budget;
 pub mod exposition;
+pub mod focus;
 pub mod ledger;
 pub mod pricing;
 pub mod report;

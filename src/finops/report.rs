@@ -8,7 +8,7 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use super::budget::{money, period_label, time_zone};
+use super::budget::{money, period_label, split_sum, time_zone};
 use crate::api::budget::{TokenBudget, UsageLine};
 use kube::ResourceExt;
 
@@ -50,7 +50,7 @@ impl Dimension {
 /// Output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// FinOps FOCUS column names where they fit, `x_` columns for the rest.
+    /// FOCUS cost-and-usage rows, one per token direction (see `finops::focus`).
     Csv,
     /// Rows and per-budget totals.
     Json,
@@ -118,6 +118,13 @@ pub struct Row {
     pub requests: i64,
     /// Cost, exact decimal.
     pub cost: String,
+    /// The part of `cost` input tokens cost; absent when a line of the row has no split (an
+    /// earlier release wrote it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_cost: Option<String>,
+    /// The part of `cost` output tokens cost; absent likewise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_cost: Option<String>,
 }
 
 /// A report.
@@ -132,6 +139,20 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// Per-budget totals: one row per budget, with no group, equal to its status' `spent`.
     pub totals: Vec<Row>,
+}
+
+/// (input tokens, output tokens, requests, cost) of `lines`.
+fn spend_of(lines: &[UsageLine]) -> (i64, i64, i64, Decimal) {
+    lines
+        .iter()
+        .fold((0, 0, 0, Decimal::ZERO), |(i, o, r, c), line| {
+            (
+                i + line.input_tokens,
+                o + line.output_tokens,
+                r + line.requests,
+                c + decimal(&line.amount),
+            )
+        })
 }
 
 fn decimal(text: &str) -> Decimal {
@@ -205,41 +226,52 @@ pub fn build(
                 spent: spent.amount,
             });
         }
-        let mut groups: BTreeMap<BTreeMap<Dimension, String>, (i64, i64, i64, Decimal)> =
-            BTreeMap::new();
+        let mut groups: BTreeMap<BTreeMap<Dimension, String>, Vec<UsageLine>> = BTreeMap::new();
         for line in &lines {
             let group: BTreeMap<Dimension, String> =
                 by.iter().map(|d| (*d, d.of(line).to_owned())).collect();
-            let entry = groups.entry(group).or_default();
-            entry.0 += line.input_tokens;
-            entry.1 += line.output_tokens;
-            entry.2 += line.requests;
-            entry.3 += decimal(&line.amount);
+            groups.entry(group).or_default().push(line.clone());
         }
-        let row = |group, input_tokens, output_tokens, requests, cost| Row {
-            source: source.clone(),
-            namespace: budget.namespace().unwrap_or_default(),
-            budget: budget.name_any(),
-            period: name.clone(),
-            period_start: start.0.to_string(),
-            period_end: end.0.to_string(),
-            open,
-            currency: spent.currency.clone(),
-            group,
-            input_tokens,
-            output_tokens,
-            requests,
-            cost,
-        };
-        for (group, (input, output, requests, cost)) in groups {
-            rows.push(row(group, input, output, requests, money(cost)));
+        let row =
+            |group, input_tokens, output_tokens, requests, cost, split: [Option<String>; 2]| {
+                let [input_cost, output_cost] = split;
+                Row {
+                    source: source.clone(),
+                    namespace: budget.namespace().unwrap_or_default(),
+                    budget: budget.name_any(),
+                    period: name.clone(),
+                    period_start: start.0.to_string(),
+                    period_end: end.0.to_string(),
+                    open,
+                    currency: spent.currency.clone(),
+                    group,
+                    input_tokens,
+                    output_tokens,
+                    requests,
+                    cost,
+                    input_cost,
+                    output_cost,
+                }
+            };
+        for (group, lines) in groups {
+            let split = [
+                split_sum(&lines, |l| &l.input_amount),
+                split_sum(&lines, |l| &l.output_amount),
+            ];
+            let spend = spend_of(&lines);
+            rows.push(row(group, spend.0, spend.1, spend.2, money(spend.3), split));
         }
+        let split = [
+            split_sum(&lines, |l| &l.input_amount),
+            split_sum(&lines, |l| &l.output_amount),
+        ];
         totals.push(row(
             BTreeMap::new(),
             spent.input_tokens,
             spent.output_tokens,
             spent.requests,
             spent.amount.clone(),
+            split,
         ));
     }
     Ok(Report {
@@ -250,95 +282,16 @@ pub fn build(
     })
 }
 
-/// FOCUS columns of the CSV, in order. `x_` columns are extensions, as FOCUS allows.
-pub const CSV_COLUMNS: [&str; 20] = [
-    "BillingPeriodStart",
-    "BillingPeriodEnd",
-    "ChargePeriodStart",
-    "ChargePeriodEnd",
-    "BillingCurrency",
-    "BilledCost",
-    "EffectiveCost",
-    "ConsumedQuantity",
-    "ConsumedUnit",
-    "ChargeCategory",
-    "ChargeClass",
-    "ChargeDescription",
-    "ServiceCategory",
-    "ServiceName",
-    "RegionId",
-    "SubAccountId",
-    "Tags",
-    "x_InputTokens",
-    "x_OutputTokens",
-    "x_Requests",
-];
-
 impl Report {
     /// The report in `format`.
     pub fn render(&self, format: Format) -> Result<String, ReportError> {
         match format {
-            Format::Csv => self.csv(),
+            Format::Csv => super::focus::csv(self),
             Format::Json => serde_json::to_string_pretty(self)
                 .map(|s| s + "\n")
                 .map_err(|e| ReportError::Write(e.to_string())),
             Format::Markdown => Ok(self.markdown()),
         }
-    }
-
-    fn csv(&self) -> Result<String, ReportError> {
-        let mut writer = csv::Writer::from_writer(Vec::new());
-        let write_error = |e: csv::Error| ReportError::Write(e.to_string());
-        writer.write_record(CSV_COLUMNS).map_err(write_error)?;
-        for row in &self.rows {
-            let mut tags = serde_json::Map::new();
-            tags.insert(
-                "budget".into(),
-                format!("{}/{}", row.namespace, row.budget).into(),
-            );
-            tags.insert("period".into(), row.period.clone().into());
-            for (dimension, value) in &row.group {
-                tags.insert(dimension.name().into(), value.clone().into());
-            }
-            let tokens = (row.input_tokens + row.output_tokens).to_string();
-            let description = format!(
-                "LLM tokens of budget {}/{}{}",
-                row.namespace,
-                row.budget,
-                if row.open { " (period to date)" } else { "" }
-            );
-            writer
-                .write_record([
-                    row.period_start.as_str(),
-                    row.period_end.as_str(),
-                    row.period_start.as_str(),
-                    row.period_end.as_str(),
-                    row.currency.as_str(),
-                    row.cost.as_str(),
-                    row.cost.as_str(),
-                    tokens.as_str(),
-                    "Tokens",
-                    "Usage",
-                    "",
-                    description.as_str(),
-                    "AI and Machine Learning",
-                    "LLM inference",
-                    row.group
-                        .get(&Dimension::Region)
-                        .map(String::as_str)
-                        .unwrap_or(""),
-                    row.source.as_str(),
-                    serde_json::Value::Object(tags).to_string().as_str(),
-                    row.input_tokens.to_string().as_str(),
-                    row.output_tokens.to_string().as_str(),
-                    row.requests.to_string().as_str(),
-                ])
-                .map_err(write_error)?;
-        }
-        let bytes = writer
-            .into_inner()
-            .map_err(|e| ReportError::Write(e.to_string()))?;
-        String::from_utf8(bytes).map_err(|e| ReportError::Write(e.to_string()))
     }
 
     fn markdown(&self) -> String {
@@ -416,6 +369,7 @@ mod tests {
             output_tokens: 1,
             requests: 1,
             amount: amount.into(),
+            ..UsageLine::default()
         }
     }
 
@@ -502,21 +456,69 @@ mod tests {
     }
 
     #[test]
-    fn csv_uses_focus_columns_and_quotes_the_tags() {
-        let report = build(&sample(), None, &[Dimension::Team, Dimension::Region]).expect("report");
+    fn csv_is_one_row_per_direction_and_sums_to_the_status() {
+        let mut budgets = sample();
+        // One line with the split, the others as an earlier release wrote them.
+        if let Some(status) = budgets[0].1.status.as_mut() {
+            status.usage[0].input_amount = Some("1".into());
+            status.usage[0].output_amount = Some("0.25".into());
+        }
+        let report = build(&budgets, None, &[Dimension::Team, Dimension::Region]).expect("report");
         let csv = report.render(Format::Csv).expect("csv");
         let mut reader = csv::Reader::from_reader(csv.as_bytes());
         let headers = reader.headers().expect("headers").clone();
-        assert_eq!(headers.iter().collect::<Vec<_>>(), CSV_COLUMNS);
+        let column = |name: &str| {
+            headers
+                .iter()
+                .position(|h| h == name)
+                .unwrap_or_else(|| panic!("no {name}"))
+        };
         let records: Vec<csv::StringRecord> =
             reader.records().map(|r| r.expect("record")).collect();
-        assert_eq!(records.len(), 2);
-        let billed: Decimal = records.iter().map(|r| decimal(&r[5])).sum();
+        let meters: Vec<(&str, &str, &str)> = records
+            .iter()
+            .map(|r| {
+                (
+                    &r[column("Tags")],
+                    &r[column("SkuMeter")],
+                    &r[column("ConsumedQuantity")],
+                )
+            })
+            .map(|(tags, meter, quantity)| {
+                let team = if tags.contains("\"search\"") {
+                    "search"
+                } else {
+                    "support"
+                };
+                (team, meter, quantity)
+            })
+            .collect();
+        // search: split only on one of its two lines, so the row as a whole is unsplit.
+        assert_eq!(
+            meters,
+            [("search", "Tokens", "109"), ("support", "Tokens", "51")]
+        );
+        let billed: Decimal = records
+            .iter()
+            .map(|r| decimal(&r[column("BilledCost")]))
+            .sum();
         assert_eq!(money(billed), "2.000001");
-        assert_eq!(&records[0][14], "eu");
-        let tags: serde_json::Value = serde_json::from_str(&records[0][16]).expect("tags are JSON");
+        assert_eq!(&records[0][column("RegionId")], "eu");
+        let tags: serde_json::Value =
+            serde_json::from_str(&records[0][column("Tags")]).expect("tags are JSON");
         assert_eq!(tags["budget"], "finance/team-budget");
-        assert_eq!(tags["team"], "search");
+
+        // Grouped by cost centre and model, the split line is its own row: two meters.
+        let report = build(&budgets, None, &[Dimension::Team, Dimension::Model]).expect("report");
+        let csv = report.render(Format::Csv).expect("csv");
+        let meters: Vec<String> = csv::Reader::from_reader(csv.as_bytes())
+            .records()
+            .map(|r| r.expect("record")[column("SkuMeter")].to_owned())
+            .collect();
+        assert_eq!(
+            meters,
+            ["Input Tokens", "Output Tokens", "Tokens", "Tokens"]
+        );
     }
 
     #[test]

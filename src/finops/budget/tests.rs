@@ -22,6 +22,7 @@ fn usage(input: u64, output: u64, eur: &str) -> LineUsage {
         output_tokens: output,
         requests: 1,
         cost,
+        ..LineUsage::default()
     }
 }
 
