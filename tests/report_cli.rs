@@ -84,9 +84,24 @@ fn csv_meters_the_token_directions() {
         })
         .collect();
     let expected = [
-        ("llm-tokens/llama-3-70b/input", "Input Tokens", "2000", "400.5"),
-        ("llm-tokens/llama-3-70b/output", "Output Tokens", "1000", "600"),
-        ("llm-tokens/mistral-large/tokens", "Tokens", "1500", "234.067891"),
+        (
+            "llm-tokens/llama-3-70b/input",
+            "Input Tokens",
+            "2000",
+            "400.5",
+        ),
+        (
+            "llm-tokens/llama-3-70b/output",
+            "Output Tokens",
+            "1000",
+            "600",
+        ),
+        (
+            "llm-tokens/mistral-large/tokens",
+            "Tokens",
+            "1500",
+            "234.067891",
+        ),
         ("llm-tokens/sarvam-2b/tokens", "Tokens", "1000", "5000.25"),
     ];
     let expected: Vec<(String, String, String, String)> = expected

@@ -75,6 +75,23 @@ pub enum ReportError {
         /// `status.spent.amount`.
         spent: String,
     },
+    /// Two sources report the same usage line of a budget: summing both would count it
+    /// twice.
+    #[error(
+        "TokenBudget {budget} ({period}): the usage line of {line} is reported by both {first} and {second}; each cluster must count only its own regions (an operator without --region, or two contexts of one cluster under different budgets' UIDs?)"
+    )]
+    CountedTwice {
+        /// `namespace/name`.
+        budget: String,
+        /// The period's name.
+        period: String,
+        /// The line's dimensions.
+        line: String,
+        /// The first source.
+        first: String,
+        /// The second source.
+        second: String,
+    },
     /// The budget's time zone is unknown.
     #[error("TokenBudget {budget}: {message}")]
     Budget {
@@ -169,6 +186,11 @@ pub fn build(
 ) -> Result<Report, ReportError> {
     let mut rows = Vec::new();
     let mut totals = Vec::new();
+    // Each usage line is counted once: a budget object read twice (the same cluster under
+    // two contexts, or a file and its cluster) is skipped, and one line of a budget that two
+    // clusters both report is refused — each cluster counts only its own region's usage.
+    let mut seen_objects: BTreeMap<String, String> = BTreeMap::new();
+    let mut seen_lines: BTreeMap<(String, String, [String; 4]), String> = BTreeMap::new();
     for (source, budget) in budgets {
         let Some(status) = &budget.status else {
             continue;
@@ -178,6 +200,14 @@ pub fn build(
             budget.namespace().unwrap_or_default(),
             budget.name_any()
         );
+        if let Some(uid) = &budget.metadata.uid {
+            if seen_objects
+                .insert(format!("{id}/{uid}"), source.clone())
+                .is_some()
+            {
+                continue;
+            }
+        }
         let zone = time_zone(&budget.spec).map_err(|e| ReportError::Budget {
             budget: id.clone(),
             message: e.to_string(),
@@ -217,6 +247,27 @@ pub fn build(
             continue;
         };
 
+        for line in &lines {
+            let key = [
+                line.team.clone(),
+                line.cost_center.clone(),
+                line.model.clone(),
+                line.region.clone(),
+            ];
+            if let Some(first) = seen_lines.insert((id.clone(), name.clone(), key), source.clone())
+            {
+                return Err(ReportError::CountedTwice {
+                    budget: id,
+                    period: name,
+                    line: format!(
+                        "team {:?}, cost centre {:?}, model {:?}, region {:?}",
+                        line.team, line.cost_center, line.model, line.region
+                    ),
+                    first,
+                    second: source.clone(),
+                });
+            }
+        }
         let sum: Decimal = lines.iter().map(|l| decimal(&l.amount)).sum();
         if sum != decimal(&spent.amount) {
             return Err(ReportError::Inconsistent {
@@ -519,6 +570,44 @@ mod tests {
             meters,
             ["Input Tokens", "Output Tokens", "Tokens", "Tokens"]
         );
+    }
+
+    #[test]
+    fn the_same_budget_read_twice_counts_once_and_a_line_of_two_clusters_is_refused() {
+        let mut eu = sample();
+        eu[0].1.metadata.uid = Some("uid-eu".into());
+        let mut twice = eu.clone();
+        twice.push(("eu-again".to_owned(), eu[0].1.clone()));
+        let once = build(&eu, None, &[]).expect("report");
+        assert_eq!(build(&twice, None, &[]).expect("report"), once);
+
+        // The same budget in a second cluster (its own UID) reporting eu's line too.
+        let mut other = eu[0].1.clone();
+        other.metadata.uid = Some("uid-in".into());
+        let mut both = eu.clone();
+        both.push(("in-cluster".to_owned(), other.clone()));
+        let error = build(&both, None, &[]).expect_err("counted twice");
+        assert!(
+            matches!(&error, ReportError::CountedTwice { first, second, .. }
+                if first == "eu-cluster" && second == "in-cluster"),
+            "{error}"
+        );
+
+        // The same budget in a second cluster with only its own region's line: both count.
+        if let Some(status) = other.status.as_mut() {
+            for line in &mut status.usage {
+                line.region = "in".into();
+            }
+        }
+        let mut regions = eu.clone();
+        regions.push(("in-cluster".to_owned(), other));
+        let report = build(&regions, None, &[Dimension::Region]).expect("report");
+        let costs: Vec<(&str, &str)> = report
+            .rows
+            .iter()
+            .map(|r| (r.group[&Dimension::Region].as_str(), r.cost.as_str()))
+            .collect();
+        assert_eq!(costs, [("eu", "2.000001"), ("in", "2.000001")]);
     }
 
     #[test]
