@@ -200,13 +200,12 @@ pub fn build(
             budget.namespace().unwrap_or_default(),
             budget.name_any()
         );
-        if let Some(uid) = &budget.metadata.uid {
-            if seen_objects
+        if let Some(uid) = &budget.metadata.uid
+            && seen_objects
                 .insert(format!("{id}/{uid}"), source.clone())
                 .is_some()
-            {
-                continue;
-            }
+        {
+            continue;
         }
         let zone = time_zone(&budget.spec).map_err(|e| ReportError::Budget {
             budget: id.clone(),
