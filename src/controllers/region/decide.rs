@@ -8,6 +8,7 @@ use kube::{Resource, ResourceExt};
 
 use super::super::{PROGRESS_CHECK, RESYNC, RegionScope, conditions_at, managed_elsewhere};
 use super::Observed;
+use super::observe::CaBundle;
 use crate::api::backend::InferenceBackend;
 use crate::api::conditions::{self, DesiredCondition, Status};
 use crate::api::region::{BackendCount, SovereignRegion, SovereignRegionStatus, VectorStoreEngine};
@@ -125,19 +126,47 @@ pub fn decide(
         .is_some_and(|o| o.otlp_endpoint.is_some())
     {
         let (available, settled) = deployment_available(observed.collector.as_ref());
-        (
-            condition(
-                conditions::OBSERVABILITY_READY,
-                Status::from(available),
-                if available {
-                    "Available"
-                } else {
-                    "Progressing"
-                },
-                "OpenTelemetry collector exporting to the region's endpoint".into(),
+        let bundle = region
+            .spec
+            .observability
+            .as_ref()
+            .and_then(|o| o.ca_bundle.as_ref());
+        let missing = match (observed.ca_bundle, bundle) {
+            (Some(CaBundle::NoConfigMap), Some(b)) => Some(format!(
+                "spec.observability.caBundle: ConfigMap {namespace}/{} not found; the collector cannot start without it",
+                b.name
+            )),
+            (Some(CaBundle::NoKey), Some(b)) => Some(format!(
+                "spec.observability.caBundle: ConfigMap {namespace}/{} has no key {:?}; the collector cannot start without it",
+                b.name, b.key
+            )),
+            _ => None,
+        };
+        match missing {
+            // Not settled: a region waits for the ConfigMap at the progress-check pace.
+            Some(message) => (
+                condition(
+                    conditions::OBSERVABILITY_READY,
+                    Status::False,
+                    "CABundleNotFound",
+                    message,
+                ),
+                false,
             ),
-            settled,
-        )
+            None => (
+                condition(
+                    conditions::OBSERVABILITY_READY,
+                    Status::from(available),
+                    if available {
+                        "Available"
+                    } else {
+                        "Progressing"
+                    },
+                    "OpenTelemetry collector exporting to the region's endpoint".into(),
+                ),
+                settled,
+            ),
+        }
     } else {
         (
             condition(
@@ -578,6 +607,44 @@ status: {{replicas: 3, readyReplicas: {ready}}}
         );
         let ready = find(&decision.status.conditions, conditions::READY).expect("set");
         assert_eq!(ready.message, "waiting for: Compliant");
+    }
+
+    #[test]
+    fn a_missing_ca_bundle_is_named_in_observability_ready() {
+        let region = region(
+            "{spec: {inRegionHosts: [otel.eu.example.com], observability: {otlpEndpoint: 'https://otel.eu.example.com:4317', caBundle: {name: otel-ca, key: ca.crt}}}}",
+        );
+        let observed = |ca_bundle| Observed {
+            backends: vec![backend("a", true, true)],
+            gateway: Some(deployment(2, 2, 2)),
+            collector: Some(deployment(1, 1, 1)),
+            ca_bundle,
+            ..Observed::default()
+        };
+        for (state, needle) in [
+            (
+                CaBundle::NoConfigMap,
+                "ConfigMap sovereign-eu/otel-ca not found",
+            ),
+            (CaBundle::NoKey, "has no key \"ca.crt\""),
+        ] {
+            let decision = decided(&region, &observed(Some(state)));
+            assert_eq!(
+                reason(&decision, conditions::OBSERVABILITY_READY),
+                is("False", "CABundleNotFound")
+            );
+            let message = &find(&decision.status.conditions, conditions::OBSERVABILITY_READY)
+                .expect("set")
+                .message;
+            assert!(message.contains(needle), "{message}");
+            assert!(message.contains("spec.observability.caBundle"), "{message}");
+            assert_eq!(decision.requeue, Action::requeue(PROGRESS_CHECK));
+        }
+        let present = decided(&region, &observed(Some(CaBundle::Present)));
+        assert_eq!(
+            reason(&present, conditions::OBSERVABILITY_READY),
+            is("True", "Available")
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! whose readiness its conditions report.
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 
 use super::super::{Context, Error, Read, get_cached, region_backends};
@@ -25,6 +26,21 @@ pub struct Observed {
     /// Every ResidencyPolicy: the evidence summary names the guards and rules that hold the
     /// region's paths.
     pub policies: Vec<ResidencyPolicy>,
+    /// Whether `spec.observability.caBundle` can be mounted; None when none is declared (or
+    /// no OTLP endpoint uses it).
+    pub ca_bundle: Option<CaBundle>,
+}
+
+/// What the cluster holds of a declared CA bundle. The collector mounts the ConfigMap key
+/// (not optional): without it its pod never starts, and the region must say why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaBundle {
+    /// The ConfigMap exists and has the key.
+    Present,
+    /// No such ConfigMap in the region namespace.
+    NoConfigMap,
+    /// The ConfigMap lacks the key.
+    NoKey,
 }
 
 /// Reads what [`super::decide`] needs. Children's status comes from the watch cache: a
@@ -65,6 +81,33 @@ pub async fn observe(ctx: &Context, region: &SovereignRegion) -> Result<Observed
             .await?
         }
     };
+    let ca_bundle = match region
+        .spec
+        .observability
+        .as_ref()
+        .filter(|o| o.otlp_endpoint.is_some())
+        .and_then(|o| o.ca_bundle.as_ref())
+    {
+        None => None,
+        Some(reference) => {
+            let config_maps = Api::<ConfigMap>::namespaced(ctx.client.clone(), &namespace);
+            Some(match get_cached(&config_maps, &reference.name).await? {
+                None => CaBundle::NoConfigMap,
+                Some(found) => {
+                    let has = |keys: Option<Vec<&String>>| {
+                        keys.is_some_and(|k| k.iter().any(|k| **k == reference.key))
+                    };
+                    if has(found.data.as_ref().map(|d| d.keys().collect()))
+                        || has(found.binary_data.as_ref().map(|d| d.keys().collect()))
+                    {
+                        CaBundle::Present
+                    } else {
+                        CaBundle::NoKey
+                    }
+                }
+            })
+        }
+    };
     let policies = Api::<ResidencyPolicy>::all(ctx.client.clone())
         .list(&Default::default())
         .await
@@ -76,5 +119,6 @@ pub async fn observe(ctx: &Context, region: &SovereignRegion) -> Result<Observed
         collector,
         vector_store,
         policies,
+        ca_bundle,
     })
 }
