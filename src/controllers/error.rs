@@ -74,8 +74,6 @@ pub enum Read {
         /// The namespace; empty for every namespace.
         namespace: String,
     },
-    /// A read described in words.
-    Described(String),
 }
 
 impl Read {
@@ -104,7 +102,6 @@ impl std::fmt::Display for Read {
             Read::Get(key) => write!(f, "get {key}"),
             Read::List { kind, namespace } if namespace.is_empty() => write!(f, "list {kind}"),
             Read::List { kind, namespace } => write!(f, "list {kind} in {namespace}"),
-            Read::Described(what) => f.write_str(what),
         }
     }
 }
@@ -146,15 +143,6 @@ pub enum Error {
 }
 
 impl Error {
-    /// An observe error of a read described in words: the audit's (`policy.rs`), until it
-    /// names its reads with [`Read`] like the other controllers.
-    pub fn kube(action: impl Into<String>, source: kube::Error) -> Self {
-        Error::Observe {
-            read: Read::Described(action.into()),
-            source,
-        }
-    }
-
     /// Short label for metrics (`sovereign_reconciliations_total{result}`), one per step.
     pub fn metric_label(&self) -> &'static str {
         match self {
