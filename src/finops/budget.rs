@@ -237,11 +237,18 @@ pub struct Evaluation {
     pub forecast_ratio: f64,
     /// The burn history with this evaluation's use, for the next evaluation.
     pub burn: BurnHistory,
-    /// Percent of the limit the use is projected to reach by the next evaluation, when the
-    /// budget is `predictive` and the history has a rate.
+    /// Percent of the limit the use is projected to reach before an action of the next
+    /// evaluation could land ([`PREDICTION_HORIZON_INTERVALS`]), when the budget is
+    /// `predictive` and the history has a rate.
     pub projected_percent: Option<f64>,
 }
 
+/// How far ahead a predictive budget looks, in evaluation intervals: to the next evaluation,
+/// and half an interval more for what an action decided there takes to land (the scrape's
+/// age, the actions write, the guard's watch; about 2 s measured, e2e/tests/overshoot.rs).
+/// Looking exactly one interval ahead acts too late whenever the crossing falls just before
+/// the next evaluation: the limit is crossed before that evaluation's Block arrives.
+pub const PREDICTION_HORIZON_INTERVALS: f64 = 1.5;
 /// Samples the burn history keeps: three give the two interval rates it compares.
 const BURN_SAMPLES: usize = 3;
 /// A look that saw no new use counts as a sample only this far (as a fraction of the
@@ -432,7 +439,7 @@ pub fn evaluate_ahead(
     };
     let burn = burn.observe(start.as_second(), sample, interval);
     let projected_percent = if spec.predictive == Some(true) {
-        burn.projected(interval)
+        burn.projected(interval * PREDICTION_HORIZON_INTERVALS)
     } else {
         None
     };

@@ -500,10 +500,12 @@ fn a_steady_burn_right_under_the_limit_is_blocked_one_interval_early_when_predic
     );
     spec.predictive = Some(true);
     let looks = run(&spec, 30.0, &STEADY[1..]);
-    // At 99 % the next interval's 9 % crosses the limit: Block now, under the limit.
+    // At 90 % the next interval and a half (13.5 %) crosses the limit: Block now, under
+    // the limit; at 81 % (94.5 % projected) it was not yet time.
     let (look, used) = fired_at(&looks, 100).expect("Block fires");
-    assert_eq!(used, 99.0, "{looks:?}");
-    assert_eq!(looks[look].1, Some(108.0));
+    assert_eq!(used, 90.0, "{looks:?}");
+    assert_eq!(looks[look].1, Some(103.5));
+    assert_eq!(looks[look - 1].1, Some(94.5));
     // Notify says what happened, not what will: it fires at 81 %, not at 72 % + 9 %.
     assert_eq!(fired_at(&looks, 80).map(|(_, used)| used), Some(81.0));
 
@@ -518,21 +520,21 @@ fn a_steady_burn_right_under_the_limit_is_blocked_one_interval_early_when_predic
 fn a_burst_does_not_block_a_user_far_under_the_limit() {
     let mut spec = budget("100", &[(100, ThresholdAction::Block)]);
     spec.predictive = Some(true);
-    // 1 EUR per interval, then one burst of 60 EUR in one interval, then 1 EUR again: at 64 %
-    // the last interval alone (60 %/interval) would project 124 %; the slower of the last
-    // two (1 %/interval) projects 65 %. Nobody is blocked before the limit.
+    // 1 EUR per interval, then one burst of 60 EUR in one interval, then 1 EUR again: at 63 %
+    // the last interval alone (60 %/interval) would project 153 %; the slower of the last
+    // two (1 %/interval) projects 64.5 %. Nobody is blocked before the limit.
     let looks = run(
         &spec,
         30.0,
         &["0", "1", "2", "3", "63", "64", "65", "66", "67"],
     );
     assert!(fired_at(&looks, 100).is_none(), "{looks:?}");
-    assert_eq!(looks[4].1, Some(64.0), "{looks:?}");
+    assert_eq!(looks[4].1, Some(64.5), "{looks:?}");
     // A burn that stays fast is a rate, not a burst: after two fast intervals it acts, at
-    // 92 % (122 % projected), before the 30 %/interval burn goes over.
+    // 62 % (107 % projected), before the 30 %/interval burn goes over.
     let looks = run(&spec, 30.0, &["0", "1", "2", "32", "62", "92", "122"]);
     let (look, used) = fired_at(&looks, 100).expect("Block fires");
-    assert_eq!((look, used), (5, 92.0), "{looks:?}");
+    assert_eq!((look, used), (4, 62.0), "{looks:?}");
 }
 
 #[test]
