@@ -251,10 +251,13 @@ pub struct Evaluation {
 pub const PREDICTION_HORIZON_INTERVALS: f64 = 1.5;
 /// Samples the burn history keeps: three give the two interval rates it compares.
 const BURN_SAMPLES: usize = 3;
-/// A look that saw no new use counts as a sample only this far (as a fraction of the
-/// evaluation interval) after the last one: a budget is also reconciled by its own status
-/// write, a moment after the evaluation that wrote it, and that look must not halve the rate.
-const BURN_MIN_GAP: f64 = 0.9;
+/// A look that saw no new use counts as a sample only this many evaluation intervals after
+/// the last one. The use changes only when the collector commits (once per interval that
+/// counted something), but a budget is also looked at in between: its requeue, its own
+/// status write. Such a look a moment before the commit, taken for a sample, would make a
+/// zero rate of a steady burn (measured: prediction never acted, e2e/tests/overshoot.rs).
+/// Two intervals without a commit are a real pause.
+const BURN_QUIET_INTERVALS: f64 = 2.0;
 
 /// One look at a budget's period-to-date use: when (seconds) and how much (percent of the
 /// limit, the larger of money and tokens).
@@ -296,7 +299,7 @@ impl BurnHistory {
         }
         if let Some(last) = next.samples.last()
             && sample.percent == last.percent
-            && sample.at - last.at < interval * BURN_MIN_GAP
+            && sample.at - last.at < interval * BURN_QUIET_INTERVALS
         {
             return next;
         }

@@ -551,8 +551,11 @@ fn prediction_waits_for_two_intervals_and_skips_the_echo_of_its_own_write() {
     let rate = three.rate().expect("two intervals");
     assert!((rate - 1.0 / 3.0).abs() < 1e-9, "{rate}");
     assert_eq!(three.projected(30.0), Some(40.0));
-    // A quiet interval is a sample once it lasted (close to) an interval: the rate falls.
-    let quiet = three.observe(0, sample(90.0, 30.0), 30.0);
+    // A look between two commits (a requeue just before the collector's next commit) is no
+    // sample: it would make a zero rate of a steady burn.
+    assert_eq!(three.observe(0, sample(89.0, 30.0), 30.0), three);
+    // Two intervals without new use are a pause: the rate falls.
+    let quiet = three.observe(0, sample(120.0, 30.0), 30.0);
     assert_eq!(quiet.rate(), Some(0.0));
     // A new period (or a ledger reset: use going down) starts again.
     assert_eq!(three.observe(100, sample(61.0, 0.0), 30.0).rate(), None);
