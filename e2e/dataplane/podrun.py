@@ -11,7 +11,8 @@ configured by the test:
   `$(VAR)` expansion as the kubelet does it;
 - env and envFrom, `secretKeyRef` / `configMapKeyRef` / `fieldRef` resolved from the cluster;
 - volumes: ConfigMaps and Secrets materialised as files (items, defaultMode / mode, optional),
-  emptyDir (medium Memory: a tmpfs of `sizeLimit`; disk: a directory whose use is checked
+  projected volumes (ConfigMap/Secret keys, and a ServiceAccount token from the TokenRequest
+  API bound to the pod, not renewed), emptyDir (medium Memory: a tmpfs of `sizeLimit`; disk: a directory whose use is checked
   against `sizeLimit`, the pod is evicted above it, as the kubelet does), PersistentVolumeClaims
   as directories (`--pvc ns/claim=DIR` for a pre-provisioned volume), fsGroup ownership;
 - mounts at their paths (readOnly honoured) in a bubblewrap sandbox with its own mount, PID, IPC
@@ -897,6 +898,10 @@ class Runner:
                             f"{where}: {kind} {ref}", fs_group)
                 self.volumes[name] = {"kind": "dir", "path": path, "read_only": True,
                                       "source": (kind, ref, src, fs_group)}
+            elif "projected" in v:
+                self.volumes[name] = {"kind": "dir", "path": path, "read_only": True,
+                                      "projected": self.project(v["projected"], path, where,
+                                                                fs_group)}
             elif "emptyDir" in v:
                 e = v["emptyDir"] or {}
                 size = parse_quantity(e["sizeLimit"]) if e.get("sizeLimit") else None
@@ -922,6 +927,52 @@ class Runner:
                                       "read_only": v["persistentVolumeClaim"].get("readOnly")}
             else:
                 raise PodError(f"{where}: {sorted(set(v) - {'name'})} volumes are not supported here")
+
+    def project(self, spec, path, where, fs_group):
+        """A projected volume: ConfigMap and Secret keys as files, and a ServiceAccount token
+        from the TokenRequest API, bound to this pod as the kubelet binds it. The token is
+        not renewed here (the kubelet renews it at 80 % of its lifetime; a test pod lives
+        shorter than the hour asked for). Returns what was projected, for the status file."""
+        files, projected = {}, []
+        mode = spec.get("defaultMode", 0o644)
+        for source in spec.get("sources") or []:
+            if "serviceAccountToken" in source:
+                token = source["serviceAccountToken"]
+                account = self.pod["spec"].get("serviceAccountName") or "default"
+                seconds = max(int(token.get("expirationSeconds") or 3600), 600)
+                args = ["kubectl", "create", "token", account, "-n", self.cluster.namespace,
+                        "--duration", f"{seconds}s", "--bound-object-kind", "Pod",
+                        "--bound-object-name", self.pod["metadata"]["name"],
+                        "--bound-object-uid", self.pod["metadata"]["uid"]]
+                if token.get("audience"):
+                    args += ["--audience", token["audience"]]
+                out = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+                if out.returncode != 0:
+                    raise PodError(f"{where}: serviceAccountToken of {account!r}: "
+                                   f"{out.stderr.strip()}")
+                files[token["path"]] = out.stdout.strip()
+                projected.append(f"serviceAccountToken {account} ({seconds} s, not renewed)")
+            elif "configMap" in source or "secret" in source:
+                kind = "configMap" if "configMap" in source else "secret"
+                src = source[kind]
+                data = (self.cluster.config_map if kind == "configMap"
+                        else self.cluster.secret)(src["name"])
+                if data is None:
+                    if not src.get("optional"):
+                        raise PodError(f"{where}: {kind} {src['name']!r} does not exist")
+                    continue
+                chosen = [(i["key"], i["path"]) for i in src["items"]] if src.get("items") \
+                    else [(k, k) for k in data]
+                for key, target in chosen:
+                    if key not in data:
+                        raise PodError(f"{where}: {kind} {src['name']}: key {key!r} is not in it")
+                    files[target] = data[key]
+                projected.append(f"{kind} {src['name']}")
+            else:
+                raise PodError(f"{where}: projected sources {sorted(source)} are not supported here")
+        write_files(path, files, None, mode, where, fs_group)
+        return projected
 
     def write_etc(self):
         etc = os.path.join(self.dir, "etc")

@@ -54,6 +54,13 @@ pub struct TokenBudgetSpec {
     /// Where Notify actions are sent besides a Kubernetes Event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<NotifySpec>,
+    /// Act ahead: a Throttle, Block or Downgrade threshold fires when the use plus the burn
+    /// rate times 1.5 evaluation intervals (the next evaluation, and the time its action takes
+    /// to land) reaches it, not only once the use has. The burn rate is the slower of the
+    /// last two intervals', so a single burst does not act early. Notify thresholds fire on
+    /// the use itself. Off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predictive: Option<bool>,
 }
 
 /// Usage a budget covers, matched against the gateway's usage labels.

@@ -75,6 +75,11 @@ pub struct Context {
     pub usage_interval: Duration,
     /// Wakes the usage collector before its interval ends (a region was created or changed).
     pub usage_wakeup: tokio::sync::Notify,
+    /// Wakes the budget controller to evaluate every budget (the collector committed usage).
+    pub budget_wakeup: tokio::sync::Notify,
+    /// Wakes the usage collector to write the budget actions at once, without a collection
+    /// (a threshold that acts at the gateway fired, or a period closed).
+    pub actions_wakeup: tokio::sync::Notify,
     /// Budget thresholds announced by this process (budget UID, period, percent): a reconcile
     /// that ran on a status older than its own last write must not announce twice.
     announced: Mutex<std::collections::HashSet<String>>,
@@ -99,6 +104,8 @@ impl Context {
             pruned: Mutex::new(std::collections::HashSet::new()),
             usage_interval: DEFAULT_USAGE_INTERVAL,
             usage_wakeup: tokio::sync::Notify::new(),
+            budget_wakeup: tokio::sync::Notify::new(),
+            actions_wakeup: tokio::sync::Notify::new(),
             announced: Mutex::new(std::collections::HashSet::new()),
         }
     }

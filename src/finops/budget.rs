@@ -247,15 +247,146 @@ pub struct Evaluation {
     pub used_ratio: f64,
     /// Forecast at period end / limit.
     pub forecast_ratio: f64,
+    /// The burn history with this evaluation's use, for the next evaluation.
+    pub burn: BurnHistory,
+    /// Percent of the limit the use is projected to reach before an action of the next
+    /// evaluation could land ([`PREDICTION_HORIZON_INTERVALS`]), when the budget is
+    /// `predictive` and the history has a rate.
+    pub projected_percent: Option<f64>,
 }
 
-/// Evaluates a budget at `now` against the cumulative `lines` of the regions it covers.
+/// How far ahead a predictive budget looks, in evaluation intervals: to the next evaluation,
+/// and half an interval more for what an action decided there takes to land (the scrape's
+/// age, the actions write, the guard's watch; about 2 s measured, e2e/tests/overshoot.rs).
+/// Looking exactly one interval ahead acts too late whenever the crossing falls just before
+/// the next evaluation: the limit is crossed before that evaluation's Block arrives.
+pub const PREDICTION_HORIZON_INTERVALS: f64 = 1.5;
+/// Samples the burn history keeps: three give the two interval rates it compares.
+const BURN_SAMPLES: usize = 3;
+/// A look that saw no new use counts as a sample only this many evaluation intervals after
+/// the last one. The use changes only when the collector commits (once per interval that
+/// counted something), but a budget is also looked at in between: its requeue, its own
+/// status write. Such a look a moment before the commit, taken for a sample, would make a
+/// zero rate of a steady burn (measured: prediction never acted, e2e/tests/overshoot.rs).
+/// Two intervals without a commit are a real pause.
+const BURN_QUIET_INTERVALS: f64 = 2.0;
+
+/// One look at a budget's period-to-date use: when (seconds) and how much (percent of the
+/// limit, the larger of money and tokens).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BurnSample {
+    /// Unix seconds of the evaluation.
+    pub at: f64,
+    /// Percent of the limit used then.
+    pub percent: f64,
+}
+
+/// The last few looks at a budget's use in the current period (process memory of the budget
+/// controller: after a restart prediction waits for three fresh looks, which errs on the
+/// side of not acting early).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BurnHistory {
+    /// Start of the period the samples belong to (Unix seconds).
+    period_start: Option<i64>,
+    /// Oldest first, at most [`BURN_SAMPLES`].
+    samples: Vec<BurnSample>,
+}
+
+impl BurnHistory {
+    /// The history after a look at `sample` in the period starting at `period_start`;
+    /// `interval` is the evaluation interval in seconds. A new period, or use that went down
+    /// (a ledger reset), starts the history again.
+    pub fn observe(&self, period_start: i64, sample: BurnSample, interval: f64) -> BurnHistory {
+        let mut next = self.clone();
+        if next.period_start != Some(period_start)
+            || next
+                .samples
+                .last()
+                .is_some_and(|last| sample.percent < last.percent || sample.at < last.at)
+        {
+            next = BurnHistory {
+                period_start: Some(period_start),
+                samples: Vec::new(),
+            };
+        }
+        if let Some(last) = next.samples.last()
+            && sample.percent == last.percent
+            && sample.at - last.at < interval * BURN_QUIET_INTERVALS
+        {
+            return next;
+        }
+        next.samples.push(sample);
+        let excess = next.samples.len().saturating_sub(BURN_SAMPLES);
+        next.samples.drain(..excess);
+        next
+    }
+
+    /// Percent of the limit per second: the slower of the last two intervals, so that one
+    /// burst (a fast interval after a slow one) is not taken for a rate; None until the
+    /// history has two intervals.
+    pub fn rate(&self) -> Option<f64> {
+        let [a, b, c] = self.samples.as_slice() else {
+            return None;
+        };
+        let per_second = |from: &BurnSample, to: &BurnSample| {
+            let seconds = to.at - from.at;
+            (seconds > 0.0).then(|| (to.percent - from.percent) / seconds)
+        };
+        Some(per_second(a, b)?.min(per_second(b, c)?))
+    }
+
+    /// Percent of the limit the use reaches `horizon` seconds after the last look at the
+    /// current rate.
+    pub fn projected(&self, horizon: f64) -> Option<f64> {
+        let last = self.samples.last()?;
+        Some(last.percent + self.rate()? * horizon)
+    }
+}
+
+/// Whether a threshold of `action` fires at `percent` used, or at `projected` (the use by the
+/// next evaluation) when the budget is predictive. Notify fires on the use itself: a
+/// message that says a level was crossed must be true.
+pub fn threshold_fires(
+    threshold: i32,
+    action: ThresholdAction,
+    percent: f64,
+    projected: Option<f64>,
+) -> bool {
+    let level = f64::from(threshold);
+    percent >= level || (action != ThresholdAction::Notify && projected.is_some_and(|p| p >= level))
+}
+
+/// Evaluates a budget at `now` against the cumulative `lines` of the regions it covers,
+/// without a burn history (no prediction).
 pub fn evaluate(
     spec: &TokenBudgetSpec,
     generation: Option<i64>,
     previous: Option<&TokenBudgetStatus>,
     lines: &BTreeMap<LineKey, LineUsage>,
     now: Timestamp,
+) -> Result<Evaluation, BudgetError> {
+    evaluate_ahead(
+        spec,
+        generation,
+        previous,
+        lines,
+        now,
+        &BurnHistory::default(),
+        0.0,
+    )
+}
+
+/// [`evaluate`] with the budget's burn history and the evaluation `interval` (seconds): a
+/// `predictive` budget's acting thresholds fire when the use projected to the next
+/// evaluation reaches them.
+pub fn evaluate_ahead(
+    spec: &TokenBudgetSpec,
+    generation: Option<i64>,
+    previous: Option<&TokenBudgetStatus>,
+    lines: &BTreeMap<LineKey, LineUsage>,
+    now: Timestamp,
+    burn: &BurnHistory,
+    interval: f64,
 ) -> Result<Evaluation, BudgetError> {
     let zone = time_zone(spec)?;
     let (start, end) = period_bounds(spec.period, &zone, now)?;
@@ -317,12 +448,29 @@ pub fn evaluate(
     let spent = spend_of(&usage, &currency);
     let percent = percent_used(spec, &spent)?;
 
+    let sample = BurnSample {
+        at: now.as_millisecond() as f64 / 1000.0,
+        percent,
+    };
+    let burn = burn.observe(start.as_second(), sample, interval);
+    let projected_percent = if spec.predictive == Some(true) {
+        burn.projected(interval * PREDICTION_HORIZON_INTERVALS)
+    } else {
+        None
+    };
     let mut fired = Vec::new();
     for threshold in &spec.thresholds {
         let done = crossed
             .iter()
             .any(|c: &CrossedThreshold| c.percent == threshold.percent);
-        if !done && percent >= f64::from(threshold.percent) {
+        if !done
+            && threshold_fires(
+                threshold.percent,
+                threshold.action,
+                percent,
+                projected_percent,
+            )
+        {
             let event = CrossedThreshold {
                 percent: threshold.percent,
                 action: threshold.action,
@@ -362,6 +510,8 @@ pub fn evaluate(
         closed,
         used_ratio,
         forecast_ratio,
+        burn,
+        projected_percent,
     })
 }
 

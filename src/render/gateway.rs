@@ -3,7 +3,11 @@
 //! from `gateway_config`.
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapProjection, Container, EnvVar, KeyToPath, PodSpec, PodTemplateSpec,
+    ProjectedVolumeSource, ServiceAccount, ServiceAccountTokenProjection, Volume, VolumeProjection,
+};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::BTreeMap;
 
@@ -31,6 +35,17 @@ pub const ACTIONS_CONFIG_MAP: &str = "sovereign-budget-actions";
 /// Key of the actions in that ConfigMap.
 pub const ACTIONS_KEY: &str = "actions.json";
 const ACTIONS_DIR: &str = "/etc/sovereign/actions";
+/// ServiceAccount of the gateway pods: its only permission is to read the actions ConfigMap.
+pub const SERVICE_ACCOUNT: &str = "gateway";
+/// Role and RoleBinding that grant it.
+pub const ACTIONS_READER: &str = "gateway-budget-actions";
+/// Where the guard finds its API token and the cluster CA (a projected volume).
+const API_DIR: &str = "/var/run/secrets/sovereign/api";
+/// Lifetime asked for the projected token; the kubelet renews it at 80 %, and the guard
+/// re-reads the file at every (re)connection.
+const TOKEN_SECONDS: i64 = 3600;
+/// The CA bundle every namespace gets from kube-controller-manager's root-CA publisher.
+const ROOT_CA_CONFIG_MAP: &str = "kube-root-ca.crt";
 /// Startup probe of the gateway: every 5 s, up to 36 misses (3 minutes) before the kubelet
 /// gives up and restarts it.
 const STARTUP_PERIOD_SECONDS: i32 = 5;
@@ -106,6 +121,21 @@ pub fn gateway_children(
         "SOVEREIGN_BUDGET_ACTIONS",
         &format!("{ACTIONS_DIR}/{ACTIONS_KEY}"),
     ));
+    // The guard watches the same ConfigMap through the API server (seconds, where the mounted
+    // file follows only after the kubelet's sync period and cache TTL); the file stays as
+    // the fallback. See sovereign_guard.py and docs/decisions.md.
+    env.push(k8s::env(
+        "SOVEREIGN_ACTIONS_CONFIGMAP",
+        &format!("{namespace}/{ACTIONS_CONFIG_MAP}"),
+    ));
+    env.push(k8s::env(
+        "SOVEREIGN_API_TOKEN_FILE",
+        &format!("{API_DIR}/token"),
+    ));
+    env.push(k8s::env(
+        "SOVEREIGN_API_CA_FILE",
+        &format!("{API_DIR}/ca.crt"),
+    ));
     env.extend(proxy_env(region));
     env.sort_by(|a, b| a.name.cmp(&b.name));
     env.dedup_by(|a, b| a.name == b.name);
@@ -116,6 +146,9 @@ pub fn gateway_children(
         node_selector: region_node_selector(region),
         tolerations: region_tolerations(region, Vec::new()),
         security_context: Some(restricted_pod_security(GATEWAY_UID)),
+        service_account_name: Some(SERVICE_ACCOUNT.to_owned()),
+        // No automounted token: the one token the pod gets is the projected volume below,
+        // mounted into the LiteLLM container only, with a lifetime the operator chose.
         automount_service_account_token: Some(false),
         containers: vec![Container {
             name: "litellm".into(),
@@ -132,6 +165,7 @@ pub fn gateway_children(
             volume_mounts: Some(vec![
                 k8s::mount("config", CONFIG_DIR, true),
                 k8s::mount("budget-actions", ACTIONS_DIR, true),
+                k8s::mount("api-token", API_DIR, true),
                 k8s::mount("tmp", "/tmp", false),
             ]),
             // LiteLLM takes ~30 s to listen on a small node (measured: 29.5 s on 2 cores, the
@@ -154,6 +188,7 @@ pub fn gateway_children(
             // Optional: until a budget acts, the ConfigMap does not exist and the gateway
             // must start anyway. Its updates reach the pod without a rollout.
             k8s::optional_config_map_volume("budget-actions", ACTIONS_CONFIG_MAP),
+            api_token_volume(),
             k8s::empty_dir("tmp", None),
         ]),
         ..PodSpec::default()
@@ -182,11 +217,11 @@ pub fn gateway_children(
 
     let service = k8s::http_service(meta(), &selector, PORT);
 
-    let mut children = vec![
-        Child::from(config_map),
-        Child::from(deployment),
-        Child::from(service),
-    ];
+    // The account before the Deployment: its pods cannot be created without it.
+    let mut children = vec![Child::from(config_map)];
+    children.extend(actions_reader(owner, &namespace));
+    children.push(Child::from(deployment));
+    children.push(Child::from(service));
     if gateway.replicas > 1 {
         children.push(Child::from(k8s::pod_disruption_budget(
             meta(),
@@ -195,6 +230,93 @@ pub fn gateway_children(
         )));
     }
     children
+}
+
+/// The gateway's token for the API server and the cluster CA, as the kubelet projects them:
+/// a token of [`SERVICE_ACCOUNT`] for the API server's default audience, renewed by the
+/// kubelet, beside `ca.crt` from `kube-root-ca.crt`.
+///
+/// Chosen over `automountServiceAccountToken: true`: the token reaches the LiteLLM container
+/// only and at a path the guard names, its lifetime is set here, and the rendered Pod spec
+/// says exactly what it mounts (no admission plugin adds a volume behind the operator's back).
+fn api_token_volume() -> Volume {
+    Volume {
+        name: "api-token".into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![
+                VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        path: "token".into(),
+                        expiration_seconds: Some(TOKEN_SECONDS),
+                        audience: None,
+                    }),
+                    ..VolumeProjection::default()
+                },
+                VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: ROOT_CA_CONFIG_MAP.into(),
+                        items: Some(vec![KeyToPath {
+                            key: "ca.crt".into(),
+                            path: "ca.crt".into(),
+                            mode: None,
+                        }]),
+                        optional: None,
+                    }),
+                    ..VolumeProjection::default()
+                },
+            ]),
+            default_mode: None,
+        }),
+        ..Volume::default()
+    }
+}
+
+/// The gateway's ServiceAccount and its one permission: get, list and watch the budget
+/// actions ConfigMap of its own namespace, by name, and nothing else.
+///
+/// A list or watch is authorised against `resourceNames` when it selects exactly that name
+/// with `fieldSelector=metadata.name=<name>`: the API server then sets the request's name
+/// from the selector (kubernetes/kubernetes,
+/// staging/src/k8s.io/apiserver/pkg/endpoints/request/requestinfo.go, `NewRequestInfo`:
+/// `opts.FieldSelector.RequiresExactMatch("metadata.name")` → `requestInfo.Name`, for the
+/// verbs list and watch). The guard's requests are of that form; any other list is refused.
+pub fn actions_reader(owner: &Owner, namespace: &str) -> Vec<Child> {
+    let meta = |name: &str| owner.meta(COMPONENT, name, Some(namespace));
+    let account = ServiceAccount {
+        metadata: meta(SERVICE_ACCOUNT),
+        // Pods of this account get no token unless they project one (the gateway does).
+        automount_service_account_token: Some(false),
+        ..ServiceAccount::default()
+    };
+    let role = Role {
+        metadata: meta(ACTIONS_READER),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["configmaps".into()]),
+            resource_names: Some(vec![ACTIONS_CONFIG_MAP.into()]),
+            verbs: vec!["get".into(), "list".into(), "watch".into()],
+            non_resource_urls: None,
+        }]),
+    };
+    let binding = RoleBinding {
+        metadata: meta(ACTIONS_READER),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: ACTIONS_READER.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: SERVICE_ACCOUNT.into(),
+            namespace: Some(namespace.to_owned()),
+            api_group: None,
+        }]),
+    };
+    vec![
+        Child::from(account),
+        Child::from(role),
+        Child::from(binding),
+    ]
 }
 
 #[cfg(test)]
@@ -291,6 +413,102 @@ mod tests {
                 "ghcr.io/berriai/litellm-non_root:v{}",
                 crate::api::versions::version("LITELLM_VERSION").expect("in versions.env")
             ))
+        );
+    }
+
+    #[test]
+    fn the_gateway_may_read_its_actions_configmap_and_nothing_else() {
+        let region = example_region("eu");
+        let children = gateway_children(&region, &owner("eu"), "model_list: []\n", Vec::new());
+        let role = children
+            .iter()
+            .find_map(|c| match c {
+                Child::Role(r) => Some(r.clone()),
+                _ => None,
+            })
+            .expect("a Role");
+        let rules = role.rules.clone().unwrap_or_default();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].api_groups.as_deref(), Some(&[String::new()][..]));
+        assert_eq!(
+            rules[0].resources.as_deref(),
+            Some(&["configmaps".to_owned()][..])
+        );
+        assert_eq!(
+            rules[0].resource_names.as_deref(),
+            Some(&[ACTIONS_CONFIG_MAP.to_owned()][..])
+        );
+        assert_eq!(rules[0].verbs, ["get", "list", "watch"]);
+        let binding = children
+            .iter()
+            .find_map(|c| match c {
+                Child::RoleBinding(b) => Some(b.clone()),
+                _ => None,
+            })
+            .expect("a RoleBinding");
+        assert_eq!(binding.role_ref.name, ACTIONS_READER);
+        let subject = &binding.subjects.clone().unwrap_or_default()[0];
+        assert_eq!(
+            (
+                subject.kind.as_str(),
+                subject.name.as_str(),
+                subject.namespace.as_deref()
+            ),
+            ("ServiceAccount", SERVICE_ACCOUNT, Some("sovereign-eu"))
+        );
+        let account = children
+            .iter()
+            .find_map(|c| match c {
+                Child::ServiceAccount(a) => Some(a.clone()),
+                _ => None,
+            })
+            .expect("a ServiceAccount");
+        assert_eq!(account.automount_service_account_token, Some(false));
+        assert_eq!(account.metadata.name.as_deref(), Some(SERVICE_ACCOUNT));
+
+        // The pod runs as that account, with a projected token in the LiteLLM container only,
+        // and tells the guard where its ConfigMap, token and CA are.
+        let pod = pod(&children);
+        assert_eq!(pod.service_account_name.as_deref(), Some(SERVICE_ACCOUNT));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "api-token")
+            .and_then(|v| v.projected.clone())
+            .expect("a projected token volume");
+        let sources = volume.sources.unwrap_or_default();
+        assert!(sources.iter().any(|s| {
+            s.service_account_token
+                .as_ref()
+                .is_some_and(|t| t.path == "token" && t.expiration_seconds == Some(TOKEN_SECONDS))
+        }));
+        assert!(sources.iter().any(|s| {
+            s.config_map
+                .as_ref()
+                .is_some_and(|c| c.name == ROOT_CA_CONFIG_MAP)
+        }));
+        let env: BTreeMap<String, Option<String>> = pod.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone()))
+            .collect();
+        assert_eq!(
+            env["SOVEREIGN_ACTIONS_CONFIGMAP"].as_deref(),
+            Some("sovereign-eu/sovereign-budget-actions")
+        );
+        assert_eq!(
+            env["SOVEREIGN_API_TOKEN_FILE"].as_deref(),
+            Some("/var/run/secrets/sovereign/api/token")
+        );
+        assert!(
+            pod.containers[0]
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == "api-token" && m.read_only == Some(true))
         );
     }
 

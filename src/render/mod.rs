@@ -25,9 +25,10 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde::Serialize;
 
@@ -134,6 +135,12 @@ pub enum Child {
     ValidatingAdmissionPolicyBinding(Box<ValidatingAdmissionPolicyBinding>),
     /// Prometheus Operator scrape config of a vLLM backend (`monitoring.podMonitor`).
     PodMonitor(Box<PodMonitor>),
+    /// The gateway's identity towards the API server (its guard watches the budget actions).
+    ServiceAccount(Box<ServiceAccount>),
+    /// Read access to exactly the budget actions ConfigMap.
+    Role(Box<Role>),
+    /// That access, for the gateway's ServiceAccount.
+    RoleBinding(Box<RoleBinding>),
 }
 
 /// A `monitoring.coreos.com/v1` PodMonitor (the Prometheus Operator's CRD, which k8s-openapi
@@ -181,6 +188,9 @@ impl Child {
                 ("ValidatingAdmissionPolicyBinding", &o.metadata)
             }
             Child::PodMonitor(o) => ("PodMonitor", &o.metadata),
+            Child::ServiceAccount(o) => ("ServiceAccount", &o.metadata),
+            Child::Role(o) => ("Role", &o.metadata),
+            Child::RoleBinding(o) => ("RoleBinding", &o.metadata),
         }
     }
 
@@ -214,7 +224,10 @@ child_from!(
     HorizontalPodAutoscaler,
     ValidatingAdmissionPolicy,
     ValidatingAdmissionPolicyBinding,
-    PodMonitor
+    PodMonitor,
+    ServiceAccount,
+    Role,
+    RoleBinding
 );
 
 /// A short, stable digest of `content` (the first 16 hex digits of its SHA-256), used as a

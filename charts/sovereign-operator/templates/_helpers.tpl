@@ -81,6 +81,15 @@ under exactly these rules (e2e/tests/harness.rs), so a missing one fails the tes
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [get, list, create, patch, delete]
+# The gateway's ServiceAccount and the Role + RoleBinding that let it read exactly its budget
+# actions ConfigMap (render/gateway.rs `actions_reader`). The API server lets the operator
+# grant only what it holds itself (get/list/watch on configmaps, above): no bind or escalate.
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [get, list, create, patch, delete]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [roles, rolebindings]
+  verbs: [get, list, create, patch, delete]
 # PodMonitors for the vLLM servers when a region asks for them (monitoring.podMonitor);
 # listed by the orphan clean-up, which skips them where the Prometheus Operator is absent.
 - apiGroups: [monitoring.coreos.com]

@@ -13,7 +13,7 @@ use super::super::{RESYNC, RegionScope, conditions_at, managed_elsewhere};
 use super::Observed;
 use crate::api::budget::{CrossedThreshold, ThresholdAction, TokenBudget, TokenBudgetStatus};
 use crate::api::conditions::{AT_RISK, DesiredCondition, EXCEEDED, Status, WITHIN_BUDGET};
-use crate::finops::budget::evaluate;
+use crate::finops::budget::{BurnHistory, evaluate_ahead};
 
 /// The budget conditions.
 pub const CONDITIONS: [&str; 3] = [WITHIN_BUDGET, AT_RISK, EXCEEDED];
@@ -31,6 +31,8 @@ pub struct Decision {
     pub closed: Option<String>,
     /// When to look again.
     pub requeue: Action,
+    /// The burn history to remember for the next evaluation; None leaves it as it was.
+    pub burn: Option<BurnHistory>,
 }
 
 /// A crossed threshold as it is announced: an Event and, when configured, a webhook call.
@@ -61,6 +63,7 @@ pub fn decide(
         announcements: Vec::new(),
         closed: None,
         requeue: Action::requeue(RESYNC),
+        burn: None,
     };
     if observed.covered.is_empty() && !regions.is_empty() {
         // Another instance in this cluster maintains the figures: leave them alone. (In the
@@ -76,12 +79,14 @@ pub fn decide(
         let conditions = managed_elsewhere(&CONDITIONS, scope, &regions.join(", "));
         return leave(Some(with_conditions(budget, conditions, now)));
     }
-    let evaluation = match evaluate(
+    let evaluation = match evaluate_ahead(
         &budget.spec,
         budget.metadata.generation,
         budget.status.as_ref(),
         &observed.lines,
         now,
+        &observed.burn,
+        interval.as_secs_f64(),
     ) {
         Ok(evaluation) => evaluation,
         Err(error) => {
@@ -105,7 +110,15 @@ pub fn decide(
     let announcements = evaluation
         .fired
         .iter()
-        .map(|crossed| announcement(budget, &uid, &evaluation.status, crossed))
+        .map(|crossed| {
+            announcement(
+                budget,
+                &uid,
+                &evaluation.status,
+                crossed,
+                evaluation.projected_percent,
+            )
+        })
         .collect();
     let closed = evaluation.closed.as_ref().map(|closed| {
         format!(
@@ -120,6 +133,7 @@ pub fn decide(
         announcements,
         closed,
         requeue: Action::requeue(interval),
+        burn: Some(evaluation.burn),
     }
 }
 
@@ -169,6 +183,7 @@ fn announcement(
     uid: &str,
     status: &TokenBudgetStatus,
     crossed: &CrossedThreshold,
+    projected: Option<f64>,
 ) -> Announcement {
     let spent = status.spent.clone().unwrap_or_default();
     let limit = &budget.spec.limit;
@@ -192,14 +207,17 @@ fn announcement(
             "the scope is routed to a cheaper in-jurisdiction model until the period ends",
         ),
     };
+    let used = status.percent_used.unwrap_or(0.0);
+    // A predictive budget acts before the use reaches the level: say so, with the projection.
+    let ahead = match projected {
+        Some(projected) if used < f64::from(crossed.percent) => {
+            format!(" (acted ahead: {projected:.2}% projected by the next evaluation)")
+        }
+        _ => String::new(),
+    };
     let note = format!(
-        "{}% threshold crossed: {} {} spent, {} input + {} output tokens, of {limit_text} ({:.2}%); {consequence}",
-        crossed.percent,
-        spent.amount,
-        spent.currency,
-        spent.input_tokens,
-        spent.output_tokens,
-        status.percent_used.unwrap_or(0.0),
+        "{}% threshold crossed: {} {} spent, {} input + {} output tokens, of {limit_text} ({used:.2}%){ahead}; {consequence}",
+        crossed.percent, spent.amount, spent.currency, spent.input_tokens, spent.output_tokens,
     );
     let webhook = json!({
         "budget": format!("{}/{}", budget.namespace().unwrap_or_default(), budget.name_any()),
@@ -284,6 +302,7 @@ spec:
                 usage,
             )]
             .into(),
+            ..Observed::default()
         }
     }
 

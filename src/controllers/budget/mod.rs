@@ -7,7 +7,8 @@
 mod decide;
 mod observe;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -20,6 +21,7 @@ use tracing::{Instrument, info_span};
 
 use super::{Context, Error};
 use crate::api::budget::TokenBudget;
+use crate::finops::budget::BurnHistory;
 pub use decide::{Announcement, Decision, decide};
 pub use observe::{LedgerCache, Observed, observe};
 
@@ -39,11 +41,19 @@ pub async fn run(
         .unwrap_or_default();
     let controller = super::controller::<TokenBudget>(&ctx.client, super::CONCURRENCY);
     let state = Arc::new(BudgetContext {
-        ctx,
+        ctx: ctx.clone(),
         interval,
         http,
         ledgers: LedgerCache::default(),
+        burn: Mutex::new(HashMap::new()),
     });
+    // Every budget again as soon as the usage collector committed new usage: the spend a
+    // budget sees is then at most one scrape old, not one scrape plus one requeue.
+    let ledgers_changed = futures::stream::unfold(ctx, |ctx| async move {
+        ctx.budget_wakeup.notified().await;
+        Some(((), ctx))
+    });
+    let controller = controller.reconcile_all_on(ledgers_changed);
     super::drive("budget", controller, state, reconcile, shutdown).await;
 }
 
@@ -53,6 +63,8 @@ struct BudgetContext {
     interval: Duration,
     http: reqwest::Client,
     ledgers: LedgerCache,
+    /// Burn history per budget UID (for `predictive`): process memory, see `BurnHistory`.
+    burn: Mutex<HashMap<String, BurnHistory>>,
 }
 
 impl AsRef<Context> for BudgetContext {
@@ -73,7 +85,15 @@ async fn reconcile(budget: Arc<TokenBudget>, state: Arc<BudgetContext>) -> Resul
 
 async fn reconcile_inner(budget: &TokenBudget, state: &BudgetContext) -> Result<Action, Error> {
     let ctx = &state.ctx;
-    let observed = observe(ctx, &state.ledgers, budget).await?;
+    let mut observed = observe(ctx, &state.ledgers, budget).await?;
+    let uid = budget.uid().unwrap_or_default();
+    observed.burn = state
+        .burn
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&uid)
+        .cloned()
+        .unwrap_or_default();
     let decision = decide(
         budget,
         &observed,
@@ -86,6 +106,17 @@ async fn reconcile_inner(budget: &TokenBudget, state: &BudgetContext) -> Result<
     if let Some(status) = &decision.status {
         let current = budget.status.clone().unwrap_or_default();
         super::status::write(ctx, MANAGER, budget, &current, status).await?;
+    }
+    if let Some(burn) = decision.burn {
+        state
+            .burn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uid, burn);
+    }
+    // A threshold that acts at the gateway: the actions now, not at the next collection.
+    if decision.announcements.iter().any(|a| a.warning) || decision.closed.is_some() {
+        ctx.actions_wakeup.notify_one();
     }
     if let Some((used, forecast)) = decision.ratios {
         ctx.metrics.budget_ratios(

@@ -11,7 +11,7 @@ use kube::{Api, ResourceExt};
 use super::super::{Context, Error, Read};
 use crate::api::budget::TokenBudget;
 use crate::api::region::SovereignRegion;
-use crate::finops::budget::{LineKey, LineUsage, ledger_lines};
+use crate::finops::budget::{BurnHistory, LineKey, LineUsage, ledger_lines};
 use crate::finops::storage::{LEDGER_NAME, stored_ledger};
 
 /// The usage lines of a ledger.
@@ -30,6 +30,9 @@ pub struct Observed {
     pub covered: Vec<String>,
     /// The usage lines of their ledgers together.
     pub lines: Lines,
+    /// The budget's burn history in this process (for `predictive`), set by the reconcile
+    /// from its memory.
+    pub burn: BurnHistory,
 }
 
 /// Reads what [`super::decide`] needs.
@@ -57,6 +60,7 @@ pub async fn observe(
     Ok(Observed {
         covered: covered.iter().map(|r| r.name_any()).collect(),
         lines,
+        burn: BurnHistory::default(),
     })
 }
 

@@ -28,13 +28,16 @@ pub use observe::{Observed, observe};
 /// Field manager of everything this controller writes.
 pub const MANAGER: &str = "sovereign-operator-region";
 /// Kinds a region owns in its namespace; orphans of these are deleted. Never the Namespace.
-const OWNED_KINDS: [&str; 6] = [
+const OWNED_KINDS: [&str; 9] = [
     "NetworkPolicy",
     "ConfigMap",
     "Deployment",
     "StatefulSet",
     "Service",
     "PodDisruptionBudget",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
 ];
 
 /// Runs the controller until `shutdown` resolves.

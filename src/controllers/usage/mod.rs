@@ -114,13 +114,60 @@ pub async fn run(
         } else {
             interval.min(RETRY)
         };
-        tokio::select! {
-            () = &mut shutdown => return,
-            () = tokio::time::sleep(pause) => {}
-            () = ctx.usage_wakeup.notified() => {
-                // Let the burst of reconciles that woke us settle into one tick.
-                tokio::time::sleep(WAKEUP_DEBOUNCE).await;
+        // The next collection stays on its beat when only the actions are written between.
+        let next = tokio::time::Instant::now() + pause;
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep_until(next) => break,
+                () = ctx.usage_wakeup.notified() => {
+                    // Let the burst of reconciles that woke us settle into one tick.
+                    tokio::time::sleep(WAKEUP_DEBOUNCE).await;
+                    break;
+                }
+                // A threshold that acts fired: its action goes out now (seconds, not the
+                // rest of the interval), see docs/finops.md "Overshoot".
+                () = ctx.actions_wakeup.notified() => {
+                    write_all_actions(&ctx).await;
+                }
             }
+        }
+    }
+}
+
+/// Writes the actions of every managed region (after a threshold fired), without collecting.
+async fn write_all_actions(ctx: &Context) {
+    let regions = Api::<SovereignRegion>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await;
+    let budgets = Api::<TokenBudget>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await;
+    let (regions, budgets) = match (regions, budgets) {
+        (Ok(regions), Ok(budgets)) => (regions.items, budgets.items),
+        (Err(error), _) => {
+            let error = Read::list::<SovereignRegion>(None).failed(error);
+            tracing::warn!(%error, "budget actions not refreshed");
+            return;
+        }
+        (_, Err(error)) => {
+            let error = Read::list::<TokenBudget>(None).failed(error);
+            tracing::warn!(%error, "budget actions not refreshed");
+            return;
+        }
+    };
+    for region in regions.iter().filter(|r| ctx.scope.manages(&r.name_any())) {
+        let span = info_span!("actions", region = %region.name_any());
+        let result = match super::region_backends(ctx, region).await {
+            Ok(backends) => {
+                write_actions(ctx, region, &backends, &budgets)
+                    .instrument(span.clone())
+                    .await
+            }
+            Err(error) => Err(UsageError::Observe(error)),
+        };
+        if let Err(error) = result {
+            tracing::warn!(parent: &span, %error, step = error.metric_label(), "cannot write the budget actions");
         }
     }
 }
@@ -234,6 +281,8 @@ async fn collect_region(
             // and GPU time, which accrue while every object stays as it is.
             Ok(()) => {
                 ctx.metrics.ledger_written(&name);
+                // New usage: the budgets look at it now rather than at their next requeue.
+                ctx.budget_wakeup.notify_one();
                 return Ok(());
             }
             Err(kube::Error::Api(status)) if status.code == 409 => continue,

@@ -49,6 +49,7 @@ fn budget(limit: &str, thresholds: &[(i32, ThresholdAction)]) -> TokenBudgetSpec
             })
             .collect(),
         notify: None,
+        predictive: None,
     }
 }
 
@@ -438,4 +439,146 @@ fn region_actions_keep_downgrades_inside_the_region_and_skip_other_regions() {
 
     // Another region's gateway gets nothing from an EU budget.
     assert_eq!(region_actions(&[eu], "in", &served), ActionsFile::default());
+}
+
+/// Evaluates `spec` every `interval` seconds from 2026-11-10T00:00:00Z over the cumulative
+/// search spend `cumulative` (EUR, one value per look; the first opens the budget) with the
+/// burn history carried along, as the controller does. Returns, per look, the percent used,
+/// the projection and the thresholds fired.
+fn run(
+    spec: &TokenBudgetSpec,
+    interval: f64,
+    cumulative: &[&str],
+) -> Vec<(f64, Option<f64>, Vec<i32>)> {
+    let mut previous: Option<TokenBudgetStatus> = None;
+    let mut burn = BurnHistory::default();
+    let start = at("2026-11-10T00:00:00Z");
+    let mut out = Vec::new();
+    for (i, eur) in cumulative.iter().enumerate() {
+        let lines = BTreeMap::from([(key("search", "", "m", "eu"), usage(1, 1, eur))]);
+        let now = Timestamp::from_second(start.as_second() + (i as f64 * interval) as i64)
+            .expect("in range");
+        let evaluation = evaluate_ahead(
+            spec,
+            Some(1),
+            previous.as_ref(),
+            &lines,
+            now,
+            &burn,
+            interval,
+        )
+        .expect("eval");
+        burn = evaluation.burn.clone();
+        out.push((
+            evaluation.status.percent_used.unwrap_or(0.0),
+            evaluation.projected_percent,
+            evaluation.fired.iter().map(|c| c.percent).collect(),
+        ));
+        previous = Some(evaluation.status);
+    }
+    out
+}
+
+/// The look at which threshold `percent` fired, with the percent used then.
+fn fired_at(looks: &[(f64, Option<f64>, Vec<i32>)], percent: i32) -> Option<(usize, f64)> {
+    looks
+        .iter()
+        .enumerate()
+        .find(|(_, (_, _, fired))| fired.contains(&percent))
+        .map(|(i, (used, _, _))| (i, *used))
+}
+
+/// 9 EUR per 30 s interval against 100 EUR: 99 EUR at the 11th look, 108 at the 12th.
+const STEADY: [&str; 14] = [
+    "0", "0", "9", "18", "27", "36", "45", "54", "63", "72", "81", "90", "99", "108",
+];
+
+#[test]
+fn a_steady_burn_right_under_the_limit_is_blocked_one_interval_early_when_predictive() {
+    let mut spec = budget(
+        "100",
+        &[(80, ThresholdAction::Notify), (100, ThresholdAction::Block)],
+    );
+    spec.predictive = Some(true);
+    let looks = run(&spec, 30.0, &STEADY[1..]);
+    // At 90 % the next interval and a half (13.5 %) crosses the limit: Block now, under
+    // the limit; at 81 % (94.5 % projected) it was not yet time.
+    let (look, used) = fired_at(&looks, 100).expect("Block fires");
+    assert_eq!(used, 90.0, "{looks:?}");
+    assert_eq!(looks[look].1, Some(103.5));
+    assert_eq!(looks[look - 1].1, Some(94.5));
+    // Notify says what happened, not what will: it fires at 81 %, not at 72 % + 9 %.
+    assert_eq!(fired_at(&looks, 80).map(|(_, used)| used), Some(81.0));
+
+    // Without prediction the same burn is blocked only once it is over: 8 % too late.
+    spec.predictive = None;
+    let looks = run(&spec, 30.0, &STEADY[1..]);
+    assert_eq!(fired_at(&looks, 100).map(|(_, used)| used), Some(108.0));
+    assert!(looks.iter().all(|(_, projected, _)| projected.is_none()));
+}
+
+#[test]
+fn a_burst_does_not_block_a_user_far_under_the_limit() {
+    let mut spec = budget("100", &[(100, ThresholdAction::Block)]);
+    spec.predictive = Some(true);
+    // 1 EUR per interval, then one burst of 60 EUR in one interval, then 1 EUR again: at 63 %
+    // the last interval alone (60 %/interval) would project 153 %; the slower of the last
+    // two (1 %/interval) projects 64.5 %. Nobody is blocked before the limit.
+    let looks = run(
+        &spec,
+        30.0,
+        &["0", "1", "2", "3", "63", "64", "65", "66", "67"],
+    );
+    assert!(fired_at(&looks, 100).is_none(), "{looks:?}");
+    assert_eq!(looks[4].1, Some(64.5), "{looks:?}");
+    // A burn that stays fast is a rate, not a burst: after two fast intervals it acts, at
+    // 62 % (107 % projected), before the 30 %/interval burn goes over.
+    let looks = run(&spec, 30.0, &["0", "1", "2", "32", "62", "92", "122"]);
+    let (look, used) = fired_at(&looks, 100).expect("Block fires");
+    assert_eq!((look, used), (4, 62.0), "{looks:?}");
+}
+
+#[test]
+fn prediction_waits_for_two_intervals_and_skips_the_echo_of_its_own_write() {
+    let history = BurnHistory::default();
+    let sample = |at: f64, percent: f64| BurnSample { at, percent };
+    let one = history.observe(0, sample(0.0, 10.0), 30.0);
+    let two = one.observe(0, sample(30.0, 20.0), 30.0);
+    assert_eq!(two.rate(), None, "one interval is no rate yet");
+    // The reconcile caused by the status write, a moment later, saw the same use: no sample.
+    let echo = two.observe(0, sample(31.0, 20.0), 30.0);
+    assert_eq!(echo, two);
+    let three = echo.observe(0, sample(60.0, 30.0), 30.0);
+    let rate = three.rate().expect("two intervals");
+    assert!((rate - 1.0 / 3.0).abs() < 1e-9, "{rate}");
+    assert_eq!(three.projected(30.0), Some(40.0));
+    // A look between two commits (a requeue just before the collector's next commit) is no
+    // sample: it would make a zero rate of a steady burn.
+    assert_eq!(three.observe(0, sample(89.0, 30.0), 30.0), three);
+    // Two intervals without new use are a pause: the rate falls.
+    let quiet = three.observe(0, sample(120.0, 30.0), 30.0);
+    assert_eq!(quiet.rate(), Some(0.0));
+    // A new period (or a ledger reset: use going down) starts again.
+    assert_eq!(three.observe(100, sample(61.0, 0.0), 30.0).rate(), None);
+    assert_eq!(three.observe(0, sample(61.0, 5.0), 30.0).rate(), None);
+}
+
+#[test]
+fn notify_never_fires_ahead_and_acting_thresholds_do() {
+    assert!(!threshold_fires(
+        80,
+        ThresholdAction::Notify,
+        79.0,
+        Some(95.0)
+    ));
+    assert!(threshold_fires(80, ThresholdAction::Notify, 80.0, None));
+    for action in [
+        ThresholdAction::Block,
+        ThresholdAction::Throttle,
+        ThresholdAction::Downgrade,
+    ] {
+        assert!(threshold_fires(100, action, 95.0, Some(100.0)));
+        assert!(!threshold_fires(100, action, 95.0, Some(99.99)));
+        assert!(!threshold_fires(100, action, 95.0, None));
+    }
 }
