@@ -245,6 +245,20 @@ pub fn evaluate(
     lines: &BTreeMap<LineKey, LineUsage>,
     now: Timestamp,
 ) -> Result<Evaluation, BudgetError> {
+    evaluate_with(spec, generation, previous, lines, None, now)
+}
+
+/// [`evaluate`] for a budget whose other regions are counted by peer clusters: `others` is
+/// their period-to-date spend (`finops::global`). `spent`, `usage` and `breakdown` stay this
+/// cluster's own; the percent, forecast, conditions and thresholds are of the sum.
+pub fn evaluate_with(
+    spec: &TokenBudgetSpec,
+    generation: Option<i64>,
+    previous: Option<&TokenBudgetStatus>,
+    lines: &BTreeMap<LineKey, LineUsage>,
+    others: Option<&Spend>,
+    now: Timestamp,
+) -> Result<Evaluation, BudgetError> {
     let zone = time_zone(spec)?;
     let (start, end) = period_bounds(spec.period, &zone, now)?;
     let scoped: BTreeMap<&LineKey, &LineUsage> = lines
@@ -303,7 +317,14 @@ pub fn evaluate(
 
     let usage = subtract(&now_lines, &opening);
     let spent = spend_of(&usage, &currency);
-    let percent = percent_used(spec, &spent)?;
+    // What the thresholds act on: this cluster's spend, plus the peers' for a global budget.
+    let whole = others.map(|others| {
+        let mut whole = spent.clone();
+        super::global::add(&mut whole, others);
+        whole
+    });
+    let acting = whole.as_ref().unwrap_or(&spent);
+    let percent = percent_used(spec, acting)?;
 
     let mut fired = Vec::new();
     for threshold in &spec.thresholds {
@@ -321,8 +342,8 @@ pub fn evaluate(
         }
     }
 
-    let forecast = forecast(spec, &spent, start, end, now)?;
-    let forecast_ratio = forecast_ratio(spec, &forecast.amount, &spent, start, end, now);
+    let forecast = forecast(spec, acting, start, end, now)?;
+    let forecast_ratio = forecast_ratio(spec, &forecast.amount, acting, start, end, now);
     let used_ratio = percent / 100.0;
     let conditions = conditions(percent, forecast_ratio, &currency, &foreign);
 
@@ -339,6 +360,8 @@ pub fn evaluate(
         thresholds_crossed: crossed,
         history,
         conditions: previous.map(|p| p.conditions.clone()).unwrap_or_default(),
+        // Written by the budget controller from `finops::global` for a global budget.
+        global: None,
     };
     let mut status = status;
     for desired in conditions {
@@ -381,6 +404,20 @@ pub fn active_actions(
             downgrade_to: (crossed.action == ThresholdAction::Downgrade)
                 .then(|| threshold.and_then(|t| t.downgrade_to.clone()))
                 .flatten(),
+        });
+    }
+    // `whenStale: FailClosed` while a peer is stale (finops::global::fail_closed): blocked
+    // until the peer is current again, without recording a crossed threshold.
+    let fail_closed = status.global.as_ref().is_some_and(|g| g.fail_closed);
+    if fail_closed && !actions.iter().any(|a| a.action == ThresholdAction::Block) {
+        actions.push(GatewayAction {
+            budget: format!("{namespace}/{name}"),
+            action: ThresholdAction::Block,
+            teams: spec.scope.teams.clone(),
+            cost_centers: spec.scope.cost_centers.clone(),
+            models: spec.scope.models.clone(),
+            requests_per_minute: None,
+            downgrade_to: None,
         });
     }
     actions

@@ -48,6 +48,7 @@ fn budget(limit: &str, thresholds: &[(i32, ThresholdAction)]) -> TokenBudgetSpec
             })
             .collect(),
         notify: None,
+        global: None,
     }
 }
 
