@@ -879,3 +879,10 @@ impl Plane {
         format!("https://127.0.0.1:{}", self.apiserver_port)
     }
 }
+
+impl Operator {
+    /// Whether the process has exited (e.g. after losing its Lease), as kubelet would notice.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
