@@ -114,6 +114,13 @@ impl Region {
         } else {
             IN_MODEL
         };
+        // Different usage in each region, so that one region's figure counted as the other's
+        // cannot pass for it.
+        let words = if self.name == "in" {
+            words * 2 + 1
+        } else {
+            words
+        };
         let content = "lorem ipsum ".repeat(words);
         let metadata = format!(r#"{{"team": "{team}", "cost_center": "{cost_center}"}}"#);
         let user = if self.name == "in" {
