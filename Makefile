@@ -30,11 +30,13 @@ e2e:
 	bash e2e/run.sh
 
 ## demo: a local multi-region cluster with the EU/India example; stop with `make demo-down`.
+## CLUSTERS=2: one cluster per jurisdiction (eu and in, a kubeconfig with both contexts).
+CLUSTERS ?= 1
 demo: prereqs
-	bash e2e/demo.sh up
+	bash e2e/demo.sh up $(if $(filter 2,$(CLUSTERS)),two)
 
 demo-down:
-	bash e2e/demo.sh down
+	bash e2e/demo.sh down $(if $(filter 2,$(CLUSTERS)),two)
 
 ## crds: regenerate crds/ from the Rust types, and its copies in the chart and kustomize base.
 crds:

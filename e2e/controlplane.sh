@@ -6,6 +6,9 @@
 #   e2e/controlplane.sh up       start the plane on loopback and create simulated nodes
 #   e2e/controlplane.sh down     stop what `up` started and remove the state directory
 #   e2e/controlplane.sh status   show component health and the node layout
+#   e2e/controlplane.sh apiserver-stop|apiserver-start
+#                                stop / start the API server alone (a partition: etcd and
+#                                the rest stay up; the two-cluster e2e uses it)
 #   eval "$(e2e/controlplane.sh env)"   point kubectl / KUBECONFIG at the plane
 #
 # Why from source: the machines that run this have no container runtime and cannot
@@ -21,6 +24,9 @@
 #   SOVEREIGN_APISERVER_PORT kube-apiserver port   (default 16443)
 #   SOVEREIGN_PORT_BASE      base for other ports  (default 16380, see below)
 #   GO                       go binary             (default: go on PATH, else /usr/local/go/bin/go)
+#   SOVEREIGN_E2E_NODE_REGIONS  space-separated topology regions: only their nodes of
+#                            e2e/nodes.yaml are created (one cluster per jurisdiction);
+#                            every node when unset
 set -euo pipefail
 
 # ---------------------------------------------------------------------------------------
@@ -670,11 +676,22 @@ cmd_up() {
   # created the namespace's `default` service account.
   wait_for "default service account" 60 default_sa_exists
 
-  log "creating simulated nodes from ${NODES_FILE}"
+  local nodes="${NODES_FILE}"
+  if [[ -n "${SOVEREIGN_E2E_NODE_REGIONS:-}" ]]; then
+    # Only the nodes of the given regions: the documents whose region label is listed.
+    nodes="${STATE}/nodes.yaml"
+    awk -v regions=" ${SOVEREIGN_E2E_NODE_REGIONS} " '
+      function flush() { if (doc != "" && keep) printf "---\n%s", doc; doc = ""; keep = 0 }
+      /^---$/ { flush(); next }
+      { doc = doc $0 "\n" }
+      /topology.kubernetes.io\/region: / { if (index(regions, " " $2 " ")) keep = 1 }
+      END { flush() }' "${NODES_FILE}" >"${nodes}"
+  fi
+  log "creating simulated nodes from ${nodes}"
   # `create`, not `apply`: the Node create path keeps .status (capacity, allocatable,
   # addresses), which KWOK then preserves; apply would store it as last-applied too.
-  kc create -f "${NODES_FILE}" >/dev/null
-  expected="$(grep -c '^kind: Node$' "${NODES_FILE}")"
+  kc create -f "${nodes}" >/dev/null
+  expected="$(grep -c '^kind: Node$' "${nodes}")"
   wait_for "${expected} nodes Ready and untainted by node-lifecycle" 120 nodes_ready "${expected}"
 
   : >"${STATE}/ready"
@@ -741,8 +758,13 @@ main() {
     down) cmd_down ;;
     status) cmd_status ;;
     env) cmd_env ;;
+    apiserver-stop) stop kube-apiserver ;;
+    apiserver-start)
+      start_apiserver
+      wait_for "kube-apiserver /readyz" 180 apiserver_ready
+      ;;
     *)
-      printf 'usage: %s build|up|down|status|env\n' "$0" >&2
+      printf 'usage: %s build|up|down|status|env|apiserver-stop|apiserver-start\n' "$0" >&2
       exit 2
       ;;
   esac

@@ -5,6 +5,13 @@
 #                      GPU nodes in europe-west9, eu-central-1, ap-south-1 and us-east-1,
 #                      install the CRDs, start the operator, apply the example, show the result
 #   e2e/demo.sh down   stop the operator and the control plane
+#
+#   e2e/demo.sh up two    one cluster per jurisdiction: two control planes (eu: EU nodes only,
+#                         in: India nodes only), an operator each with its overlay's --region
+#                         and leader election, the example routed as the ApplicationSets do,
+#                         a global TokenBudget over both and the read-only peering between
+#                         them; a kubeconfig with the contexts eu and in
+#   e2e/demo.sh down two  stop both (`make demo CLUSTERS=2`, `make demo-down CLUSTERS=2`)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -24,6 +31,10 @@ stop_operator() {
     rm -f "${pid_file}"
   fi
 }
+
+if [ "${2:-}" = two ]; then
+  exec bash "${here}/demo-two.sh" "${1:-up}"
+fi
 
 case "${1:-up}" in
   down)

@@ -134,6 +134,9 @@ pub struct Metrics {
     pub budget_used_ratio: Family<BudgetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// `sovereign_budget_forecast_ratio{namespace,budget}`: projected use at period end.
     pub budget_forecast_ratio: Family<BudgetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// `sovereign_budget_peers_stale{namespace,budget}`: peer clusters of a global budget
+    /// whose totals are stale (or regions no peer counts); 0 while every peer is current.
+    pub budget_peers_stale: Family<BudgetLabels, Gauge>,
     /// `sovereign_usage_scrapes_total{region,result}`: gateway scrapes by result.
     pub usage_scrapes: Family<ScrapeLabels, Counter>,
     /// `sovereign_usage_ledger_commits_total{region}`: ledger writes (usage or GPU time
@@ -221,6 +224,12 @@ impl Default for Metrics {
             "Projected use of a TokenBudget at the end of its period (1 = the limit)",
             budget_forecast_ratio.clone(),
         );
+        let budget_peers_stale = Family::default();
+        registry.register(
+            "budget_peers_stale",
+            "Peer clusters of a global TokenBudget whose totals are stale (0: all current)",
+            budget_peers_stale.clone(),
+        );
         let usage_scrapes = Family::default();
         registry.register(
             "usage_scrapes",
@@ -264,6 +273,7 @@ impl Default for Metrics {
             tokens,
             budget_used_ratio,
             budget_forecast_ratio,
+            budget_peers_stale,
             usage_scrapes,
             leader,
         }
@@ -373,6 +383,15 @@ impl Metrics {
         self.budget_forecast_ratio
             .get_or_create(&labels)
             .set(forecast);
+    }
+
+    /// Sets how many peers of a global budget are stale.
+    pub fn budget_peers_stale(&self, namespace: &str, budget: &str, stale: i64) {
+        let labels = BudgetLabels {
+            namespace: namespace.to_owned(),
+            budget: budget.to_owned(),
+        };
+        self.budget_peers_stale.get_or_create(&labels).set(stale);
     }
 
     /// The registry in the Prometheus text format.

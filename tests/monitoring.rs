@@ -45,6 +45,7 @@ fn touched() -> Metrics {
     };
     let _ = metrics.budget_used_ratio.get_or_create(&budget);
     let _ = metrics.budget_forecast_ratio.get_or_create(&budget);
+    let _ = metrics.budget_peers_stale.get_or_create(&budget);
     let _ = metrics.usage_scrapes.get_or_create(&ScrapeLabels {
         region: s(region),
         result: s("ok"),

@@ -176,7 +176,7 @@ fn sync_actions(
 }
 
 /// A webhook receiver on 127.0.0.1: every POST body it gets, answered 200.
-fn webhook() -> (u16, Arc<std::sync::Mutex<Vec<Value>>>) {
+pub(crate) fn webhook() -> (u16, Arc<std::sync::Mutex<Vec<Value>>>) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("webhook port");
     let port = listener.local_addr().expect("address").port();

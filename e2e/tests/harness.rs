@@ -604,11 +604,15 @@ pub enum PlaneId {
     Image,
     /// A budget's overshoot under load, Blocks through the gateway guard's own API watch.
     Overshoot,
+    /// The `eu` cluster of the two-cluster test (only EU nodes), with its own operator.
+    ClusterEu,
+    /// The `in` cluster of the two-cluster test (only India nodes), with its own operator.
+    ClusterIn,
 }
 
 /// One row per plane: the id, its name (state directory, log lines) and why it exists. The
 /// index in this table decides the plane's ports, so two planes never share one.
-const PLANES: [(PlaneId, &str, &str); 11] = [
+const PLANES: [(PlaneId, &str, &str); 13] = [
     (
         PlaneId::Shared,
         "shared",
@@ -663,6 +667,16 @@ const PLANES: [(PlaneId, &str, &str); 11] = [
         PlaneId::Overshoot,
         "overshoot",
         "a budget under steady load, measured to the request",
+    ),
+    (
+        PlaneId::ClusterEu,
+        "cluster-eu",
+        "one cluster per jurisdiction: the eu cluster",
+    ),
+    (
+        PlaneId::ClusterIn,
+        "cluster-in",
+        "one cluster per jurisdiction: the in cluster",
     ),
 ];
 
@@ -811,6 +825,9 @@ impl Plane {
             .env("SOVEREIGN_E2E_STATE", &self.state)
             .env("SOVEREIGN_APISERVER_PORT", self.apiserver_port.to_string())
             .env("SOVEREIGN_PORT_BASE", self.port_base.to_string());
+        if let Some(regions) = node_regions(self.name) {
+            command.env("SOVEREIGN_E2E_NODE_REGIONS", regions);
+        }
         command
     }
 
@@ -839,5 +856,40 @@ impl Plane {
             .await
             .unwrap_or_else(|e| panic!("plane {}: {e}", self.name));
         Client::try_from(config).unwrap_or_else(|e| panic!("plane {}: {e}", self.name))
+    }
+}
+
+/// The topology regions whose nodes a plane gets (`controlplane.sh`'s
+/// `SOVEREIGN_E2E_NODE_REGIONS`): a cluster per jurisdiction has only its own; None is every
+/// node of `e2e/nodes.yaml`.
+fn node_regions(plane: &str) -> Option<&'static str> {
+    match plane {
+        "cluster-eu" => Some("europe-west9 eu-central-1"),
+        "cluster-in" => Some("ap-south-1"),
+        _ => None,
+    }
+}
+
+impl Plane {
+    /// Stops this plane's API server alone (etcd and the controllers stay): a partition.
+    pub fn stop_apiserver(&self) {
+        self.controlplane("apiserver-stop");
+    }
+
+    /// Starts this plane's API server again and waits until it is ready.
+    pub fn start_apiserver(&self) {
+        self.controlplane("apiserver-start");
+    }
+
+    /// `https://127.0.0.1:<port>`: this plane's API server.
+    pub fn server(&self) -> String {
+        format!("https://127.0.0.1:{}", self.apiserver_port)
+    }
+}
+
+impl Operator {
+    /// Whether the process has exited (e.g. after losing its Lease), as kubelet would notice.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 }

@@ -21,6 +21,7 @@ mod harness;
 mod image;
 mod leader;
 mod litellm;
+mod multicluster;
 mod overshoot;
 mod provisioning;
 mod scheduling;

@@ -61,6 +61,36 @@ pub struct TokenBudgetSpec {
     /// the use itself. Off when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predictive: Option<bool>,
+    /// How this budget treats the spend of its regions that other clusters count, when the
+    /// operator has peers (one cluster per jurisdiction). Defaults apply when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global: Option<GlobalBudgetSpec>,
+}
+
+/// Options of a budget whose regions are counted by several clusters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GlobalBudgetSpec {
+    /// Seconds after the last successful read of a peer's totals from which they count as
+    /// stale; three usage intervals when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 86400").message("global.staleAfterSeconds must be between 1 and 86400"))]
+    pub stale_after_seconds: Option<i64>,
+    /// What a stale peer means: UseLastKnown counts its last known totals; FailClosed also
+    /// blocks the scope in this cluster while the stale peers, assumed to have spent their
+    /// whole share of the limit, would put the budget over it.
+    #[serde(default)]
+    pub when_stale: WhenStale,
+}
+
+/// What a budget does while a peer cluster's totals are stale.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum WhenStale {
+    /// Count the peer's last known totals (they only ever grow within a period).
+    #[default]
+    UseLastKnown,
+    /// Assume the stale peer spent its whole share and block when that is over the limit.
+    FailClosed,
 }
 
 /// Usage a budget covers, matched against the gateway's usage labels.
@@ -317,4 +347,55 @@ pub struct TokenBudgetStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+    /// The whole scope when other clusters count some of its regions: their last known period
+    /// totals and the global sum the thresholds act on. `spent`, `usage` and `breakdown` stay
+    /// this cluster's own, so that a report over every cluster counts each usage line once;
+    /// `percentUsed`, `forecast`, the conditions and `thresholdsCrossed` are then global.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global: Option<GlobalBudgetStatus>,
+}
+
+/// The global view of a budget counted by several clusters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GlobalBudgetStatus {
+    /// The region whose cluster announces thresholds (Event and webhook): the first of the
+    /// scope's regions in sorted order. The other clusters act on thresholds silently.
+    pub announcer: String,
+    /// The regions this cluster counts itself (its `spent`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub local_regions: Vec<String>,
+    /// This cluster's `spent` plus every peer's last accepted totals.
+    pub spent: Spend,
+    /// Each peer cluster's last accepted period totals.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<PeerTotals>,
+    /// True while `whenStale: FailClosed` blocks the scope because of a stale peer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fail_closed: bool,
+}
+
+/// The period totals of a budget as one peer cluster published them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerTotals {
+    /// The peer (the name of its credential Secret).
+    pub peer: String,
+    /// The regions these totals cover.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
+    /// The period the totals belong to (the current one, else they are not counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_start: Option<Time>,
+    /// The totals.
+    pub spent: Spend,
+    /// When these totals were read from the peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<Time>,
+    /// Older than the budget's staleness bound (or never read).
+    #[serde(default)]
+    pub stale: bool,
+    /// Why the last read was not used, or why the totals are stale; empty when current.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }

@@ -22,6 +22,9 @@ pub const WITHIN_BUDGET: &str = "WithinBudget";
 pub const AT_RISK: &str = "AtRisk";
 /// Condition type (TokenBudget): spend reached the limit.
 pub const EXCEEDED: &str = "Exceeded";
+/// Condition type (TokenBudget counted by several clusters): every peer cluster's totals are
+/// current.
+pub const PEERS_CURRENT: &str = "PeersCurrent";
 
 /// Reason used on every condition of an object that another operator instance owns
 /// (one-cluster-per-jurisdiction mode). Argo CD health checks treat it as healthy.

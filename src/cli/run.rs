@@ -166,9 +166,16 @@ async fn serve_and_reconcile(
     }
 
     metrics.leader.set(1);
+    // Where the peer credentials and the published global totals live: the Pod's namespace
+    // (the chart's downward API), else the kubeconfig's.
+    let operator_namespace = std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| client.default_namespace().to_owned());
     let ctx = Arc::new(
         Context::new(client, RegionScope::new(regions), metrics.clone())
-            .with_usage_interval(std::time::Duration::from_secs(usage_interval)),
+            .with_usage_interval(std::time::Duration::from_secs(usage_interval))
+            .with_operator_namespace(operator_namespace),
     );
     ready.store(true, Ordering::Relaxed);
     let controllers = bounded_shutdown(controllers::run_all(ctx, shutdown.clone()), shutdown);

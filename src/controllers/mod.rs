@@ -10,6 +10,7 @@ pub mod audit;
 pub mod backend;
 pub mod budget;
 mod error;
+pub mod peer;
 pub mod policy;
 pub mod region;
 pub mod status;
@@ -83,6 +84,11 @@ pub struct Context {
     /// Budget thresholds announced by this process (budget UID, period, percent): a reconcile
     /// that ran on a status older than its own last write must not announce twice.
     announced: Mutex<std::collections::HashSet<String>>,
+    /// The operator's own namespace: the peer credential Secrets and the published totals of
+    /// global budgets live there.
+    pub operator_namespace: String,
+    /// The last reads of the peer clusters (`peer`), judged by the budget controller.
+    peers: Mutex<Vec<crate::finops::global::PeerRead>>,
 }
 
 /// Default of `--usage-interval`.
@@ -107,7 +113,25 @@ impl Context {
             budget_wakeup: tokio::sync::Notify::new(),
             actions_wakeup: tokio::sync::Notify::new(),
             announced: Mutex::new(std::collections::HashSet::new()),
+            operator_namespace: "sovereign-system".to_owned(),
+            peers: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The context with another operator namespace.
+    pub fn with_operator_namespace(mut self, namespace: String) -> Self {
+        self.operator_namespace = namespace;
+        self
+    }
+
+    /// The last reads of the peer clusters.
+    pub fn peer_reads(&self) -> Vec<crate::finops::global::PeerRead> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records the reads of the peer clusters.
+    pub fn set_peer_reads(&self, reads: Vec<crate::finops::global::PeerRead>) {
+        *self.peers.lock().unwrap_or_else(|e| e.into_inner()) = reads;
     }
 
     /// Whether to list and delete unwanted children of `uid` now (see [`needs_prune`]), and
@@ -294,7 +318,8 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 /// Re-check period while something is still converging (pods starting, rollouts).
 pub const PROGRESS_CHECK: Duration = Duration::from_secs(10);
 
-/// Runs the region, backend, policy and budget controllers and the usage collector until
+/// Runs the region, backend, policy and budget controllers, the usage collector and the peer
+/// reads until
 /// `shutdown` resolves, then returns once all have finished their in-flight reconciles.
 pub async fn run_all(
     ctx: Arc<Context>,
@@ -310,6 +335,7 @@ pub async fn run_all(
         policy::run(ctx.clone(), shutdown.clone()),
         audit::run(ctx.clone(), shutdown.clone()),
         usage::run(ctx.clone(), interval, shutdown.clone()),
+        peer::run(ctx.clone(), interval, shutdown.clone()),
         budget::run(ctx, interval, shutdown),
     );
 }

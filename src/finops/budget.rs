@@ -365,28 +365,32 @@ pub fn evaluate(
     lines: &BTreeMap<LineKey, LineUsage>,
     now: Timestamp,
 ) -> Result<Evaluation, BudgetError> {
-    evaluate_ahead(
-        spec,
-        generation,
-        previous,
-        lines,
-        now,
-        &BurnHistory::default(),
-        0.0,
-    )
+    evaluate_with(spec, generation, previous, lines, now, &Beyond::default())
 }
 
-/// [`evaluate`] with the budget's burn history and the evaluation `interval` (seconds): a
-/// `predictive` budget's acting thresholds fire when the use projected to the next
-/// evaluation reaches them.
-pub fn evaluate_ahead(
+/// What an evaluation may know beyond this cluster's lines.
+#[derive(Clone, Debug, Default)]
+pub struct Beyond<'a> {
+    /// For a budget whose other regions are counted by peer clusters, their period-to-date
+    /// spend (`finops::global`): `spent`, `usage` and `breakdown` stay this cluster's own;
+    /// the percent, forecast, conditions and thresholds are of the sum.
+    pub others: Option<&'a Spend>,
+    /// The budget's burn history in this process (for `predictive`).
+    pub burn: BurnHistory,
+    /// The evaluation interval, seconds: a `predictive` budget's acting thresholds fire when
+    /// the use projected to the next evaluation reaches them.
+    pub interval: f64,
+}
+
+/// [`evaluate`] with what is known beyond this cluster's lines: the peers' spend and the
+/// burn history.
+pub fn evaluate_with(
     spec: &TokenBudgetSpec,
     generation: Option<i64>,
     previous: Option<&TokenBudgetStatus>,
     lines: &BTreeMap<LineKey, LineUsage>,
     now: Timestamp,
-    burn: &BurnHistory,
-    interval: f64,
+    beyond: &Beyond<'_>,
 ) -> Result<Evaluation, BudgetError> {
     let zone = time_zone(spec)?;
     let (start, end) = period_bounds(spec.period, &zone, now)?;
@@ -446,15 +450,24 @@ pub fn evaluate_ahead(
 
     let usage = subtract(&now_lines, &opening);
     let spent = spend_of(&usage, &currency);
-    let percent = percent_used(spec, &spent)?;
+    // What the thresholds act on: this cluster's spend, plus the peers' for a global budget.
+    let whole = beyond.others.map(|others| {
+        let mut whole = spent.clone();
+        super::global::add(&mut whole, others);
+        whole
+    });
+    let acting = whole.as_ref().unwrap_or(&spent);
+    let percent = percent_used(spec, acting)?;
 
     let sample = BurnSample {
         at: now.as_millisecond() as f64 / 1000.0,
         percent,
     };
-    let burn = burn.observe(start.as_second(), sample, interval);
+    let burn = beyond
+        .burn
+        .observe(start.as_second(), sample, beyond.interval);
     let projected_percent = if spec.predictive == Some(true) {
-        burn.projected(interval * PREDICTION_HORIZON_INTERVALS)
+        burn.projected(beyond.interval * PREDICTION_HORIZON_INTERVALS)
     } else {
         None
     };
@@ -481,8 +494,8 @@ pub fn evaluate_ahead(
         }
     }
 
-    let forecast = forecast(spec, &spent, start, end, now)?;
-    let forecast_ratio = forecast_ratio(spec, &forecast.amount, &spent, start, end, now);
+    let forecast = forecast(spec, acting, start, end, now)?;
+    let forecast_ratio = forecast_ratio(spec, &forecast.amount, acting, start, end, now);
     let used_ratio = percent / 100.0;
     let conditions = conditions(percent, forecast_ratio, &currency, &foreign);
 
@@ -499,6 +512,8 @@ pub fn evaluate_ahead(
         thresholds_crossed: crossed,
         history,
         conditions: previous.map(|p| p.conditions.clone()).unwrap_or_default(),
+        // Written by the budget controller from `finops::global` for a global budget.
+        global: None,
     };
     let mut status = status;
     for desired in conditions {
@@ -543,6 +558,20 @@ pub fn active_actions(
             downgrade_to: (crossed.action == ThresholdAction::Downgrade)
                 .then(|| threshold.and_then(|t| t.downgrade_to.clone()))
                 .flatten(),
+        });
+    }
+    // `whenStale: FailClosed` while a peer is stale (finops::global::fail_closed): blocked
+    // until the peer is current again, without recording a crossed threshold.
+    let fail_closed = status.global.as_ref().is_some_and(|g| g.fail_closed);
+    if fail_closed && !actions.iter().any(|a| a.action == ThresholdAction::Block) {
+        actions.push(GatewayAction {
+            budget: format!("{namespace}/{name}"),
+            action: ThresholdAction::Block,
+            teams: spec.scope.teams.clone(),
+            cost_centers: spec.scope.cost_centers.clone(),
+            models: spec.scope.models.clone(),
+            requests_per_minute: None,
+            downgrade_to: None,
         });
     }
     actions

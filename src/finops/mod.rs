@@ -1,11 +1,12 @@
 //! Token FinOps, pure: the Prometheus text parser, usage extraction, the exactly-once
-//! ledger and where it is stored, pricing, budget evaluation and finance reports. Nothing
+//! ledger and where it is stored, pricing, budget evaluation, global budgets across clusters and finance reports. Nothing
 //! here talks to the cluster; `controllers::usage`, `controllers::budget` and the `report`
 //! command do. Reference: docs/finops.md.
 
 pub mod budget;
 pub mod exposition;
 pub mod focus;
+pub mod global;
 pub mod ledger;
 pub mod pricing;
 pub mod report;

@@ -12,8 +12,11 @@ use serde_json::json;
 use super::super::{RESYNC, RegionScope, conditions_at, managed_elsewhere};
 use super::Observed;
 use crate::api::budget::{CrossedThreshold, ThresholdAction, TokenBudget, TokenBudgetStatus};
-use crate::api::conditions::{AT_RISK, DesiredCondition, EXCEEDED, Status, WITHIN_BUDGET};
-use crate::finops::budget::{BurnHistory, evaluate_ahead};
+use crate::api::conditions::{
+    AT_RISK, DesiredCondition, EXCEEDED, PEERS_CURRENT, Status, WITHIN_BUDGET,
+};
+use crate::finops::budget::{Beyond, BurnHistory, evaluate_with, period_bounds, time_zone};
+use crate::finops::global;
 
 /// The budget conditions.
 pub const CONDITIONS: [&str; 3] = [WITHIN_BUDGET, AT_RISK, EXCEEDED];
@@ -33,6 +36,94 @@ pub struct Decision {
     pub requeue: Action,
     /// The burn history to remember for the next evaluation; None leaves it as it was.
     pub burn: Option<BurnHistory>,
+    /// Events about the peer clusters of a global budget (a peer turned stale or current).
+    pub notices: Vec<Notice>,
+    /// Peers of a global budget whose totals are stale (or regions no peer counts), for the
+    /// metric; None when the budget is not global here.
+    pub stale_peers: Option<i64>,
+}
+
+/// An Event about a budget other than a crossed threshold.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notice {
+    /// Warning, else Normal.
+    pub warning: bool,
+    /// The Event's reason.
+    pub reason: &'static str,
+    /// The Event's note.
+    pub note: String,
+}
+
+/// What a budget counted by several clusters needs from the peers' reads.
+struct GlobalView {
+    scope_regions: Vec<String>,
+    combined: global::Combined,
+}
+
+/// The peers' share of `budget`, when other clusters count some of its regions.
+fn global_view(
+    budget: &TokenBudget,
+    observed: &Observed,
+    interval: Duration,
+    now: Timestamp,
+) -> Option<GlobalView> {
+    if observed.peers.is_empty() {
+        return None;
+    }
+    let spec = &budget.spec;
+    let mut scope_regions = if spec.scope.regions.is_empty() {
+        observed.all_regions.clone()
+    } else {
+        spec.scope.regions.clone()
+    };
+    scope_regions.sort();
+    scope_regions.dedup();
+    if scope_regions.iter().all(|r| observed.covered.contains(r)) {
+        return None;
+    }
+    let zone = time_zone(spec).ok()?;
+    let (start, _) = period_bounds(spec.period, &zone, now).ok()?;
+    let key = format!(
+        "{}/{}",
+        budget.namespace().unwrap_or_default(),
+        budget.name_any()
+    );
+    let previous = budget.status.as_ref().and_then(|s| s.global.as_ref());
+    // The budget's currency here, as `evaluate` finds it: the limit's, else the only one of
+    // the in-scope usage.
+    let currencies: std::collections::BTreeSet<&String> = observed
+        .lines
+        .iter()
+        .filter(|(key, _)| crate::finops::budget::in_scope(&spec.scope, key))
+        .flat_map(|(_, usage)| usage.cost.keys())
+        .collect();
+    let currency = spec.limit.currency.clone().unwrap_or_else(|| {
+        if currencies.len() == 1 {
+            currencies
+                .iter()
+                .next()
+                .map(|c| (*c).clone())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        }
+    });
+    let combined = global::combine(&global::Input {
+        key: &key,
+        spec,
+        scope_regions: &scope_regions,
+        local_regions: &observed.covered,
+        currency: &currency,
+        period_start: start,
+        previous,
+        peers: &observed.peers,
+        stale_after: global::stale_after(spec, interval),
+        now,
+    });
+    Some(GlobalView {
+        scope_regions,
+        combined,
+    })
 }
 
 /// A crossed threshold as it is announced: an Event and, when configured, a webhook call.
@@ -64,6 +155,8 @@ pub fn decide(
         closed: None,
         requeue: Action::requeue(RESYNC),
         burn: None,
+        notices: Vec::new(),
+        stale_peers: None,
     };
     if observed.covered.is_empty() && !regions.is_empty() {
         // Another instance in this cluster maintains the figures: leave them alone. (In the
@@ -79,14 +172,18 @@ pub fn decide(
         let conditions = managed_elsewhere(&CONDITIONS, scope, &regions.join(", "));
         return leave(Some(with_conditions(budget, conditions, now)));
     }
-    let evaluation = match evaluate_ahead(
+    let view = global_view(budget, observed, interval, now);
+    let evaluation = match evaluate_with(
         &budget.spec,
         budget.metadata.generation,
         budget.status.as_ref(),
         &observed.lines,
         now,
-        &observed.burn,
-        interval.as_secs_f64(),
+        &Beyond {
+            others: view.as_ref().map(|v| &v.combined.others),
+            burn: observed.burn.clone(),
+            interval: interval.as_secs_f64(),
+        },
     ) {
         Ok(evaluation) => evaluation,
         Err(error) => {
@@ -106,10 +203,25 @@ pub fn decide(
             };
         }
     };
+    let mut evaluation = evaluation;
+    let mut notices = Vec::new();
+    let mut stale_peers = None;
+    // One announcement per threshold globally: only the cluster of the announcer region
+    // announces; the others act on the threshold silently.
+    let mut announces = true;
+    if let Some(view) = &view {
+        let (status_global, peer_notices, stale) =
+            with_global(budget, &mut evaluation.status, view, observed, now);
+        announces = scope.manages(&status_global.announcer);
+        evaluation.status.global = Some(status_global);
+        notices = peer_notices;
+        stale_peers = Some(stale);
+    }
     let uid = budget.uid().unwrap_or_default();
     let announcements = evaluation
         .fired
         .iter()
+        .filter(|_| announces)
         .map(|crossed| {
             announcement(
                 budget,
@@ -134,7 +246,103 @@ pub fn decide(
         closed,
         requeue: Action::requeue(interval),
         burn: Some(evaluation.burn),
+        notices,
+        stale_peers,
     }
+}
+
+/// The global status of a budget counted by several clusters, its `PeersCurrent` condition,
+/// where the figure comes from in the budget conditions' messages, the Events of a peer that
+/// turned stale or current, and how many peers are stale.
+fn with_global(
+    budget: &TokenBudget,
+    status: &mut TokenBudgetStatus,
+    view: &GlobalView,
+    observed: &Observed,
+    now: Timestamp,
+) -> (crate::api::budget::GlobalBudgetStatus, Vec<Notice>, i64) {
+    let local = status.spent.clone().unwrap_or_default();
+    let combined = &view.combined;
+    let closed = global::fail_closed(&budget.spec, view.scope_regions.len(), &local, combined);
+    let global_status = global::status(
+        &view.scope_regions,
+        &observed.covered,
+        &local,
+        combined,
+        closed,
+    );
+    let summary = global::summary(&observed.covered, &local, combined);
+    for condition in &mut status.conditions {
+        if CONDITIONS.contains(&condition.type_.as_str()) {
+            condition.message = format!("{}; {summary}", condition.message);
+        }
+    }
+    let stale: Vec<&crate::api::budget::PeerTotals> = combined.stale().collect();
+    let unaccounted = &combined.unaccounted;
+    let current = stale.is_empty() && unaccounted.is_empty();
+    let mut problems: Vec<String> = stale
+        .iter()
+        .map(|p| format!("peer {}: {}", p.peer, p.message))
+        .collect();
+    if !unaccounted.is_empty() {
+        problems.push(format!(
+            "no peer is trusted for regions {}: their spend is not counted",
+            unaccounted.join(", ")
+        ));
+    }
+    if closed {
+        problems.push(
+            "whenStale is FailClosed: the scope is blocked here until the stale peers are current, as their assumed share puts the budget at its limit"
+                .to_owned(),
+        );
+    }
+    let (reason, message) = if current {
+        (
+            "PeersCurrent",
+            format!(
+                "totals of {} current; {summary}",
+                combined
+                    .peers
+                    .iter()
+                    .map(|p| p.peer.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    } else if closed {
+        ("FailClosed", problems.join("; "))
+    } else {
+        ("PeerStale", problems.join("; "))
+    };
+    let was =
+        crate::api::conditions::find(&status.conditions, PEERS_CURRENT).map(|c| c.status == "True");
+    crate::api::conditions::upsert(
+        &mut status.conditions,
+        DesiredCondition {
+            type_: PEERS_CURRENT,
+            status: Status::from(current),
+            reason,
+            message: message.clone(),
+        },
+        budget.metadata.generation,
+        now,
+    );
+    let mut notices = Vec::new();
+    match (was, current) {
+        (Some(true) | None, false) => notices.push(Notice {
+            warning: true,
+            reason: "PeerStale",
+            note: message,
+        }),
+        (Some(false), true) => notices.push(Notice {
+            warning: false,
+            reason: "PeerCurrent",
+            note: message,
+        }),
+        _ => {}
+    }
+    let count = i64::try_from(stale.len() + unaccounted.len()).unwrap_or(i64::MAX);
+    (global_status, notices, count)
 }
 
 /// The current status with `desired` conditions for this generation.
@@ -431,6 +639,144 @@ spec:
         budget.status = evaluated.status;
         let decision = decide(&budget, &none, &scope, INTERVAL, at("2026-11-15T12:00:00Z"));
         assert_eq!(decision.status, None);
+    }
+
+    /// A budget over eu and in, seen from the cluster of `here`, whose peer (the other
+    /// region) published `peer_eur` of spend in the current period at `now`.
+    fn global_decision(
+        here: &str,
+        budget: &TokenBudget,
+        local_eur: &str,
+        peer_eur: &str,
+        now: &str,
+    ) -> Decision {
+        use crate::api::budget::Spend;
+        use crate::finops::global::{PeerRead, Published, PublishedBudget};
+        let other = if here == "eu" { "in" } else { "eu" };
+        let mut observed = spent(local_eur);
+        observed.covered = vec![here.into()];
+        for key in observed.lines.keys().cloned().collect::<Vec<_>>() {
+            let usage = observed.lines.remove(&key).expect("line");
+            observed.lines.insert(
+                LineKey {
+                    region: here.into(),
+                    ..key
+                },
+                usage,
+            );
+        }
+        let zone = crate::finops::budget::time_zone(&budget.spec).expect("zone");
+        let (start, _) = crate::finops::budget::period_bounds(budget.spec.period, &zone, at(now))
+            .expect("period");
+        observed.peers = vec![PeerRead {
+            peer: format!("peer-{other}"),
+            regions: vec![other.into()],
+            last: Some((
+                at(now),
+                Published {
+                    regions: vec![other.into()],
+                    budgets: vec![PublishedBudget {
+                        budget: "finance/search".into(),
+                        scope: budget.spec.scope.clone(),
+                        period: budget.spec.period,
+                        time_zone: budget.spec.time_zone.clone(),
+                        regions: vec![other.into()],
+                        period_start: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(start),
+                        spent: Spend {
+                            amount: peer_eur.into(),
+                            currency: "EUR".into(),
+                            input_tokens: 1,
+                            output_tokens: 1,
+                            requests: 1,
+                        },
+                    }],
+                },
+            )),
+            error: None,
+        }];
+        let scope = RegionScope::new([here.to_owned()]);
+        decide(budget, &observed, &scope, INTERVAL, at(now))
+    }
+
+    #[test]
+    fn a_global_threshold_acts_in_every_cluster_and_is_announced_by_the_first_region_only() {
+        let mut budget: TokenBudget = fixture(BUDGET);
+        budget.spec.scope.regions = vec!["in".into(), "eu".into()];
+        // Opened with nothing spent in either cluster.
+        for here in ["eu", "in"] {
+            let mut copy = budget.clone();
+            copy.status = global_decision(here, &copy, "0", "0", "2026-11-01T12:00:00Z").status;
+            // 40 EUR here, 20 there: 60% of 100 only when summed; the 50% Notify fires.
+            let decision = global_decision(here, &copy, "40", "20", "2026-11-15T12:00:00Z");
+            let status = decision.status.expect("written");
+            assert_eq!(
+                status.spent.as_ref().map(|s| s.amount.as_str()),
+                Some("40"),
+                "spent stays local"
+            );
+            let global = status.global.as_ref().expect("global status");
+            assert_eq!(global.spent.amount, "60");
+            assert_eq!(global.announcer, "eu");
+            let crossed: Vec<i32> = status
+                .thresholds_crossed
+                .iter()
+                .map(|t| t.percent)
+                .collect();
+            assert_eq!(crossed, [50], "{here} acts on the global sum");
+            assert_eq!(
+                decision.announcements.len(),
+                usize::from(here == "eu"),
+                "only eu's cluster announces"
+            );
+            let current = find(&status.conditions, PEERS_CURRENT).expect("PeersCurrent");
+            assert_eq!(current.status, "True");
+            assert_eq!(decision.stale_peers, Some(0));
+        }
+    }
+
+    #[test]
+    fn a_stale_peer_is_said_in_status_with_an_event_and_its_last_totals_are_kept() {
+        let mut budget: TokenBudget = fixture(BUDGET);
+        budget.spec.scope.regions = vec!["eu".into(), "in".into()];
+        budget.status = global_decision("eu", &budget, "0", "0", "2026-11-01T12:00:00Z").status;
+        budget.status = global_decision("eu", &budget, "10", "20", "2026-11-15T12:00:00Z").status;
+        // The peer's last read is now five minutes old (it cannot be reached).
+        let mut decision = global_decision("eu", &budget, "10", "20", "2026-11-15T12:00:00Z");
+        let _ = &mut decision;
+        let mut observed = spent("10");
+        observed.peers = vec![crate::finops::global::PeerRead {
+            peer: "peer-in".into(),
+            regions: vec!["in".into()],
+            last: None,
+            error: Some("connection refused".into()),
+        }];
+        let decision = decide(
+            &budget,
+            &observed,
+            &RegionScope::new(["eu".to_owned()]),
+            INTERVAL,
+            at("2026-11-15T12:05:00Z"),
+        );
+        let status = decision.status.expect("written");
+        let global = status.global.as_ref().expect("global");
+        assert_eq!(
+            global.spent.amount, "30",
+            "the last known totals still count"
+        );
+        assert!(global.peers[0].stale);
+        let condition = find(&status.conditions, PEERS_CURRENT).expect("PeersCurrent");
+        assert_eq!(
+            (condition.status.as_str(), condition.reason.as_str()),
+            ("False", "PeerStale")
+        );
+        assert!(
+            condition.message.contains("connection refused"),
+            "{}",
+            condition.message
+        );
+        assert_eq!(decision.notices.len(), 1);
+        assert_eq!(decision.notices[0].reason, "PeerStale");
+        assert_eq!(decision.stale_peers, Some(1));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! [`decide`] (pure: period, spend, forecast and thresholds from `finops::budget`, the status
 //! worth writing, the Events) → write status → publish an Event (and call the webhook) for
 //! each threshold crossed. The gateway actions of crossed thresholds are written by the usage
-//! collector from these statuses.
+//! collector from these statuses. A budget whose other regions are counted by peer clusters
+//! adds their published totals (`peer`, `finops::global`) before the thresholds are judged.
 
 mod decide;
 mod observe;
@@ -22,7 +23,7 @@ use tracing::{Instrument, info_span};
 use super::{Context, Error};
 use crate::api::budget::TokenBudget;
 use crate::finops::budget::BurnHistory;
-pub use decide::{Announcement, Decision, decide};
+pub use decide::{Announcement, Decision, Notice, decide};
 pub use observe::{LedgerCache, Observed, observe};
 
 /// Field manager of the status this controller writes.
@@ -132,6 +133,21 @@ async fn reconcile_inner(budget: &TokenBudget, state: &BudgetContext) -> Result<
         if ctx.first_announcement(&announcement.key) {
             announce(budget, state, announcement).await;
         }
+    }
+    if let Some(stale) = decision.stale_peers {
+        ctx.metrics.budget_peers_stale(
+            &budget.namespace().unwrap_or_default(),
+            &budget.name_any(),
+            stale,
+        );
+    }
+    for notice in decision.notices {
+        let type_ = if notice.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        ctx.event(budget, type_, notice.reason, notice.note).await;
     }
     if let Some(note) = decision.closed {
         ctx.event(budget, EventType::Normal, "PeriodClosed", note)

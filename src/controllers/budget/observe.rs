@@ -33,6 +33,11 @@ pub struct Observed {
     /// The budget's burn history in this process (for `predictive`), set by the reconcile
     /// from its memory.
     pub burn: BurnHistory,
+    /// Every SovereignRegion of the cluster (the GitOps global objects: the same in every
+    /// cluster), sorted: the scope of a budget that names no region.
+    pub all_regions: Vec<String>,
+    /// The last reads of the peer clusters; empty when this cluster has no peers.
+    pub peers: Vec<crate::finops::global::PeerRead>,
 }
 
 /// Reads what [`super::decide`] needs.
@@ -57,10 +62,14 @@ pub async fn observe(
         let region_lines = region_lines(ctx, cache, region).await?;
         lines.extend(region_lines.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
+    let mut all_regions: Vec<String> = regions.iter().map(|r| r.name_any()).collect();
+    all_regions.sort();
     Ok(Observed {
         covered: covered.iter().map(|r| r.name_any()).collect(),
         lines,
         burn: BurnHistory::default(),
+        all_regions,
+        peers: ctx.peer_reads(),
     })
 }
 

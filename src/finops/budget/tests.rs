@@ -50,6 +50,7 @@ fn budget(limit: &str, thresholds: &[(i32, ThresholdAction)]) -> TokenBudgetSpec
             .collect(),
         notify: None,
         predictive: None,
+        global: None,
     }
 }
 
@@ -458,14 +459,17 @@ fn run(
         let lines = BTreeMap::from([(key("search", "", "m", "eu"), usage(1, 1, eur))]);
         let now = Timestamp::from_second(start.as_second() + (i as f64 * interval) as i64)
             .expect("in range");
-        let evaluation = evaluate_ahead(
+        let evaluation = evaluate_with(
             spec,
             Some(1),
             previous.as_ref(),
             &lines,
             now,
-            &burn,
-            interval,
+            &Beyond {
+                burn: burn.clone(),
+                interval,
+                ..Beyond::default()
+            },
         )
         .expect("eval");
         burn = evaluation.burn.clone();
