@@ -48,6 +48,16 @@ impl Totals {
         self.output_tokens += delta.output_tokens;
         self.requests += delta.requests;
     }
+
+    /// Adds `other` (tokens, requests and every currency's cost).
+    pub fn add(&mut self, other: &Totals) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.requests += other.requests;
+        for (currency, amount) in &other.cost {
+            add_amount(&mut self.cost, currency, *amount);
+        }
+    }
 }
 
 /// Adds `amount` in `currency` to `amounts`.

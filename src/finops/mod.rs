@@ -8,6 +8,7 @@ pub mod exposition;
 pub mod ledger;
 pub mod pricing;
 pub mod report;
+pub mod shards;
 pub mod storage;
 
 pub mod usage;
