@@ -5,7 +5,10 @@
 //! process start time and the last value of every series, and the running totals those
 //! values have added up to. Both live in one object in the API server (a ConfigMap in the
 //! region namespace, written with a resourceVersion precondition), so a scrape's delta and
-//! the cursor that prevents counting it twice are committed together or not at all.
+//! the cursor that prevents counting it twice are committed together or not at all. A
+//! region's ledger is many such ledgers, one per shard of its series (`finops::shards`):
+//! each is complete for the series it holds, which is what keeps a torn multi-shard write
+//! exact.
 //!
 //! What no pull-based collector can recover: tokens a gateway counted after the last
 //! successful scrape and before it died. Those are lost, and the README says so.

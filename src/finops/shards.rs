@@ -34,10 +34,11 @@ use super::pricing::PriceBook;
 use super::storage::without_clock;
 use super::usage::{Counters, Scrape, SeriesKey, Served};
 
-/// Buckets of series. 200,000 series are about 1,560 a bucket (≈ 100 KB stored with two
-/// gateway pods); a bucket is refused at [`super::storage::MAX_SHARD_BYTES`], so the ceiling
-/// is about 1.3 million series with two pods (measured in the capacity test). Changing it
-/// moves series between buckets: that is a migration, not a constant to tune.
+/// Buckets of series. 200,000 series are about 1,560 a bucket (≈ 112 KB of gzip with two
+/// gateway pods, 149 KB as ConfigMap JSON); a bucket is refused at
+/// [`super::storage::MAX_SHARD_BYTES`] of gzip, so the ceiling is about 900,000 series with
+/// two pods (the capacity test in `storage` prints the sizes). Changing it moves series
+/// between buckets: that is a migration, not a constant to tune.
 pub const BUCKETS: u16 = 128;
 
 /// Prefix of the vLLM servers' sources: their cursors live in the head.
