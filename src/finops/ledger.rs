@@ -109,6 +109,10 @@ pub struct Ledger {
     /// Serialization version.
     #[serde(default)]
     pub version: u32,
+    /// Generation of a stored bucket shard, raised by each write of the whole shard: a delta
+    /// object applies to exactly one generation (see `finops::shards::Delta`). 0 elsewhere.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u64,
     /// Cursors by source.
     #[serde(default)]
     pub sources: BTreeMap<String, Cursor>,
@@ -414,9 +418,13 @@ impl Ledger {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// Serializes a map with struct keys as a list of `{key, value}` entries (JSON object keys
 /// must be strings).
-mod entries {
+pub(crate) mod entries {
     use std::collections::BTreeMap;
 
     use serde::de::DeserializeOwned;

@@ -29,7 +29,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::ledger::{Cursor, LEDGER_VERSION, Ledger, RunningGpus};
+use serde::{Deserialize, Serialize};
+
+use super::ledger::{Cursor, LEDGER_VERSION, Ledger, RunningGpus, Totals, entries};
 use super::pricing::PriceBook;
 use super::storage::without_clock;
 use super::usage::{Counters, Scrape, SeriesKey, Served};
@@ -290,6 +292,132 @@ impl Sharded {
     }
 }
 
+/// The changes of a bucket since its stored base, record by record: what a tick writes
+/// instead of the whole bucket while they are small (`storage::shard_write` decides). It is
+/// the *cumulative* change since the base, replacing the previous delta in one write, so the
+/// bucket's state — base, or base ⊕ delta when the delta names the base's generation — moves
+/// by a whole step with any single successful write: a delta lands or not; a new base (one
+/// generation up) lands or not, and the delta it supersedes then names an older generation
+/// and is ignored.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delta {
+    /// Generation of the base this applies to.
+    pub base: u64,
+    /// Cursors that changed, by source.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sources: BTreeMap<String, SourceDelta>,
+    /// Sources the base has and the bucket forgot.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub forgotten: BTreeSet<String>,
+    /// Totals that changed (totals are never removed).
+    #[serde(default, with = "entries")]
+    pub usage: BTreeMap<SeriesKey, Totals>,
+}
+
+/// How one source's cursor differs from the base's.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceDelta {
+    /// The cursor's process start time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_start: Option<f64>,
+    /// The cursor's last scrape.
+    pub last_seen: i64,
+    /// `series` replaces the base's series (a restart, a new source) instead of updating them.
+    #[serde(default)]
+    pub replace: bool,
+    /// Series values: all of them when `replace`, else those that changed.
+    #[serde(with = "entries")]
+    pub series: BTreeMap<SeriesKey, Counters>,
+}
+
+impl Delta {
+    /// The changes from `base` to `next`, or None when a delta cannot say them (a total that
+    /// went away, GPU or served state: those buckets are written whole).
+    pub fn between(base: &Ledger, next: &Ledger) -> Option<Delta> {
+        if base.gpu != next.gpu
+            || base.served != next.served
+            || base.usage.keys().any(|k| !next.usage.contains_key(k))
+        {
+            return None;
+        }
+        let mut delta = Delta {
+            base: base.generation,
+            ..Delta::default()
+        };
+        for (source, cursor) in &next.sources {
+            let old = base.sources.get(source);
+            if old == Some(cursor) {
+                continue;
+            }
+            let replace = old.is_none_or(|old| {
+                old.process_start != cursor.process_start
+                    || old.series.keys().any(|k| !cursor.series.contains_key(k))
+            });
+            let series = match old {
+                Some(old) if !replace => cursor
+                    .series
+                    .iter()
+                    .filter(|(k, c)| old.series.get(*k) != Some(*c))
+                    .map(|(k, c)| (k.clone(), *c))
+                    .collect(),
+                _ => cursor.series.clone(),
+            };
+            delta.sources.insert(
+                source.clone(),
+                SourceDelta {
+                    process_start: cursor.process_start,
+                    last_seen: cursor.last_seen,
+                    replace,
+                    series,
+                },
+            );
+        }
+        delta.forgotten = base
+            .sources
+            .keys()
+            .filter(|s| !next.sources.contains_key(*s))
+            .cloned()
+            .collect();
+        delta.usage = next
+            .usage
+            .iter()
+            .filter(|(k, t)| base.usage.get(*k) != Some(*t))
+            .map(|(k, t)| (k.clone(), t.clone()))
+            .collect();
+        Some(delta)
+    }
+
+    /// `base` with this delta applied, when it applies to `base`'s generation; else `base`
+    /// (a stale delta, whose changes the base already holds).
+    pub fn apply(&self, base: &Ledger) -> Ledger {
+        let mut next = base.clone();
+        if self.base != base.generation {
+            return next;
+        }
+        for source in &self.forgotten {
+            next.sources.remove(source);
+        }
+        for (source, change) in &self.sources {
+            let cursor = next.sources.entry(source.clone()).or_default();
+            cursor.process_start = change.process_start;
+            cursor.last_seen = change.last_seen;
+            if change.replace {
+                cursor.series = change.series.clone();
+            } else {
+                cursor
+                    .series
+                    .extend(change.series.iter().map(|(k, c)| (k.clone(), *c)));
+            }
+        }
+        for (key, totals) in &self.usage {
+            next.usage.insert(key.clone(), totals.clone());
+        }
+        next
+    }
+}
+
 fn shard_mut(shards: &mut BTreeMap<ShardId, Ledger>, id: ShardId) -> &mut Ledger {
     shards.entry(id).or_insert_with(|| Ledger {
         version: LEDGER_VERSION,
@@ -485,10 +613,55 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_delta_says_exactly_the_changes_and_a_stale_one_changes_nothing() {
+        let prices = PriceBook::default();
+        let live = BTreeSet::from(["url/a".to_owned(), "url/b".to_owned()]);
+        let scrape = |start: f64, bump: u64, range: std::ops::Range<usize>| Scrape {
+            process_start: Some(start),
+            series: range
+                .map(|i| {
+                    (
+                        key(i),
+                        Counters {
+                            input_tokens: 10 + bump * u64::from(i % 3 == 0),
+                            ..Counters::default()
+                        },
+                    )
+                })
+                .collect(),
+        };
+        let first = [
+            ("url/a".to_owned(), scrape(1.0, 0, 0..300)),
+            ("url/b".to_owned(), scrape(1.0, 0, 0..300)),
+        ];
+        let base = Sharded::default().advance(&observe(&first, &live, &prices, 1));
+        // Source a moves some series, b restarts and lost half of them.
+        let second = [
+            ("url/a".to_owned(), scrape(1.0, 5, 0..300)),
+            ("url/b".to_owned(), scrape(2.0, 0, 0..150)),
+        ];
+        let next = base.advance(&observe(&second, &live, &prices, 2));
+        for (id, shard) in &next.shards {
+            let Some(old) = base.shards.get(id) else {
+                continue;
+            };
+            let delta = Delta::between(old, shard).expect("a bucket's change is a delta");
+            assert_eq!(&delta.apply(old), shard, "{id:?}");
+            let stale = Ledger {
+                generation: old.generation + 1,
+                ..old.clone()
+            };
+            assert_eq!(delta.apply(&stale), stale, "a stale delta is ignored");
+        }
+    }
+
     mod properties {
+        use k8s_openapi::api::core::v1::ConfigMap;
         use proptest::prelude::*;
 
         use super::*;
+        use crate::finops::storage::{DELTA_DIVISOR, StoredShards, shard_write, stored_shards};
 
         /// What a shard write does.
         #[derive(Clone, Copy, Debug)]
@@ -516,6 +689,9 @@ mod tests {
                 gw: usize,
                 writes: Vec<Write>,
                 crash_after: Option<usize>,
+                /// `DELTA_DIVISOR` of this tick: 0 writes every bucket as a delta it can,
+                /// `usize::MAX` none.
+                divisor: usize,
             },
             Restart {
                 gw: usize,
@@ -532,8 +708,9 @@ mod tests {
         fn step() -> impl Strategy<Value = Step> {
             prop_oneof![
                 5 => (0..2usize, 0..24usize, 0..500u64, 0..500u64).prop_map(|(gw, series, input, output)| Step::Request { gw, series, input, output }),
-                3 => (0..2usize, proptest::collection::vec(write(), 1..6), proptest::option::weighted(0.2, 0..6usize))
-                    .prop_map(|(gw, writes, crash_after)| Step::Scrape { gw, writes, crash_after }),
+                3 => (0..2usize, proptest::collection::vec(write(), 1..6), proptest::option::weighted(0.2, 0..6usize),
+                      prop_oneof![Just(0usize), Just(1), Just(4), Just(usize::MAX)])
+                    .prop_map(|(gw, writes, crash_after, divisor)| Step::Scrape { gw, writes, crash_after, divisor }),
                 1 => (0..2usize).prop_map(|gw| Step::Restart { gw }),
                 1 => (0..2usize).prop_map(|gw| Step::Replace { gw }),
             ]
@@ -547,27 +724,24 @@ mod tests {
             pending: BTreeMap<SeriesKey, u64>,
         }
 
-        /// The API server: each shard as the JSON it stores.
-        type Store = BTreeMap<ShardId, String>;
+        /// The API server: the shards' ConfigMaps by name.
+        type Store = BTreeMap<String, ConfigMap>;
 
-        fn read(store: &Store) -> Sharded {
-            Sharded {
-                shards: store
-                    .iter()
-                    .map(|(id, json)| (*id, serde_json::from_str(json).expect("stored shard")))
-                    .collect(),
-            }
+        fn read(store: &Store) -> StoredShards {
+            let objects: Vec<ConfigMap> = store.values().cloned().collect();
+            stored_shards(&objects, "uid").expect("stored shards")
         }
 
-        /// One tick as the controller runs it: read every shard, advance, write the changed
-        /// shards one by one with the given outcomes, stop at a crash. Returns the shards
-        /// the server holds new versions of.
+        /// One tick as the controller runs it: read every shard object, advance, write the
+        /// changed shards (a delta or a new base) one by one with the given outcomes, stop
+        /// at a crash. Returns the shards the server holds new versions of.
         fn tick(
             store: &mut Store,
             gw: &Gateway,
             now: i64,
             writes: &[Write],
             crash_after: Option<usize>,
+            divisor: usize,
         ) -> BTreeSet<ShardId> {
             let stored = read(store);
             let gateways = [(
@@ -579,15 +753,19 @@ mod tests {
             )];
             let live = BTreeSet::from([gw.source.clone()]);
             let prices = PriceBook::default();
-            let next = stored.advance(&observe(&gateways, &live, &prices, now));
+            let next = stored.ledger.advance(&observe(&gateways, &live, &prices, now));
             let mut committed = BTreeSet::new();
-            for (i, id) in stored.changed(&next).into_iter().enumerate() {
+            for (i, id) in stored.ledger.changed(&next).into_iter().enumerate() {
                 if crash_after == Some(i) {
                     break;
                 }
+                let (config_map, _) = shard_write(
+                    "r", "ns", "uid", id, stored.bases.get(&id), &next.shards[&id], divisor,
+                )
+                .expect("fits");
                 match writes[i % writes.len()] {
                     Write::Ok | Write::Unacknowledged => {
-                        store.insert(id, serde_json::to_string(&next.shards[&id]).expect("json"));
+                        store.insert(config_map.metadata.name.clone().unwrap_or_default(), config_map);
                         committed.insert(id);
                     }
                     Write::Fails => {}
@@ -624,8 +802,8 @@ mod tests {
                             *gateways[gw].pending.entry(key(series)).or_default() += input + output;
                             made += input + output;
                         }
-                        Step::Scrape { gw, writes, crash_after } => {
-                            let committed = tick(&mut store, &gateways[gw], now, &writes, crash_after);
+                        Step::Scrape { gw, writes, crash_after, divisor } => {
+                            let committed = tick(&mut store, &gateways[gw], now, &writes, crash_after, divisor);
                             gateways[gw].pending.retain(|k, _| !committed.contains(&ShardId::of(k)));
                         }
                         Step::Restart { gw } => {
@@ -645,9 +823,9 @@ mod tests {
                 }
                 for gw in &gateways {
                     now += 1;
-                    tick(&mut store, gw, now, &[Write::Ok], None);
+                    tick(&mut store, gw, now, &[Write::Ok], None, DELTA_DIVISOR);
                 }
-                let total = read(&store).merged().grand_total();
+                let total = read(&store).ledger.merged().grand_total();
                 prop_assert_eq!(total.input_tokens + total.output_tokens, made - lost);
             }
 

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ConfigMap;
 
 use super::ledger::{Ledger, LedgerError};
-use super::shards::{ShardId, Sharded};
+use super::shards::{Delta, ShardId, Sharded};
 use crate::api::labels;
 use crate::render::Owner;
 
@@ -65,6 +65,8 @@ pub fn stored_ledger(config_map: Option<&ConfigMap>) -> Result<Ledger, LedgerErr
 /// write to be worth it.
 pub fn without_clock(ledger: &Ledger) -> Ledger {
     let mut copy = ledger.clone();
+    // Where a shard is stored, not what it holds.
+    copy.generation = 0;
     for cursor in copy.sources.values_mut() {
         cursor.last_seen = 0;
     }
@@ -74,16 +76,45 @@ pub fn without_clock(ledger: &Ledger) -> Ledger {
     copy
 }
 
-/// Name of the ConfigMap of shard `id`.
-pub fn shard_name(id: ShardId) -> String {
-    format!("{LEDGER_NAME}-{}", id.suffix())
+/// Key of a bucket's delta in its ConfigMap's `binaryData`: gzip-compressed JSON of
+/// [`Delta`].
+pub const DELTA_KEY: &str = "delta.json.gz";
+/// A delta is written while it is at most this fraction (1/n) of its base's size; beyond, the
+/// whole bucket is written one generation up. 4 balances the growing delta (the cumulative
+/// change since the base) against rewriting the base: see the bench `ledger`.
+pub const DELTA_DIVISOR: usize = 4;
+
+/// Which object of a shard: every shard has a base; a bucket may have a delta on top.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Part {
+    /// The whole shard, `sovereign-usage-ledger-<shard>`.
+    Base,
+    /// Its changes since the base, `sovereign-usage-ledger-<shard>-delta`.
+    Delta,
 }
 
-/// The shard a ConfigMap name is, if it is one of this layout's.
-pub fn shard_of(name: &str) -> Option<ShardId> {
-    name.strip_prefix(LEDGER_NAME)?
-        .strip_prefix('-')
-        .and_then(ShardId::parse)
+/// Name of the ConfigMap of the base of shard `id`.
+pub fn shard_name(id: ShardId) -> String {
+    object_name(id, Part::Base)
+}
+
+/// Name of the ConfigMap of `part` of shard `id`.
+pub fn object_name(id: ShardId, part: Part) -> String {
+    match part {
+        Part::Base => format!("{LEDGER_NAME}-{}", id.suffix()),
+        Part::Delta => format!("{LEDGER_NAME}-{}-delta", id.suffix()),
+    }
+}
+
+/// The shard and part a ConfigMap name is, if it is one of this layout's.
+pub fn shard_of(name: &str) -> Option<(ShardId, Part)> {
+    let rest = name.strip_prefix(LEDGER_NAME)?.strip_prefix('-')?;
+    let (suffix, part) = match rest.strip_suffix("-delta") {
+        Some(suffix) => (suffix, Part::Delta),
+        None => (rest, Part::Base),
+    };
+    let id = ShardId::parse(suffix)?;
+    (id != ShardId::Head || part == Part::Base).then_some((id, part))
 }
 
 /// Label selector of the shards of `region` (not the legacy ledger, which lacks the name
@@ -96,7 +127,7 @@ pub fn shard_selector(region: &str) -> String {
     )
 }
 
-/// Whether `config_map` is a shard of the region with UID `owner_uid`.
+/// Whether `config_map` is a shard object of the region with UID `owner_uid`.
 pub fn is_owned_shard(config_map: &ConfigMap, owner_uid: &str) -> bool {
     config_map
         .metadata
@@ -112,73 +143,203 @@ pub fn is_owned_shard(config_map: &ConfigMap, owner_uid: &str) -> bool {
             .is_some()
 }
 
-/// The ConfigMap that stores shard `id` of `region` (UID `owner_uid`) in `namespace`, refused
-/// when it would not fit (a plain error instead of the API server's refusal).
-/// `resource_version` is the version it replaces (None: it is created), so that a shard's
-/// deltas and cursors are committed together or not at all.
-pub fn shard_config_map(
+/// A shard's base as stored, with its stored size (which bounds its delta).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredBase {
+    /// The whole shard.
+    pub ledger: Ledger,
+    /// Bytes of gzip it was stored as.
+    pub bytes: usize,
+}
+
+/// One stored object of a shard, decoded.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Object {
+    /// A base.
+    Base(StoredBase),
+    /// A delta.
+    Delta(Delta),
+}
+
+/// The stored objects of a region's shards and the state they say.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoredShards {
+    /// Bases by shard.
+    pub bases: BTreeMap<ShardId, StoredBase>,
+    /// Deltas by bucket (stale ones included: they apply to no base and are ignored).
+    pub deltas: BTreeMap<ShardId, Delta>,
+    /// Each shard's state: its base, with its delta applied when the delta names the base's
+    /// generation.
+    pub ledger: Sharded,
+}
+
+impl StoredShards {
+    /// Records `object` as stored for shard `id`.
+    pub fn set(&mut self, id: ShardId, object: Object) {
+        match object {
+            Object::Base(base) => {
+                self.bases.insert(id, base);
+            }
+            Object::Delta(delta) => {
+                self.deltas.insert(id, delta);
+            }
+        }
+        self.recompute(id);
+    }
+
+    /// Forgets `part` of shard `id`.
+    pub fn remove(&mut self, id: ShardId, part: Part) {
+        match part {
+            Part::Base => self.bases.remove(&id).map(drop),
+            Part::Delta => self.deltas.remove(&id).map(drop),
+        };
+        self.recompute(id);
+    }
+
+    fn recompute(&mut self, id: ShardId) {
+        match self.bases.get(&id) {
+            None => {
+                self.ledger.shards.remove(&id);
+            }
+            Some(base) => {
+                let state = match self.deltas.get(&id) {
+                    Some(delta) => delta.apply(&base.ledger),
+                    None => base.ledger.clone(),
+                };
+                self.ledger.shards.insert(id, state);
+            }
+        }
+    }
+}
+
+fn gzip<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, LedgerError> {
+    use std::io::Write;
+    let json = serde_json::to_vec(value).map_err(|e| LedgerError::Encode(e.to_string()))?;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder
+        .write_all(&json)
+        .and_then(|()| encoder.finish())
+        .map_err(|e| LedgerError::Encode(e.to_string()))
+}
+
+/// The ConfigMap that stores `bytes` under `key` as object `name` of `region`'s ledger.
+fn config_map(
     region: &str,
     namespace: &str,
     owner_uid: &str,
-    id: ShardId,
-    ledger: &Ledger,
-    resource_version: Option<String>,
-) -> Result<ConfigMap, StorageError> {
-    let name = shard_name(id);
-    let bytes = ledger.to_gzip()?;
-    if bytes.len() > MAX_SHARD_BYTES {
-        return Err(StorageError::TooLarge {
-            name,
-            bytes: bytes.len(),
-            series: ledger.usage.len(),
-        });
-    }
+    name: &str,
+    key: &str,
+    bytes: Vec<u8>,
+) -> ConfigMap {
     let owner = Owner {
         region: region.to_owned(),
         instance: region.to_owned(),
         reference: None,
     };
-    let mut metadata = owner.meta(COMPONENT, &name, Some(namespace));
+    let mut metadata = owner.meta(COMPONENT, name, Some(namespace));
     let stamped = metadata.labels.get_or_insert_with(BTreeMap::new);
     stamped.insert(labels::NAME.to_owned(), LEDGER_NAME.to_owned());
     stamped.insert(OWNER_UID_LABEL.to_owned(), owner_uid.to_owned());
-    metadata.resource_version = resource_version;
-    Ok(ConfigMap {
+    ConfigMap {
         metadata,
         binary_data: Some(BTreeMap::from([(
-            LEDGER_KEY.to_owned(),
+            key.to_owned(),
             k8s_openapi::ByteString(bytes),
         )])),
         ..ConfigMap::default()
-    })
+    }
 }
 
-/// The ledger stored in one shard ConfigMap.
-pub fn stored_shard(config_map: &ConfigMap) -> Result<Ledger, LedgerError> {
-    let name = config_map.metadata.name.as_deref().unwrap_or_default();
-    match config_map
-        .binary_data
-        .as_ref()
-        .and_then(|d| d.get(LEDGER_KEY))
+/// What a tick writes for shard `id` of `region` (UID `owner_uid`) whose state becomes
+/// `next`, given its stored `base`: a delta against the base while it is at most
+/// 1/`delta_divisor` of the base's size, else the whole shard one generation up (refused
+/// when it would not fit: a plain error instead of the API server's refusal). Returns the
+/// ConfigMap (its resourceVersion is the caller's to set: the precondition that commits a
+/// shard's deltas and cursors together or not at all) and the object as decoded.
+pub fn shard_write(
+    region: &str,
+    namespace: &str,
+    owner_uid: &str,
+    id: ShardId,
+    base: Option<&StoredBase>,
+    next: &Ledger,
+    delta_divisor: usize,
+) -> Result<(ConfigMap, Object), StorageError> {
+    if id != ShardId::Head
+        && let Some(base) = base
+        && let Some(delta) = Delta::between(&base.ledger, next)
     {
-        Some(bytes) => Ledger::from_gzip(&bytes.0)
-            .map_err(|e| LedgerError::Decode(format!("ConfigMap {name}: {e}"))),
-        None => Err(LedgerError::Decode(format!(
-            "ConfigMap {name} has no binaryData key {LEDGER_KEY}"
-        ))),
+        let bytes = gzip(&delta)?;
+        if bytes.len().saturating_mul(delta_divisor) <= base.bytes {
+            let name = object_name(id, Part::Delta);
+            let cm = config_map(region, namespace, owner_uid, &name, DELTA_KEY, bytes);
+            return Ok((cm, Object::Delta(delta)));
+        }
     }
+    let mut whole = next.clone();
+    whole.generation = base.map_or(1, |b| b.ledger.generation + 1);
+    let name = shard_name(id);
+    let bytes = whole.to_gzip()?;
+    if bytes.len() > MAX_SHARD_BYTES {
+        return Err(StorageError::TooLarge {
+            name,
+            bytes: bytes.len(),
+            series: whole.usage.len(),
+        });
+    }
+    let size = bytes.len();
+    let cm = config_map(region, namespace, owner_uid, &name, LEDGER_KEY, bytes);
+    Ok((
+        cm,
+        Object::Base(StoredBase {
+            ledger: whole,
+            bytes: size,
+        }),
+    ))
+}
+
+/// One stored shard object, decoded: which shard and part, and its content.
+pub fn stored_object(config_map: &ConfigMap) -> Result<(ShardId, Object), LedgerError> {
+    let name = config_map.metadata.name.as_deref().unwrap_or_default();
+    let Some((id, part)) = shard_of(name) else {
+        return Err(LedgerError::Decode(format!(
+            "ConfigMap {name} is not a ledger shard"
+        )));
+    };
+    let key = match part {
+        Part::Base => LEDGER_KEY,
+        Part::Delta => DELTA_KEY,
+    };
+    let Some(bytes) = config_map.binary_data.as_ref().and_then(|d| d.get(key)) else {
+        return Err(LedgerError::Decode(format!(
+            "ConfigMap {name} has no binaryData key {key}"
+        )));
+    };
+    let context = |e: String| LedgerError::Decode(format!("ConfigMap {name}: {e}"));
+    let object = match part {
+        Part::Base => Object::Base(StoredBase {
+            ledger: Ledger::from_gzip(&bytes.0).map_err(|e| context(e.to_string()))?,
+            bytes: bytes.0.len(),
+        }),
+        Part::Delta => {
+            let decoder = flate2::read::GzDecoder::new(bytes.0.as_slice());
+            Object::Delta(serde_json::from_reader(decoder).map_err(|e| context(e.to_string()))?)
+        }
+    };
+    Ok((id, object))
 }
 
 /// The shards of the region with UID `owner_uid` among `config_maps`.
-pub fn stored_shards(config_maps: &[ConfigMap], owner_uid: &str) -> Result<Sharded, LedgerError> {
-    let mut sharded = Sharded::default();
+pub fn stored_shards(
+    config_maps: &[ConfigMap],
+    owner_uid: &str,
+) -> Result<StoredShards, LedgerError> {
+    let mut stored = StoredShards::default();
     for config_map in config_maps.iter().filter(|c| is_owned_shard(c, owner_uid)) {
-        let Some(id) = config_map.metadata.name.as_deref().and_then(shard_of) else {
-            continue;
-        };
-        sharded.shards.insert(id, stored_shard(config_map)?);
+        let (id, object) = stored_object(config_map)?;
+        stored.set(id, object);
     }
-    Ok(sharded)
+    Ok(stored)
 }
 
 /// What a reader takes as the ledger of the region with UID `owner_uid`: the legacy
@@ -189,12 +350,12 @@ pub fn region_ledger(
     shards: &[ConfigMap],
     owner_uid: &str,
 ) -> Result<Ledger, LedgerError> {
-    let sharded = stored_shards(shards, owner_uid)?;
+    let stored = stored_shards(shards, owner_uid)?;
     match legacy {
-        Some(legacy) if !sharded.shards.contains_key(&ShardId::Head) => {
+        Some(legacy) if !stored.ledger.shards.contains_key(&ShardId::Head) => {
             stored_ledger(Some(legacy))
         }
-        _ => Ok(sharded.merged()),
+        _ => Ok(stored.ledger.merged()),
     }
 }
 
@@ -239,14 +400,24 @@ mod tests {
             .shards
             .iter()
             .map(|(id, shard)| {
-                shard_config_map("eu", "sovereign-eu", "uid-1", *id, shard, Some("7".into()))
+                shard_write("eu", "sovereign-eu", "uid-1", *id, None, shard, DELTA_DIVISOR)
                     .expect("a small shard fits")
+                    .0
             })
             .collect();
         let head = config_maps.last().expect("the head is last");
         assert_eq!(head.metadata.name.as_deref(), Some("sovereign-usage-ledger-head"));
-        assert_eq!(head.metadata.resource_version.as_deref(), Some("7"));
         assert!(head.metadata.owner_references.is_none());
+        for (name, expected) in [
+            ("sovereign-usage-ledger-head", Some((ShardId::Head, Part::Base))),
+            ("sovereign-usage-ledger-007", Some((ShardId::Bucket(7), Part::Base))),
+            ("sovereign-usage-ledger-007-delta", Some((ShardId::Bucket(7), Part::Delta))),
+            ("sovereign-usage-ledger-head-delta", None),
+            ("sovereign-usage-ledger-128", None),
+            ("sovereign-usage-ledger", None),
+        ] {
+            assert_eq!(shard_of(name), expected, "{name}");
+        }
         let selector = shard_selector("eu");
         for (key, value) in selector.split(',').filter_map(|kv| kv.split_once('=')) {
             assert_eq!(head.metadata.labels.as_ref().expect("labels")[key], value);
@@ -254,10 +425,11 @@ mod tests {
         let read = stored_shards(&config_maps, "uid-1").expect("reads back");
         // The totals are decimal and exact (the cursors' float counters may differ in the
         // last bit after a JSON round trip).
-        assert_eq!(read.merged().usage, legacy.usage);
+        assert_eq!(read.ledger.merged().usage, legacy.usage);
         assert!(
             stored_shards(&config_maps, "uid-2")
                 .expect("reads")
+                .ledger
                 .shards
                 .is_empty(),
             "another region's UID: orphans, not this ledger"
@@ -325,8 +497,9 @@ mod tests {
         assert_eq!(sharded.series(), 200_000);
         let mut sizes = Vec::new();
         for (id, shard) in &sharded.shards {
-            let config_map = shard_config_map("eu", "sovereign-eu", "uid", *id, shard, None)
-                .expect("every shard fits");
+            let (config_map, _) =
+                shard_write("eu", "sovereign-eu", "uid", *id, None, shard, DELTA_DIVISOR)
+                    .expect("every shard fits");
             let body = serde_json::to_vec(&config_map).expect("json").len();
             sizes.push(body);
         }

@@ -27,8 +27,8 @@ use crate::api::budget::TokenBudget;
 use crate::api::region::SovereignRegion;
 use crate::finops::budget::ledger_lines;
 use crate::finops::ledger::{Ledger, LedgerError};
-use crate::finops::shards::{ShardId, Sharded};
-use crate::finops::storage::{self, StorageError};
+use crate::finops::shards::ShardId;
+use crate::finops::storage::{self, StorageError, StoredShards};
 use crate::metrics::{SpendLabels, TokenLabels};
 use crate::render::Child;
 pub use decide::{Step, actions_config_map, advance};
@@ -108,10 +108,10 @@ impl UsageError {
 /// shards' metadata and reads none of them back.
 #[derive(Default)]
 struct RegionShards {
-    /// resourceVersion of each shard in `ledger`.
-    versions: BTreeMap<ShardId, String>,
-    /// The shards.
-    ledger: Sharded,
+    /// resourceVersion of each object in `stored`, by name.
+    versions: BTreeMap<String, String>,
+    /// The shards' objects and state.
+    stored: StoredShards,
     /// Whether the previous release's ConfigMap is known to be gone.
     legacy_gone: bool,
 }
@@ -243,7 +243,7 @@ async fn collect_region(
         .transpose()
         .map_err(corrupt)?;
     let step = advance(
-        &cached.ledger,
+        &cached.stored.ledger,
         legacy_ledger,
         &scrapes,
         backends,
@@ -253,19 +253,18 @@ async fn collect_region(
     export(ctx, &name, &next.merged());
     let mut first_error: Option<UsageError> = None;
     let mut over_capacity = Vec::new();
-    for id in cached.ledger.changed(next) {
-        let shard = &next.shards[&id];
-        let shard_name = storage::shard_name(id);
-        let version = cached.versions.get(&id).cloned();
-        let config_map = match storage::shard_config_map(
+    for id in cached.stored.ledger.changed(next) {
+        let written = storage::shard_write(
             &name,
             &namespace,
             &owner_uid,
             id,
-            shard,
-            version.clone(),
-        ) {
-            Ok(config_map) => config_map,
+            cached.stored.bases.get(&id),
+            &next.shards[&id],
+            storage::DELTA_DIVISOR,
+        );
+        let (mut config_map, object) = match written {
+            Ok(written) => written,
             Err(source) => {
                 if matches!(source, StorageError::TooLarge { .. }) {
                     over_capacity.push(source.to_string());
@@ -277,6 +276,9 @@ async fn collect_region(
                 continue;
             }
         };
+        let object_name = config_map.name_any();
+        let version = cached.versions.get(&object_name).cloned();
+        config_map.metadata.resource_version.clone_from(&version);
         let bytes = serde_json::to_vec(&config_map).map_or(0, |body| body.len());
         let written = match version {
             // Created, never overwritten: a shard another writer created in between is a
@@ -290,7 +292,7 @@ async fn collect_region(
             }
             Some(_) => {
                 api.patch(
-                    &shard_name,
+                    &object_name,
                     &PatchParams::apply(MANAGER).force(),
                     &Patch::Apply(&config_map),
                 )
@@ -303,25 +305,27 @@ async fn collect_region(
             Ok(written) => {
                 ctx.metrics.ledger_written(&name, bytes);
                 cached.versions.insert(
-                    id,
+                    object_name,
                     written.metadata.resource_version.unwrap_or_default(),
                 );
-                cached.ledger.shards.insert(id, shard.clone());
+                cached.stored.set(id, object);
             }
             // Read again at the next tick; the shard's series are counted then.
             Err(kube::Error::Api(status)) if status.code == 409 => {
-                cached.versions.remove(&id);
-                cached.ledger.shards.remove(&id);
+                if let Some((_, part)) = storage::shard_of(&object_name) {
+                    cached.stored.remove(id, part);
+                }
+                cached.versions.remove(&object_name);
                 first_error.get_or_insert(UsageError::Contention {
                     namespace: namespace.clone(),
-                    name: shard_name,
+                    name: object_name,
                 });
             }
             // Not known to have landed: the next tick's listing says whether it did.
             Err(source) => {
                 first_error.get_or_insert(UsageError::Commit {
                     namespace: namespace.clone(),
-                    name: shard_name,
+                    name: object_name,
                     source,
                 });
             }
@@ -342,7 +346,7 @@ async fn collect_region(
     }
     // The legacy object goes once the head that supersedes it is stored.
     if let Some(legacy) = legacy
-        && cached.versions.contains_key(&ShardId::Head)
+        && cached.stored.bases.contains_key(&ShardId::Head)
         && first_error.is_none()
     {
         delete_exact(ctx, &api, &namespace, &legacy).await?;
@@ -382,32 +386,42 @@ async fn refresh(
             delete_exact(ctx, api, namespace, &orphan).await?;
             continue;
         }
-        let Some(id) = storage::shard_of(&shard_name) else {
+        if storage::shard_of(&shard_name).is_none() {
             // Not this layout's: its series would be lost if it were deleted.
             tracing::warn!(%namespace, name = %shard_name, "a ledger ConfigMap this version does not read is left alone");
             continue;
-        };
-        present.insert(id);
-        if cached.versions.get(&id) == item.metadata.resource_version.as_ref() {
+        }
+        present.insert(shard_name.clone());
+        if cached.versions.get(&shard_name) == item.metadata.resource_version.as_ref() {
             continue;
         }
         let config_map = api
             .get(&shard_name)
             .await
             .map_err(|e| Read::get::<ConfigMap>(Some(namespace), &shard_name).failed(e))?;
-        let ledger =
-            storage::stored_shard(&config_map).map_err(|source| UsageError::CorruptLedger {
+        let (id, object) =
+            storage::stored_object(&config_map).map_err(|source| UsageError::CorruptLedger {
                 namespace: namespace.to_owned(),
                 source,
             })?;
         cached.versions.insert(
-            id,
+            shard_name,
             config_map.metadata.resource_version.unwrap_or_default(),
         );
-        cached.ledger.shards.insert(id, ledger);
+        cached.stored.set(id, object);
     }
-    cached.versions.retain(|id, _| present.contains(id));
-    cached.ledger.shards.retain(|id, _| present.contains(id));
+    let gone: Vec<String> = cached
+        .versions
+        .keys()
+        .filter(|name| !present.contains(*name))
+        .cloned()
+        .collect();
+    for name in gone {
+        cached.versions.remove(&name);
+        if let Some((id, part)) = storage::shard_of(&name) {
+            cached.stored.remove(id, part);
+        }
+    }
     Ok(())
 }
 
