@@ -3,7 +3,8 @@
 //! changed and when all did, and on average over 60 ticks in each of which another 1 %
 //! changed (printed before the timings); and the time to advance the ledger, find the
 //! changed shards and encode what is written (criterion's `time`).
-//! `cargo bench --bench ledger`.
+//! `cargo bench --bench ledger`; the byte figures do not depend on the build, so
+//! `cargo test --bench ledger -- --nocapture` prints them too (with debug-build timings).
 
 use std::collections::BTreeSet;
 use std::hint::black_box;
@@ -78,7 +79,9 @@ fn tick(
     now: i64,
 ) -> (Vec<(ShardId, Object)>, (usize, usize, usize)) {
     let prices = PriceBook::default();
-    let next = stored.ledger.advance(&observed(gateways, live, &prices, now));
+    let next = stored
+        .ledger
+        .advance(&observed(gateways, live, &prices, now));
     let mut written = Vec::new();
     let (mut bytes, mut bases) = (0, 0);
     for id in stored.ledger.changed(&next) {
@@ -111,7 +114,7 @@ fn write_cost(c: &mut Criterion) {
     eprintln!(
         "ledger of {SERIES} series × 2 pods: {shards} shards, {all_bytes} bytes to write in full"
     );
-    let one_percent = gateways(&scrape(5, |i| i % 100 == 0));
+    let one_percent = gateways(&scrape(5, |i| i.is_multiple_of(100)));
     let every = gateways(&scrape(5, |_| true));
     let unchanged = tick(&stored, &base, &live, 2).1;
     let one = tick(&stored, &one_percent, &live, 2).1;
@@ -122,11 +125,20 @@ fn write_cost(c: &mut Criterion) {
     // Steady state: a different 1 % of the series moves every tick, deltas grow until their
     // bucket is rewritten whole.
     let mut simulated = stored.clone();
-    let (mut total, mut bases_written, ticks) = (0usize, 0usize, 60u64);
+    // `SOVEREIGN_LEDGER_BENCH_TICKS` shortens it (e.g. for a debug run, `cargo test --bench ledger`).
+    let ticks: u64 = std::env::var("SOVEREIGN_LEDGER_BENCH_TICKS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(60);
+    let (mut total, mut bases_written) = (0usize, 0usize);
     for t in 0..ticks {
         let scrapes = gateways(&scrape(5, |i| i % 100 <= t));
-        let (written, (_, bytes, bases)) =
-            tick(&simulated, &scrapes, &live, 3 + i64::try_from(t).unwrap_or(0));
+        let (written, (_, bytes, bases)) = tick(
+            &simulated,
+            &scrapes,
+            &live,
+            3 + i64::try_from(t).unwrap_or(0),
+        );
         for (id, object) in written {
             simulated.set(id, object);
         }

@@ -602,11 +602,13 @@ pub enum PlaneId {
     Evidence,
     /// The operator run from its own OCI image (scripts/image.sh), as uid 65532.
     Image,
+    /// The usage collector counting 200,000 series into the sharded ledger.
+    Ledger,
 }
 
 /// One row per plane: the id, its name (state directory, log lines) and why it exists. The
 /// index in this table decides the plane's ports, so two planes never share one.
-const PLANES: [(PlaneId, &str, &str); 10] = [
+const PLANES: [(PlaneId, &str, &str); 11] = [
     (
         PlaneId::Shared,
         "shared",
@@ -656,6 +658,11 @@ const PLANES: [(PlaneId, &str, &str); 10] = [
         PlaneId::Image,
         "image",
         "an operator run from its OCI image holding the leader Lease",
+    ),
+    (
+        PlaneId::Ledger,
+        "ledger",
+        "200,000 series counted exactly; bytes written from the API server's own metrics",
     ),
 ];
 

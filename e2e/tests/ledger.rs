@@ -5,8 +5,7 @@
 //! operator's `sovereign_usage_ledger_written_bytes_total` and the API server's own request
 //! size metrics — not asserted.
 //!
-//! Runs on the FinOps plane (an operator scoped to its own region with `--region`; the FinOps
-//! test's region is another one).
+//! Its own plane: the API server's request-size figures must be this test's alone.
 
 use std::io::{BufRead, BufReader, Write};
 use std::sync::{Arc, RwLock};
@@ -129,7 +128,12 @@ fn apiserver_configmap_bytes(plane: &crate::harness::Exclusive) -> Vec<(String, 
         })
         .filter_map(|l| {
             let (labels, value) = l.rsplit_once(' ')?;
-            let verb = labels.split("verb=\"").nth(1)?.split('"').next()?.to_owned();
+            let verb = labels
+                .split("verb=\"")
+                .nth(1)?
+                .split('"')
+                .next()?
+                .to_owned();
             Some((verb, value.parse().ok()?))
         })
         .collect()
@@ -209,7 +213,7 @@ fn totals(value: impl Fn(usize) -> (u64, u64)) -> (u64, u64) {
 
 #[tokio::test]
 async fn two_hundred_thousand_series_are_counted_exactly_in_shards() {
-    let plane = exclusive(PlaneId::FinOps).await;
+    let plane = exclusive(PlaneId::Ledger).await;
     plane.install_crds().await;
     let client = plane.client().await;
     Api::<Namespace>::all(client.clone())
@@ -260,7 +264,12 @@ async fn two_hundred_thousand_series_are_counted_exactly_in_shards() {
     };
     counted(&client, totals(base)).await;
     let first = cost(&operator, &plane).await;
-    report("first count of 200,000 series", &zero, &first, start.elapsed().as_secs_f64());
+    report(
+        "first count of 200,000 series",
+        &zero,
+        &first,
+        start.elapsed().as_secs_f64(),
+    );
 
     let shards = config_maps
         .list(&ListParams::default().labels(&shard_selector(REGION)))
@@ -287,13 +296,18 @@ async fn two_hundred_thousand_series_are_counted_exactly_in_shards() {
     // 1 % of the series move (every hundredth gets 7 more input tokens).
     let one_percent = |i: usize| {
         let (input, output) = base(i);
-        (input + if i % 100 == 0 { 7 } else { 0 }, output)
+        (input + if i.is_multiple_of(100) { 7 } else { 0 }, output)
     };
     *body.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(exposition(one_percent));
     let start = Instant::now();
     counted(&client, totals(one_percent)).await;
     let second = cost(&operator, &plane).await;
-    report("1 % of the series changed", &first, &second, start.elapsed().as_secs_f64());
+    report(
+        "1 % of the series changed",
+        &first,
+        &second,
+        start.elapsed().as_secs_f64(),
+    );
 
     // Every series moves.
     let all = |i: usize| {
@@ -304,7 +318,12 @@ async fn two_hundred_thousand_series_are_counted_exactly_in_shards() {
     let start = Instant::now();
     counted(&client, totals(all)).await;
     let third = cost(&operator, &plane).await;
-    report("every series changed", &second, &third, start.elapsed().as_secs_f64());
+    report(
+        "every series changed",
+        &second,
+        &third,
+        start.elapsed().as_secs_f64(),
+    );
 
     operator.assert_no_forbidden();
     operator.stop();

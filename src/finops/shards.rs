@@ -9,6 +9,13 @@
 //! × cost centre × model × deployment — the key alias is dropped so that the head grows with
 //! lines, not with keys).
 //!
+//! **Objects.** A shard is stored as a base (the whole shard, with a generation) and, for a
+//! bucket, a [`Delta`] object on top: the records that changed since the base. A tick writes
+//! the delta while it is small and the whole bucket one generation up when it is not, so
+//! the bytes a tick writes follow what changed, not the ledger's size. The shard's state is
+//! the base, with the delta applied when the delta names the base's generation; either
+//! write replaces one object, so the state moves by a whole step or not at all.
+//!
 //! **Invariant.** Every shard is a complete [`Ledger`] for the series it holds: the delta of
 //! a series and the cursor that prevents counting it twice are in the same shard, so they are
 //! committed by the same write or not at all. Shards never read each other's state to move
@@ -194,14 +201,11 @@ impl Sharded {
                 all.usage.entry(key.clone()).or_default().add(totals);
             }
             for (source, cursor) in &shard.sources {
-                let merged = all
-                    .sources
-                    .entry(source.clone())
-                    .or_insert_with(|| Cursor {
-                        process_start: cursor.process_start,
-                        last_seen: cursor.last_seen,
-                        series: BTreeMap::new(),
-                    });
+                let merged = all.sources.entry(source.clone()).or_insert_with(|| Cursor {
+                    process_start: cursor.process_start,
+                    last_seen: cursor.last_seen,
+                    series: BTreeMap::new(),
+                });
                 merged.last_seen = merged.last_seen.max(cursor.last_seen);
                 merged
                     .series
@@ -466,7 +470,11 @@ mod tests {
         // series again from zero in the new bucket.
         assert_eq!(ShardId::of(&key(0)), ShardId::Bucket(47));
         assert_eq!(ShardId::of(&key(1)), ShardId::Bucket(1));
-        for id in [ShardId::Head, ShardId::Bucket(0), ShardId::Bucket(BUCKETS - 1)] {
+        for id in [
+            ShardId::Head,
+            ShardId::Bucket(0),
+            ShardId::Bucket(BUCKETS - 1),
+        ] {
             assert_eq!(ShardId::parse(&id.suffix()), Some(id));
         }
         assert_eq!(ShardId::parse("128"), None);
@@ -601,7 +609,10 @@ mod tests {
         let live = BTreeSet::from(["pod/aaaa".to_owned()]);
         let gateways = [("pod/aaaa".to_owned(), scrape.clone())];
         let next = sharded.advance(&observe(&gateways, &live, &prices, 1030));
-        assert_eq!(next.merged().grand_total().input_tokens, before.input_tokens);
+        assert_eq!(
+            next.merged().grand_total().input_tokens,
+            before.input_tokens
+        );
         if let Some(c) = scrape.series.values_mut().next() {
             c.input_tokens += 11;
         }
@@ -624,7 +635,7 @@ mod tests {
                     (
                         key(i),
                         Counters {
-                            input_tokens: 10 + bump * u64::from(i % 3 == 0),
+                            input_tokens: 10 + bump * u64::from(i.is_multiple_of(3)),
                             ..Counters::default()
                         },
                     )
@@ -753,19 +764,30 @@ mod tests {
             )];
             let live = BTreeSet::from([gw.source.clone()]);
             let prices = PriceBook::default();
-            let next = stored.ledger.advance(&observe(&gateways, &live, &prices, now));
+            let next = stored
+                .ledger
+                .advance(&observe(&gateways, &live, &prices, now));
             let mut committed = BTreeSet::new();
             for (i, id) in stored.ledger.changed(&next).into_iter().enumerate() {
                 if crash_after == Some(i) {
                     break;
                 }
                 let (config_map, _) = shard_write(
-                    "r", "ns", "uid", id, stored.bases.get(&id), &next.shards[&id], divisor,
+                    "r",
+                    "ns",
+                    "uid",
+                    id,
+                    stored.bases.get(&id),
+                    &next.shards[&id],
+                    divisor,
                 )
                 .expect("fits");
                 match writes[i % writes.len()] {
                     Write::Ok | Write::Unacknowledged => {
-                        store.insert(config_map.metadata.name.clone().unwrap_or_default(), config_map);
+                        store.insert(
+                            config_map.metadata.name.clone().unwrap_or_default(),
+                            config_map,
+                        );
                         committed.insert(id);
                     }
                     Write::Fails => {}

@@ -120,11 +120,7 @@ pub fn shard_of(name: &str) -> Option<(ShardId, Part)> {
 /// Label selector of the shards of `region` (not the legacy ledger, which lacks the name
 /// label).
 pub fn shard_selector(region: &str) -> String {
-    format!(
-        "{}={LEDGER_NAME},{}={region}",
-        labels::NAME,
-        labels::REGION
-    )
+    format!("{}={LEDGER_NAME},{}={region}", labels::NAME, labels::REGION)
 }
 
 /// Whether `config_map` is a shard object of the region with UID `owner_uid`.
@@ -400,18 +396,38 @@ mod tests {
             .shards
             .iter()
             .map(|(id, shard)| {
-                shard_write("eu", "sovereign-eu", "uid-1", *id, None, shard, DELTA_DIVISOR)
-                    .expect("a small shard fits")
-                    .0
+                shard_write(
+                    "eu",
+                    "sovereign-eu",
+                    "uid-1",
+                    *id,
+                    None,
+                    shard,
+                    DELTA_DIVISOR,
+                )
+                .expect("a small shard fits")
+                .0
             })
             .collect();
         let head = config_maps.last().expect("the head is last");
-        assert_eq!(head.metadata.name.as_deref(), Some("sovereign-usage-ledger-head"));
+        assert_eq!(
+            head.metadata.name.as_deref(),
+            Some("sovereign-usage-ledger-head")
+        );
         assert!(head.metadata.owner_references.is_none());
         for (name, expected) in [
-            ("sovereign-usage-ledger-head", Some((ShardId::Head, Part::Base))),
-            ("sovereign-usage-ledger-007", Some((ShardId::Bucket(7), Part::Base))),
-            ("sovereign-usage-ledger-007-delta", Some((ShardId::Bucket(7), Part::Delta))),
+            (
+                "sovereign-usage-ledger-head",
+                Some((ShardId::Head, Part::Base)),
+            ),
+            (
+                "sovereign-usage-ledger-007",
+                Some((ShardId::Bucket(7), Part::Base)),
+            ),
+            (
+                "sovereign-usage-ledger-007-delta",
+                Some((ShardId::Bucket(7), Part::Delta)),
+            ),
             ("sovereign-usage-ledger-head-delta", None),
             ("sovereign-usage-ledger-128", None),
             ("sovereign-usage-ledger", None),
@@ -481,8 +497,14 @@ mod tests {
                 .collect(),
         };
         let gateways = [
-            ("pod/9f0c6d3e-1111-4a5b-9c7d-000000000001".to_owned(), scrape.clone()),
-            ("pod/9f0c6d3e-1111-4a5b-9c7d-000000000002".to_owned(), scrape),
+            (
+                "pod/9f0c6d3e-1111-4a5b-9c7d-000000000001".to_owned(),
+                scrape.clone(),
+            ),
+            (
+                "pod/9f0c6d3e-1111-4a5b-9c7d-000000000002".to_owned(),
+                scrape,
+            ),
         ];
         let live = gateways.iter().map(|(s, _)| s.clone()).collect();
         let prices = PriceBook::default();

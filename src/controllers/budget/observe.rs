@@ -138,12 +138,11 @@ async fn region_lines(
     );
     // A ledger this version cannot read is reported by the collector; counting it as empty
     // here would reopen the period at zero, so the reconcile fails and retries instead.
-    let ledger = region_ledger(legacy.as_ref(), &shards, &owner_uid).map_err(|source| {
-        Error::Ledger {
+    let ledger =
+        region_ledger(legacy.as_ref(), &shards, &owner_uid).map_err(|source| Error::Ledger {
             region: name.clone(),
             source,
-        }
-    })?;
+        })?;
     let lines = Arc::new(ledger_lines(&ledger, &name));
     let mut cached = cache.0.lock().unwrap_or_else(|e| e.into_inner());
     cached.insert(name, (version, lines.clone()));

@@ -141,7 +141,10 @@ mod tests {
             "no ledger stored yet: its head is created"
         );
         let again = count(&created, None, 160);
-        assert!(created.changed(&again).is_empty(), "a stored empty ledger stays");
+        assert!(
+            created.changed(&again).is_empty(),
+            "a stored empty ledger stays"
+        );
     }
 
     #[test]
@@ -157,11 +160,20 @@ mod tests {
     fn a_legacy_ledger_is_migrated_until_the_head_exists_and_ignored_after() {
         let legacy = count(&Sharded::default(), Some("metrics-before-restart.txt"), 100).merged();
         let scrapes = scrapes("metrics-after-restart.txt");
-        let Step::Migrate(split) = advance(&Sharded::default(), Some(legacy.clone()), &scrapes, &[], 200)
-        else {
+        let Step::Migrate(split) = advance(
+            &Sharded::default(),
+            Some(legacy.clone()),
+            &scrapes,
+            &[],
+            200,
+        ) else {
             panic!("a legacy ledger without head is migrated");
         };
-        assert_eq!(split.merged().grand_total(), legacy.grand_total(), "nothing counted");
+        assert_eq!(
+            split.merged().grand_total(),
+            legacy.grand_total(),
+            "nothing counted"
+        );
         let Step::Count(next) = advance(&split, Some(legacy.clone()), &scrapes, &[], 260) else {
             panic!("with the head, the shards count");
         };
