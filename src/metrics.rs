@@ -142,6 +142,12 @@ pub struct Metrics {
     /// `sovereign_usage_ledger_commits_total{region}`: ledger writes (usage or GPU time
     /// recorded).
     pub ledger_commits: Family<RegionLabels, Counter>,
+    /// `sovereign_usage_ledger_written_bytes_total{region}`: bytes of ConfigMap sent by the
+    /// ledger's shard writes (the request bodies).
+    pub ledger_written_bytes: Family<RegionLabels, Counter>,
+    /// `sovereign_usage_ledger_shards_over_capacity{region}`: shards of the ledger too large to
+    /// write at the last tick; their series are not counted until they fit (0 normally).
+    pub ledger_over_capacity: Family<RegionLabels, Gauge>,
     /// `sovereign_leader`: 1 while this replica holds the leader Lease (or runs without leader
     /// election) and reconciles, 0 while it stands by.
     pub leader: Gauge,
@@ -242,6 +248,18 @@ impl Default for Metrics {
             "Writes of a region's usage ledger",
             ledger_commits.clone(),
         );
+        let ledger_written_bytes = Family::default();
+        registry.register(
+            "usage_ledger_written_bytes",
+            "Bytes of ConfigMap written by a region's usage ledger shard writes",
+            ledger_written_bytes.clone(),
+        );
+        let ledger_over_capacity = Family::default();
+        registry.register(
+            "usage_ledger_shards_over_capacity",
+            "Shards of a region's usage ledger too large to write at the last tick (not counted until they fit)",
+            ledger_over_capacity.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -264,6 +282,8 @@ impl Default for Metrics {
             region_data_paths,
             reconciles_in_flight,
             ledger_commits,
+            ledger_written_bytes,
+            ledger_over_capacity,
             registry,
             reconciliations,
             reconcile_duration,
@@ -364,13 +384,24 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts one ledger commit of `region`.
-    pub fn ledger_written(&self, region: &str) {
-        self.ledger_commits
+    /// Counts one ledger shard commit of `region` that sent `bytes`.
+    pub fn ledger_written(&self, region: &str, bytes: usize) {
+        let labels = RegionLabels {
+            region: region.to_owned(),
+        };
+        self.ledger_commits.get_or_create(&labels).inc();
+        self.ledger_written_bytes
+            .get_or_create(&labels)
+            .inc_by(u64::try_from(bytes).unwrap_or(u64::MAX));
+    }
+
+    /// Sets how many shards of `region`'s ledger were too large to write at the last tick.
+    pub fn ledger_over_capacity(&self, region: &str, shards: usize) {
+        self.ledger_over_capacity
             .get_or_create(&RegionLabels {
                 region: region.to_owned(),
             })
-            .inc();
+            .set(i64::try_from(shards).unwrap_or(i64::MAX));
     }
 
     /// Sets the use and forecast ratios of a budget.

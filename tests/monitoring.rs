@@ -50,7 +50,8 @@ fn touched() -> Metrics {
         region: s(region),
         result: s("ok"),
     });
-    metrics.ledger_written(region);
+    metrics.ledger_written(region, 1);
+    metrics.ledger_over_capacity(region, 0);
     metrics.region_data_paths(
         region,
         &sovereign_operator::api::region::EvidenceSummary {

@@ -33,12 +33,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use sovereign_operator::api::{InferenceBackend, SovereignRegion};
-use sovereign_operator::controllers::usage::stored_ledger;
 use sovereign_operator::render;
 
 use crate::harness::{Exclusive, PlaneId, apply, exclusive, repo_path};
@@ -1002,16 +1001,11 @@ async fn dataplane_the_rendered_pods_run_and_a_request_reaches_vllm_through_the_
     // The usage collector scraped the real gateway and the real vLLM: what vLLM served beyond
     // the gateway's counted tokens is exactly the direct traffic.
     let deployment = format!("{NAMESPACE}.{BACKEND}");
-    let ledgers = Api::<ConfigMap>::namespaced(client.clone(), NAMESPACE);
     let ledger = crate::harness::eventually("the ledger holds every token", || {
-        let ledgers = ledgers.clone();
+        let client = client.clone();
         let deployment = deployment.clone();
         async move {
-            let cm = ledgers
-                .get_opt(sovereign_operator::controllers::usage::LEDGER_NAME)
-                .await
-                .map_err(|e| e.to_string())?;
-            let ledger = stored_ledger(cm.as_ref()).map_err(|e| e.to_string())?;
+            let ledger = crate::ledger::stored(&client, REGION).await?;
             let served = ledger.served.get(&deployment).cloned().unwrap_or_default();
             let gateway: (u64, u64) = ledger
                 .usage

@@ -608,11 +608,13 @@ pub enum PlaneId {
     ClusterEu,
     /// The `in` cluster of the two-cluster test (only India nodes), with its own operator.
     ClusterIn,
+    /// The usage collector counting 200,000 series into the sharded ledger.
+    Ledger,
 }
 
 /// One row per plane: the id, its name (state directory, log lines) and why it exists. The
 /// index in this table decides the plane's ports, so two planes never share one.
-const PLANES: [(PlaneId, &str, &str); 13] = [
+const PLANES: [(PlaneId, &str, &str); 14] = [
     (
         PlaneId::Shared,
         "shared",
@@ -677,6 +679,11 @@ const PLANES: [(PlaneId, &str, &str); 13] = [
         PlaneId::ClusterIn,
         "cluster-in",
         "one cluster per jurisdiction: the in cluster",
+    ),
+    (
+        PlaneId::Ledger,
+        "ledger",
+        "200,000 series counted exactly; bytes written from the API server's own metrics",
     ),
 ];
 

@@ -20,6 +20,7 @@ mod finops;
 mod harness;
 mod image;
 mod leader;
+mod ledger;
 mod litellm;
 mod multicluster;
 mod overshoot;

@@ -5,7 +5,10 @@
 //! process start time and the last value of every series, and the running totals those
 //! values have added up to. Both live in one object in the API server (a ConfigMap in the
 //! region namespace, written with a resourceVersion precondition), so a scrape's delta and
-//! the cursor that prevents counting it twice are committed together or not at all.
+//! the cursor that prevents counting it twice are committed together or not at all. A
+//! region's ledger is many such ledgers, one per shard of its series (`finops::shards`):
+//! each is complete for the series it holds, which is what keeps a torn multi-shard write
+//! exact.
 //!
 //! What no pull-based collector can recover: tokens a gateway counted after the last
 //! successful scrape and before it died. Those are lost, and the README says so.
@@ -58,6 +61,16 @@ impl Totals {
         self.output_tokens += delta.output_tokens;
         self.requests += delta.requests;
     }
+
+    /// Adds `other` (tokens, requests and every currency's cost).
+    pub fn add(&mut self, other: &Totals) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.requests += other.requests;
+        for (currency, amount) in &other.cost {
+            add_amount(&mut self.cost, currency, *amount);
+        }
+    }
 }
 
 /// Adds `amount` in `currency` to `amounts`.
@@ -106,6 +119,10 @@ pub struct Ledger {
     /// Serialization version.
     #[serde(default)]
     pub version: u32,
+    /// Generation of a stored bucket shard, raised by each write of the whole shard: a delta
+    /// object applies to exactly one generation (see `finops::shards::Delta`). 0 elsewhere.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u64,
     /// Cursors by source.
     #[serde(default)]
     pub sources: BTreeMap<String, Cursor>,
@@ -446,9 +463,13 @@ impl Ledger {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// Serializes a map with struct keys as a list of `{key, value}` entries (JSON object keys
 /// must be strings).
-mod entries {
+pub(crate) mod entries {
     use std::collections::BTreeMap;
 
     use serde::de::DeserializeOwned;

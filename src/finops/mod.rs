@@ -10,6 +10,7 @@ pub mod global;
 pub mod ledger;
 pub mod pricing;
 pub mod report;
+pub mod shards;
 pub mod storage;
 
 pub mod usage;

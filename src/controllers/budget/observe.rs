@@ -12,7 +12,7 @@ use super::super::{Context, Error, Read};
 use crate::api::budget::TokenBudget;
 use crate::api::region::SovereignRegion;
 use crate::finops::budget::{BurnHistory, LineKey, LineUsage, ledger_lines};
-use crate::finops::storage::{LEDGER_NAME, stored_ledger};
+use crate::finops::storage::{LEDGER_NAME, region_ledger, shard_selector};
 
 /// The usage lines of a ledger.
 pub type Lines = BTreeMap<LineKey, LineUsage>;
@@ -73,7 +73,8 @@ pub async fn observe(
     })
 }
 
-/// The usage lines of `region`'s ledger, decoded once per resourceVersion.
+/// The usage lines of `region`'s ledger (its shards, or the previous release's one object
+/// until it is migrated), decoded once per set of resourceVersions.
 async fn region_lines(
     ctx: &Context,
     cache: &LedgerCache,
@@ -81,16 +82,41 @@ async fn region_lines(
 ) -> Result<Arc<Lines>, Error> {
     let namespace = region.stack_namespace();
     let name = region.name_any();
+    let owner_uid = region.uid().unwrap_or_default();
     let api = Api::<ConfigMap>::namespaced(ctx.client.clone(), &namespace);
-    let read = || Read::get::<ConfigMap>(Some(&namespace), LEDGER_NAME);
-    // The metadata first: when the ledger has not changed, its megabyte stays where it is.
-    let meta = api
+    let read_legacy = || Read::get::<ConfigMap>(Some(&namespace), LEDGER_NAME);
+    let list_shards = || Read::list::<ConfigMap>(Some(&namespace));
+    let selector = ListParams::default().labels(&shard_selector(&name));
+    // The metadata first: when the ledger has not changed, its megabytes stay where they are.
+    let legacy = api
         .get_metadata_opt(LEDGER_NAME)
         .await
-        .map_err(|e| read().failed(e))?;
-    let Some(version) = meta.and_then(|m| m.metadata.resource_version) else {
+        .map_err(|e| read_legacy().failed(e))?;
+    let shards = api
+        .list_metadata(&selector)
+        .await
+        .map_err(|e| list_shards().failed(e))?;
+    if legacy.is_none() && shards.items.is_empty() {
         return Ok(Arc::new(Lines::new()));
+    }
+    let versions = |legacy: Option<&str>, shards: &mut dyn Iterator<Item = (String, String)>| {
+        let mut key = format!("{LEDGER_NAME}={};", legacy.unwrap_or_default());
+        for (name, version) in shards {
+            key.push_str(&format!("{name}={version};"));
+        }
+        key
     };
+    let version = versions(
+        legacy
+            .as_ref()
+            .and_then(|m| m.metadata.resource_version.as_deref()),
+        &mut shards.items.iter().map(|m| {
+            (
+                m.name_any(),
+                m.metadata.resource_version.clone().unwrap_or_default(),
+            )
+        }),
+    );
     {
         let cached = cache.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((cached, lines)) = cached.get(&name)
@@ -99,20 +125,37 @@ async fn region_lines(
             return Ok(lines.clone());
         }
     }
-    let stored = api
-        .get_opt(LEDGER_NAME)
+    let legacy = match legacy {
+        Some(_) => api
+            .get_opt(LEDGER_NAME)
+            .await
+            .map_err(|e| read_legacy().failed(e))?,
+        None => None,
+    };
+    let shards = api
+        .list(&selector)
         .await
-        .map_err(|e| read().failed(e))?;
-    let version = stored
-        .as_ref()
-        .and_then(|cm| cm.metadata.resource_version.clone())
-        .unwrap_or_default();
+        .map_err(|e| list_shards().failed(e))?
+        .items;
+    // The key of what was read (it may be newer than the metadata listed above).
+    let version = versions(
+        legacy
+            .as_ref()
+            .and_then(|cm| cm.metadata.resource_version.as_deref()),
+        &mut shards.iter().map(|cm| {
+            (
+                cm.name_any(),
+                cm.metadata.resource_version.clone().unwrap_or_default(),
+            )
+        }),
+    );
     // A ledger this version cannot read is reported by the collector; counting it as empty
     // here would reopen the period at zero, so the reconcile fails and retries instead.
-    let ledger = stored_ledger(stored.as_ref()).map_err(|source| Error::Ledger {
-        region: name.clone(),
-        source,
-    })?;
+    let ledger =
+        region_ledger(legacy.as_ref(), &shards, &owner_uid).map_err(|source| Error::Ledger {
+            region: name.clone(),
+            source,
+        })?;
     let lines = Arc::new(ledger_lines(&ledger, &name));
     let mut cached = cache.0.lock().unwrap_or_else(|e| e.into_inner());
     cached.insert(name, (version, lines.clone()));

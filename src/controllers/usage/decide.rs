@@ -12,20 +12,45 @@ use crate::api::region::SovereignRegion;
 use crate::finops::budget::region_actions;
 use crate::finops::ledger::{Ledger, RunningGpus};
 use crate::finops::pricing::{PriceBook, deployment_id};
-use crate::finops::storage::{COMPONENT, without_clock};
-use crate::finops::usage::{Counters, SeriesKey};
+use crate::finops::shards::{Observed, ShardId, Sharded};
+use crate::finops::storage::COMPONENT;
 use crate::render::{Owner, RenderError, gateway};
 
-/// The ledger after this tick's scrapes and GPU time at `now` (seconds), or None when there
-/// is nothing worth a write: nothing counted and nothing charged, and a ledger is already
-/// stored (`stored`).
+/// What a tick does to a region's ledger.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// The previous release's one-object ledger is split into shards. Nothing is counted in
+    /// this tick: its scrapes are counted by the next one, from the cursors carried over.
+    Migrate(Sharded),
+    /// This tick's scrapes and GPU time, recorded shard by shard.
+    Count(Sharded),
+}
+
+impl Step {
+    /// The shards this step leads to.
+    pub fn shards(&self) -> &Sharded {
+        match self {
+            Step::Migrate(shards) | Step::Count(shards) => shards,
+        }
+    }
+}
+
+/// The shards after this tick at `now` (seconds), from the `stored` shards and the
+/// previous release's ledger (`legacy`) if it is still there. The legacy ledger is the
+/// ledger until the head shard exists (the head is written last); once it does, a leftover
+/// legacy object is ignored (and deleted by the caller).
 pub fn advance(
-    ledger: &Ledger,
-    stored: bool,
+    stored: &Sharded,
+    legacy: Option<Ledger>,
     scrapes: &Scrapes,
     backends: &[InferenceBackend],
     now: i64,
-) -> Option<Ledger> {
+) -> Step {
+    if let Some(legacy) = legacy
+        && !stored.shards.contains_key(&ShardId::Head)
+    {
+        return Step::Migrate(Sharded::from_legacy(legacy));
+    }
     let prices = PriceBook::from_backends(backends);
     let running: Vec<RunningGpus> = backends
         .iter()
@@ -41,24 +66,14 @@ pub fn advance(
                 .unwrap_or(0),
         })
         .collect();
-    let mut next = ledger.clone();
-    let mut interval: BTreeMap<SeriesKey, Counters> = BTreeMap::new();
-    for (source, scrape) in &scrapes.gateways {
-        for (key, delta) in next.record(source, scrape, now, &prices) {
-            interval.entry(key).or_default().add(&delta);
-        }
-    }
-    let mut served_interval: BTreeMap<String, Counters> = BTreeMap::new();
-    for (source, deployment, counters) in &scrapes.served {
-        let delta = next.record_served(source, deployment, counters, now);
-        served_interval
-            .entry(deployment.clone())
-            .or_default()
-            .add(&delta);
-    }
-    next.charge_gpus(now, &running, &interval, &served_interval, &prices);
-    next.forget_gone_pods(&scrapes.live, now);
-    (!stored || without_clock(&next) != without_clock(ledger)).then_some(next)
+    Step::Count(stored.advance(&Observed {
+        gateways: &scrapes.gateways,
+        served: &scrapes.served,
+        running: &running,
+        live: &scrapes.live,
+        prices: &prices,
+        now,
+    }))
 }
 
 /// The ConfigMap of the budget actions in force in `region` (from the budgets' statuses),
@@ -109,40 +124,60 @@ mod tests {
         }
     }
 
+    fn count(stored: &Sharded, file: Option<&str>, now: i64) -> Sharded {
+        let scrapes = file.map(scrapes).unwrap_or_default();
+        match advance(stored, None, &scrapes, &[], now) {
+            Step::Count(next) => next,
+            Step::Migrate(_) => panic!("no legacy ledger: nothing to migrate"),
+        }
+    }
+
     #[test]
-    fn a_first_tick_creates_the_ledger_even_with_nothing_counted() {
-        let empty = Scrapes::default();
-        let created = advance(&Ledger::default(), false, &empty, &[], 100)
-            .expect("no ledger stored yet: it is created");
-        assert!(created.usage.is_empty());
+    fn a_first_tick_creates_the_head_even_with_nothing_counted() {
+        let created = count(&Sharded::default(), None, 100);
+        assert_eq!(
+            Sharded::default().changed(&created),
+            [ShardId::Head],
+            "no ledger stored yet: its head is created"
+        );
+        let again = count(&created, None, 160);
         assert!(
-            advance(&created, true, &empty, &[], 160).is_none(),
-            "a stored empty ledger stays as it is"
+            created.changed(&again).is_empty(),
+            "a stored empty ledger stays"
         );
     }
 
     #[test]
     fn counted_usage_is_written_and_a_repeated_scrape_is_not() {
-        let first = advance(
-            &Ledger::default(),
-            true,
-            &scrapes("metrics-before-restart.txt"),
-            &[],
-            100,
-        )
-        .expect("new usage is written");
-        assert!(!first.usage.is_empty());
+        let first = count(&Sharded::default(), Some("metrics-before-restart.txt"), 100);
+        assert!(first.series() > 0);
         // The same counters a minute later: only the cursors' clocks moved.
-        assert!(
-            advance(
-                &first,
-                true,
-                &scrapes("metrics-before-restart.txt"),
-                &[],
-                160
-            )
-            .is_none()
+        let again = count(&first, Some("metrics-before-restart.txt"), 160);
+        assert!(first.changed(&again).is_empty());
+    }
+
+    #[test]
+    fn a_legacy_ledger_is_migrated_until_the_head_exists_and_ignored_after() {
+        let legacy = count(&Sharded::default(), Some("metrics-before-restart.txt"), 100).merged();
+        let scrapes = scrapes("metrics-after-restart.txt");
+        let Step::Migrate(split) = advance(
+            &Sharded::default(),
+            Some(legacy.clone()),
+            &scrapes,
+            &[],
+            200,
+        ) else {
+            panic!("a legacy ledger without head is migrated");
+        };
+        assert_eq!(
+            split.merged().grand_total(),
+            legacy.grand_total(),
+            "nothing counted"
         );
+        let Step::Count(next) = advance(&split, Some(legacy.clone()), &scrapes, &[], 260) else {
+            panic!("with the head, the shards count");
+        };
+        assert!(next.merged().grand_total().input_tokens > legacy.grand_total().input_tokens);
     }
 
     #[test]
