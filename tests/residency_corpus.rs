@@ -185,6 +185,10 @@ fn judging_the_projections_gives_the_same_verdicts() {
         .map(|d| d.value.clone())
         .collect();
     let projected: Vec<serde_json::Value> = whole.iter().map(project).collect();
+    // The audit's watches project, and so does its store: a projection projects to itself.
+    for p in &projected {
+        assert_eq!(&project(p), p, "{:?}", key(p));
+    }
     let judge = |objects: &[serde_json::Value]| {
         let inventory = Inventory::of(objects);
         let evaluation = engine.evaluate_with(&inventory, objects);

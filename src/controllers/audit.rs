@@ -198,15 +198,21 @@ struct KindStore {
 }
 
 impl KindStore {
-    /// What is kept of `object`.
-    fn keep(&self, object: &Value) -> Value {
-        if self.whole {
-            let mut object = object.clone();
-            strip_managed(&mut object);
-            object
-        } else {
-            engine::project(object)
-        }
+    /// What is kept of `object` (the watch tasks cut objects down already; doing it again
+    /// costs little, as a projection projects to itself).
+    fn keep(&self, object: Value) -> Value {
+        kept(object, self.whole)
+    }
+}
+
+/// What the store keeps of `object`: what the rules read of it, or all of it but managed
+/// fields when its kind is stored `whole`.
+fn kept(mut object: Value, whole: bool) -> Value {
+    if whole {
+        strip_managed(&mut object);
+        object
+    } else {
+        engine::project(&object)
     }
 }
 
@@ -314,7 +320,7 @@ impl Store {
         let role = store.role;
         match event {
             watcher::Event::Apply(object) => {
-                let object = store.keep(&object);
+                let object = store.keep(object);
                 let stored = Stored::of(&object);
                 let key = object_key(&object);
                 let old = store.objects.get(&key);
@@ -343,7 +349,7 @@ impl Store {
                 Vec::new()
             }
             watcher::Event::InitApply(object) => {
-                let object = store.keep(&object);
+                let object = store.keep(object);
                 let stored = Stored::of(&object);
                 store
                     .relist
@@ -849,11 +855,14 @@ async fn served(ctx: &Context, watched: &Watched) -> Result<Option<ApiResource>,
     }
 }
 
-/// Watches one kind until the receiver goes, sending its events with apiVersion and kind set.
+/// Watches one kind until the receiver goes, sending its events with apiVersion and kind set,
+/// already cut down to what the store keeps (`whole`: [`KindStore::keep`]): a queue of whole
+/// Pods, each a tree of dozens of maps, would cost more than the store.
 fn spawn_watch(
     ctx: &Context,
     index: usize,
     watched: &Watched,
+    whole: bool,
     resource: ApiResource,
     tx: mpsc::Sender<Message>,
 ) -> tokio::task::JoinHandle<()> {
@@ -867,7 +876,7 @@ fn spawn_watch(
             map.insert("apiVersion".into(), Value::from(api_version.as_str()));
             map.insert("kind".into(), Value::from(kind.as_str()));
         }
-        value
+        kept(value, whole)
     };
     let name = watched.kind.clone();
     let forward = move |event: Result<watcher::Event<Value>, watcher::Error>| {
@@ -943,7 +952,8 @@ impl Watches {
         match served(ctx, &watched).await {
             Ok(Some(resource)) => {
                 self.missing.remove(&index);
-                let task = spawn_watch(ctx, index, &watched, resource, self.tx.clone());
+                let whole = audit.store.whole(index);
+                let task = spawn_watch(ctx, index, &watched, whole, resource, self.tx.clone());
                 self.running.insert(index, task);
                 Vec::new()
             }
@@ -1011,7 +1021,8 @@ impl Watches {
 
 /// Runs the audit until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send) {
-    let (tx, mut rx) = mpsc::channel::<Message>(4096);
+    // Events are small once projected; the bound only paces the watches behind a slow pass.
+    let (tx, mut rx) = mpsc::channel::<Message>(1024);
     let mut audit = Audit::default();
     let mut watches = Watches {
         running: HashMap::new(),
