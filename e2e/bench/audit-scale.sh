@@ -117,6 +117,10 @@ base_lists=$(list_rate "${work}/base0" "${work}/base1" "${window}")
 one_run() {
 local run=$1 ns
 ns=$(printf 'scale-%03d' "$((run - 1))")
+# The previous run's audit time would end the wait below at once: clear it, so that the first
+# pass of this run writes it again.
+kubectl patch residencypolicy pii-home-region --subresource=status --type=merge \
+  -p '{"status":{"lastAuditTime":null}}' >/dev/null
 say "run ${run}/${runs}: starting the operator"
 start=$(date +%s.%N)
 "${OPERATOR}" run --metrics-address "127.0.0.1:${metrics_port}" > "${work}/operator.log" 2>&1 &

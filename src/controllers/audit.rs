@@ -1550,3 +1550,116 @@ mod tests {
         assert_eq!(whole["spec"]["nodeName"], "n1");
     }
 }
+
+/// A profile of the store, not a test (`cargo test --release --lib -- --ignored
+/// store_footprint --nocapture`): fills a store the way e2e/bench/audit-scale.sh fills the
+/// cluster (33,334 Pods with the API server's defaults, 33,333 ConfigMaps, 33,333 Secrets over
+/// 500 namespaces, 10,000 governed ConfigMaps) and prints the process's RSS before and after,
+/// and the bytes of stored text. Figures only.
+#[cfg(test)]
+mod footprint {
+    use super::*;
+    use serde_json::json;
+
+    fn rss_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    #[ignore = "a profile: prints figures"]
+    fn store_footprint() {
+        let mut store = Store::default();
+        let index = |store: &mut Store, kind: &str| {
+            let watched = table_kinds()
+                .into_iter()
+                .find(|k| k.kind == kind)
+                .expect("kind");
+            store.add_kind(watched)
+        };
+        let (pods, configmaps, secrets) = (
+            index(&mut store, "Pod"),
+            index(&mut store, "ConfigMap"),
+            index(&mut store, "Secret"),
+        );
+        let before = rss_kib();
+        let meta = |i: usize, ns: &str| {
+            json!({"name": format!("u-{i}"), "namespace": ns,
+                   "uid": format!("{i:08}-0000-4000-8000-000000000000"),
+                   "resourceVersion": "12345", "creationTimestamp": "2026-12-01T13:00:00Z",
+                   "labels": {"app": format!("app-{}", i % 50)},
+                   "managedFields": [{"manager": "python", "operation": "Update",
+                                      "fieldsV1": {"f:metadata": {"f:labels": {"f:app": {}}}}}]})
+        };
+        for i in 0..100_000usize {
+            let ns = format!("scale-{:03}", i % 500);
+            let (kind, object) = match i % 3 {
+                0 => (
+                    pods,
+                    json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta(i, &ns),
+                    "spec": {"schedulerName": "bench-none", "restartPolicy": "Always",
+                      "serviceAccountName": "default", "dnsPolicy": "ClusterFirst",
+                      "terminationGracePeriodSeconds": 30,
+                      "containers": [{"name": "c", "image": "registry.example/app:1",
+                        "env": [{"name": "MODE", "value": "x"}],
+                        "imagePullPolicy": "IfNotPresent", "resources": {},
+                        "terminationMessagePath": "/dev/termination-log",
+                        "volumeMounts": [{"name": "kube-api-access-abcde", "readOnly": true,
+                          "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]}],
+                      "volumes": [{"name": "kube-api-access-abcde", "projected": {
+                        "defaultMode": 420, "sources": [
+                          {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                          {"configMap": {"name": "kube-root-ca.crt",
+                            "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                          {"downwardAPI": {"items": [{"path": "namespace",
+                            "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}]}}],
+                      "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists",
+                        "effect": "NoExecute", "tolerationSeconds": 300}]},
+                    "status": {"phase": "Pending", "qosClass": "BestEffort"}}),
+                ),
+                1 => (
+                    configmaps,
+                    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(i, &ns)}),
+                ),
+                _ => (
+                    secrets,
+                    json!({"apiVersion": "v1", "kind": "Secret", "metadata": meta(i, &ns)}),
+                ),
+            };
+            store.apply(kind, watcher::Event::Apply(object));
+        }
+        for i in 0..10_000usize {
+            let mut m = meta(i, "sovereign-eu");
+            m["name"] = format!("g-{i}").into();
+            m["labels"] = json!({"sovereign.ai/data-class": "pii"});
+            store.apply(
+                configmaps,
+                watcher::Event::Apply(
+                    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": m}),
+                ),
+            );
+        }
+        let after = rss_kib();
+        let text: usize = store
+            .kinds
+            .iter()
+            .flat_map(|k| k.objects.values())
+            .map(|s| s.0.len())
+            .sum();
+        let objects: usize = store.kinds.iter().map(|k| k.objects.len()).sum();
+        eprintln!(
+            "store of {objects} objects: RSS {} MiB → {} MiB (+{} MiB); stored text {} MiB \
+             ({} B/object); {} parsed referenced objects",
+            before / 1024,
+            after / 1024,
+            (after.saturating_sub(before)) / 1024,
+            text / (1024 * 1024),
+            text / objects.max(1),
+            store.referenced.len()
+        );
+    }
+}
