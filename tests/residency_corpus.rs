@@ -166,3 +166,55 @@ fn red_team_cases_say_why_both_ways() {
         cases.len() - allowed
     );
 }
+
+/// The audit stores what the rules read of each object (`engine::project`), not the object:
+/// judging every corpus and example object's projection gives the same findings, in the same
+/// order and words, and the same dependents, as judging the objects themselves. A rule that
+/// starts reading a field the projection drops fails here.
+#[test]
+fn judging_the_projections_gives_the_same_verdicts() {
+    use sovereign_operator::residency::engine::{dependents, project};
+    let example = read("deploy/examples/eu-india");
+    let corpus = read("tests/residency");
+    let resources = manifest::classify(example.iter().chain(&corpus).cloned().collect())
+        .expect("valid custom resources");
+    let engine = Engine::new(&resources.regions, &resources.policies);
+    let whole: Vec<serde_json::Value> = example
+        .iter()
+        .chain(&corpus)
+        .map(|d| d.value.clone())
+        .collect();
+    let projected: Vec<serde_json::Value> = whole.iter().map(project).collect();
+    // The audit's watches project, and so does its store: a projection projects to itself.
+    for p in &projected {
+        assert_eq!(&project(p), p, "{:?}", key(p));
+    }
+    let judge = |objects: &[serde_json::Value]| {
+        let inventory = Inventory::of(objects);
+        let evaluation = engine.evaluate_with(&inventory, objects);
+        assert!(evaluation.errors.is_empty(), "{:?}", evaluation.errors);
+        evaluation
+            .findings
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    };
+    let (full, slim) = (judge(&whole), judge(&projected));
+    assert!(full.len() >= 40, "the corpus has findings: {}", full.len());
+    assert_eq!(full, slim);
+    for (w, p) in whole.iter().zip(&projected) {
+        assert_eq!(dependents(w), dependents(p), "{:?}", key(w));
+        assert_eq!(
+            Inventory::is_referenced(w),
+            Inventory::is_referenced(p),
+            "{:?}",
+            key(w)
+        );
+    }
+    let size = |v: &[serde_json::Value]| v.iter().map(|o| o.to_string().len()).sum::<usize>();
+    eprintln!(
+        "projection: {} → {} bytes of JSON",
+        size(&whole),
+        size(&projected)
+    );
+}

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Scale run (not a test): N regions × M backends on the local KWOK plane.
+# Scale run (not a test): N regions × M backends on the local KWOK plane, RUNS times.
 #
 #   e2e/bench/scale.sh 10 10
-#   e2e/bench/scale.sh 50 20
+#   e2e/bench/scale.sh 50 20 3
+#   e2e/bench/scale.sh 100 50 3
 #
-# Reports, for one run on a fresh plane of its own:
+# Reports, for each run on a fresh plane of its own (and, with RUNS > 1, the median and the
+# spread, min–max, of each figure over the runs; the ratio is per run, floor and converge
+# measured in the same run):
 #   floor      seconds to server-side-apply the same objects the operator would create
 #              (from `sovereign-operator render`), with kubectl, into look-alike namespaces,
 #              until every gateway Deployment is Available
@@ -20,6 +23,7 @@ set -euo pipefail
 
 regions="${1:-10}"
 backends="${2:-10}"
+runs="${3:-${RUNS:-1}}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="${here}/../.."
 cache="${SOVEREIGN_CACHE:-${HOME}/.cache/sovereign-operator}"
@@ -27,6 +31,9 @@ export SOVEREIGN_E2E_STATE="${cache}/bench-state"
 export SOVEREIGN_APISERVER_PORT=18443
 export SOVEREIGN_PORT_BASE=18380
 work="$(mktemp -d)"
+results="${work}/results"
+: > "${results}"
+say() { echo "[scale $(date +%T)] $*" >&2; }
 calc() { python3 -c "print($1)"; }
 operator_pid=""
 cleanup() {
@@ -36,9 +43,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release --quiet --bin sovereign-operator --manifest-path "${repo}/Cargo.toml"
-operator="${CARGO_TARGET_DIR:-${repo}/target}/release/sovereign-operator"
+# OPERATOR: a sovereign-operator binary (default: build this checkout with --release).
+if [[ -n "${OPERATOR:-}" ]]; then
+  operator="${OPERATOR}"
+else
+  cargo build --release --quiet --bin sovereign-operator --manifest-path "${repo}/Cargo.toml"
+  operator="${CARGO_TARGET_DIR:-${repo}/target}/release/sovereign-operator"
+fi
 bash "${repo}/e2e/controlplane.sh" build >/dev/null
+
+one_run() {
 bash "${repo}/e2e/controlplane.sh" down >/dev/null 2>&1 || true
 bash "${repo}/e2e/controlplane.sh" up >/dev/null 2>&1
 eval "$(bash "${repo}/e2e/controlplane.sh" env)"
@@ -90,6 +104,7 @@ spec:
 print("\n---\n".join(docs))
 PY
 
+say "run ${1}/${runs}: ${regions} x ${backends}, floor"
 # Floor: the rendered objects applied directly, into look-alike namespaces.
 "${operator}" render -f "${work}/resources.yaml" | sed 's/sovereign-bench-/floor-bench-/g' > "${work}/floor.yaml"
 floor_objects=$(grep -c '^kind:' "${work}/floor.yaml")
@@ -107,6 +122,7 @@ for r in $(seq 0 $((regions - 1))); do printf 'apiVersion: v1\nkind: Namespace\n
 kubectl apply --server-side -f "${work}/resources.yaml" >/dev/null
 
 metrics_port=18090
+say "run ${1}/${runs}: floor ${floor} s; operator"
 start=$(date +%s.%N)
 "${operator}" run --metrics-address "127.0.0.1:${metrics_port}" > "${work}/operator.log" 2>&1 &
 operator_pid=$!
@@ -137,9 +153,35 @@ sleep 5
 resync_writes=$(writes)
 peak2_kib=$(awk '/VmHWM/ {print $2}' "/proc/${operator_pid}/status")
 
-printf '%s regions x %s backends (%s custom resources, %s rendered objects)\n' "${regions}" "${backends}" "${objects}" "${floor_objects}"
+kill -TERM "${operator_pid}"; wait "${operator_pid}" || true
+operator_pid=""
+cp "${work}/operator.log" "${work}/operator-run${1}.log"
+
+printf '%s regions x %s backends (%s custom resources, %s rendered objects), run %s/%s\n' "${regions}" "${backends}" "${objects}" "${floor_objects}" "${1}" "${runs}"
 printf '  floor (kubectl server-side apply of the rendered objects): %.1f s\n' "${floor}"
 printf '  operator converge: %.1f s (%.2fx the floor)\n' "${converge}" "$(calc "${converge} / ${floor}")"
 printf '  operator API writes to converge: %s\n' "${total_writes}"
 printf '  writes after a restart (resync): %s\n' "${resync_writes}"
 printf '  operator peak RSS: %.1f MiB (restarted instance: %.1f MiB)\n' "$(calc "${peak_kib} / 1024")" "$(calc "${peak2_kib} / 1024")"
+printf 'floor=%s converge=%s ratio=%s writes=%s resync=%s rss=%s rss2=%s\n' "${floor}" "${converge}" \
+  "$(calc "${converge} / ${floor}")" "${total_writes}" "${resync_writes}" \
+  "$(calc "${peak_kib} / 1024")" "$(calc "${peak2_kib} / 1024")" >> "${results}"
+}
+
+for run in $(seq 1 "${runs}"); do one_run "${run}"; done
+bash "${repo}/e2e/controlplane.sh" down >/dev/null 2>&1 || true
+
+if [ "${runs}" -gt 1 ]; then
+  python3 - "${results}" "${regions}" "${backends}" <<'PY'
+import statistics, sys
+rows = [dict(kv.split("=") for kv in line.split()) for line in open(sys.argv[1]) if line.strip()]
+print(f"{sys.argv[2]} regions x {sys.argv[3]} backends: median (min-max) over {len(rows)} runs")
+for key, label, fmt in [("floor", "floor s", "{:.1f}"), ("converge", "converge s", "{:.1f}"),
+                        ("ratio", "converge / floor", "{:.2f}"), ("writes", "writes to converge", "{:.0f}"),
+                        ("resync", "writes after restart", "{:.0f}"), ("rss", "peak RSS MiB", "{:.1f}"),
+                        ("rss2", "peak RSS MiB, restarted", "{:.1f}")]:
+    v = [float(r[key]) for r in rows]
+    print(f"  {label:<24} {fmt.format(statistics.median(v))} ({fmt.format(min(v))}-{fmt.format(max(v))})"
+          f"  runs: {' '.join(fmt.format(x) for x in v)}")
+PY
+fi

@@ -37,7 +37,7 @@ use crate::api::conditions::{self, DesiredCondition, Status};
 use crate::api::policy::{ResidencyPolicy, Violation};
 use crate::api::region::SovereignRegion;
 use crate::residency::engine::{
-    Dependent, Engine, Evaluation, Finding, Inventory, ResidencyError, dependents,
+    self, Dependent, Engine, Evaluation, Finding, Inventory, ResidencyError, dependents,
 };
 use crate::residency::kinds::{self, Role};
 
@@ -129,6 +129,24 @@ pub fn sink_kinds<'p>(policies: impl IntoIterator<Item = &'p ResidencyPolicy>) -
     out.into_iter().collect()
 }
 
+/// The kinds of the table that `policies` declare as sinks: stored whole, as their
+/// location expressions may read any field.
+pub fn table_sinks<'p>(
+    policies: impl IntoIterator<Item = &'p ResidencyPolicy>,
+) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for policy in policies {
+        for sink in &policy.spec.sinks {
+            for kind in &sink.kinds {
+                if kinds::audited().any(|k| k.group == sink.group && k.kind == kind) {
+                    out.insert((sink.group.clone(), kind.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// An object of the store: its kind's index and its namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Key {
@@ -147,28 +165,60 @@ pub struct Change {
     region: bool,
 }
 
+/// One stored object: what the rules read of it ([`engine::project`]) as compact JSON text. A
+/// parsed `serde_json::Value` costs several times the bytes of its text (a map node per
+/// object level); the few objects a pass reads are parsed when it reads them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Stored(Box<str>);
+
+impl Stored {
+    fn of(value: &Value) -> Self {
+        Self(value.to_string().into_boxed_str())
+    }
+
+    fn value(&self) -> Value {
+        // The text is this module's own serialization of a Value: it parses.
+        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+    }
+}
+
 /// The objects of one watched kind.
 #[derive(Debug)]
 struct KindStore {
     watched: Watched,
     role: Option<Role>,
-    objects: BTreeMap<(String, String), Value>,
+    /// Stored whole (but for managed fields) rather than projected: a policy declares the kind
+    /// a sink, and a sink's location expression may read any field.
+    whole: bool,
+    objects: BTreeMap<(String, String), Stored>,
     /// Objects of a re-list in progress (between `Init` and `InitDone`).
-    relist: Option<BTreeMap<(String, String), Value>>,
+    relist: Option<BTreeMap<(String, String), Stored>>,
     /// Listed completely at least once, or not served at all.
     synced: bool,
 }
 
-/// Every watched object, slimmed (no managedFields, no last-applied annotation): the audit's
-/// view of the cluster.
-#[derive(Debug, Default)]
-pub struct Store {
-    kinds: Vec<KindStore>,
+impl KindStore {
+    /// What is kept of `object` (the watch tasks cut objects down already; doing it again
+    /// costs little, as a projection projects to itself).
+    fn keep(&self, object: Value) -> Value {
+        kept(object, self.whole)
+    }
 }
 
-/// Drops what no rule reads and what makes objects large: managed fields and the
-/// last-applied-configuration annotation (a second copy of the object).
-fn slim(mut object: Value) -> Value {
+/// What the store keeps of `object`: what the rules read of it, or all of it but managed
+/// fields when its kind is stored `whole`.
+fn kept(mut object: Value, whole: bool) -> Value {
+    if whole {
+        strip_managed(&mut object);
+        object
+    } else {
+        engine::project(&object)
+    }
+}
+
+/// Managed fields and kubectl's last-applied copy: what makes objects large and no expression
+/// needs.
+fn strip_managed(object: &mut Value) {
     if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         metadata.remove("managedFields");
         if let Some(annotations) = metadata
@@ -178,7 +228,15 @@ fn slim(mut object: Value) -> Value {
             annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
         }
     }
-    object
+}
+
+/// Every watched object, as what the rules read of it: the audit's view of the cluster. The
+/// objects other objects' verdicts read (namespaces, labelled data, sinks' locations and
+/// classes: [`Inventory::is_referenced`]) are also kept parsed, since every pass reads them.
+#[derive(Debug, Default)]
+pub struct Store {
+    kinds: Vec<KindStore>,
+    referenced: BTreeMap<Key, Value>,
 }
 
 fn object_key(object: &Value) -> (String, String) {
@@ -197,6 +255,7 @@ impl Store {
         self.kinds.push(KindStore {
             watched,
             role,
+            whole: false,
             objects: BTreeMap::new(),
             relist: None,
             synced: false,
@@ -209,15 +268,32 @@ impl Store {
         &self.kinds[index].watched
     }
 
+    /// Whether kind `index` is stored whole.
+    fn whole(&self, index: usize) -> bool {
+        self.kinds[index].whole
+    }
+
+    /// Stores kind `index` whole (or projected again); takes effect for objects that arrive
+    /// from now on, so the caller re-lists the kind.
+    fn set_whole(&mut self, index: usize, whole: bool) {
+        self.kinds[index].whole = whole;
+    }
+
     /// Marks a kind the cluster does not serve: it holds nothing and waits for nothing.
     pub fn unserved(&mut self, index: usize) -> Vec<Change> {
         let store = &mut self.kinds[index];
         store.synced = true;
         store.relist = None;
+        let role = store.role;
         let gone = std::mem::take(&mut store.objects);
-        gone.iter()
-            .map(|(k, v)| change(index, store.role, k, Some(v), None))
-            .collect()
+        let changes: Vec<Change> = gone
+            .iter()
+            .map(|(k, v)| change(index, role, k, Some(&v.value()), None))
+            .collect();
+        for c in &changes {
+            self.referenced.remove(&c.key);
+        }
+        changes
     }
 
     /// Whether every kind was listed once (a pass before that would report objects whose
@@ -226,26 +302,45 @@ impl Store {
         self.kinds.iter().all(|k| k.synced)
     }
 
+    /// Keeps the parsed copy of a referenced object in step with the store.
+    fn reference(&mut self, key: &Key, new: Option<&Value>) {
+        match new.filter(|v| Inventory::is_referenced(v)) {
+            Some(value) => {
+                self.referenced.insert(key.clone(), value.clone());
+            }
+            None => {
+                self.referenced.remove(key);
+            }
+        }
+    }
+
     /// Applies one watch event of kind `index` (objects with apiVersion and kind set).
     pub fn apply(&mut self, index: usize, event: watcher::Event<Value>) -> Vec<Change> {
         let store = &mut self.kinds[index];
         let role = store.role;
         match event {
             watcher::Event::Apply(object) => {
-                let object = slim(object);
+                let object = store.keep(object);
+                let stored = Stored::of(&object);
                 let key = object_key(&object);
                 let old = store.objects.get(&key);
-                if old == Some(&object) {
+                if old == Some(&stored) {
                     return Vec::new();
                 }
-                let c = change(index, role, &key, old, Some(&object));
-                store.objects.insert(key, object);
+                let old = old.map(Stored::value);
+                let c = change(index, role, &key, old.as_ref(), Some(&object));
+                store.objects.insert(key, stored);
+                self.reference(&c.key, Some(&object));
                 vec![c]
             }
             watcher::Event::Delete(object) => {
                 let key = object_key(&object);
                 match store.objects.remove(&key) {
-                    Some(old) => vec![change(index, role, &key, Some(&old), None)],
+                    Some(old) => {
+                        let c = change(index, role, &key, Some(&old.value()), None);
+                        self.reference(&c.key, None);
+                        vec![c]
+                    }
                     None => Vec::new(),
                 }
             }
@@ -254,11 +349,12 @@ impl Store {
                 Vec::new()
             }
             watcher::Event::InitApply(object) => {
-                let object = slim(object);
+                let object = store.keep(object);
+                let stored = Stored::of(&object);
                 store
                     .relist
                     .get_or_insert_with(BTreeMap::new)
-                    .insert(object_key(&object), object);
+                    .insert(object_key(&object), stored);
                 Vec::new()
             }
             watcher::Event::InitDone => {
@@ -266,27 +362,39 @@ impl Store {
                 let new = store.relist.take().unwrap_or_default();
                 let old = std::mem::replace(&mut store.objects, new);
                 let mut changes = Vec::new();
+                let mut updated: Vec<(Key, Option<Value>)> = Vec::new();
                 for (key, before) in &old {
                     let after = store.objects.get(key);
                     if after != Some(before) {
-                        changes.push(change(index, role, key, Some(before), after));
+                        let after = after.map(Stored::value);
+                        let c = change(index, role, key, Some(&before.value()), after.as_ref());
+                        updated.push((c.key.clone(), after));
+                        changes.push(c);
                     }
                 }
                 for (key, after) in &store.objects {
                     if !old.contains_key(key) {
-                        changes.push(change(index, role, key, None, Some(after)));
+                        let after = after.value();
+                        let c = change(index, role, key, None, Some(&after));
+                        updated.push((c.key.clone(), Some(after)));
+                        changes.push(c);
                     }
+                }
+                for (key, value) in updated {
+                    self.reference(&key, value.as_ref());
                 }
                 changes
             }
         }
     }
 
-    fn get(&self, key: &Key) -> Option<&Value> {
+    /// The object at `key`, parsed.
+    fn get(&self, key: &Key) -> Option<Value> {
         self.kinds
             .get(key.kind)?
             .objects
             .get(&(key.namespace.clone(), key.name.clone()))
+            .map(Stored::value)
     }
 
     fn keys_of(&self, kind: usize) -> impl Iterator<Item = Key> + '_ {
@@ -297,20 +405,9 @@ impl Store {
         })
     }
 
-    /// Every object, in key order.
-    fn all(&self) -> impl Iterator<Item = (Key, &Value)> + '_ {
-        self.kinds.iter().enumerate().flat_map(|(kind, store)| {
-            store.objects.iter().map(move |((ns, name), v)| {
-                (
-                    Key {
-                        kind,
-                        namespace: ns.clone(),
-                        name: name.clone(),
-                    },
-                    v,
-                )
-            })
-        })
+    /// Every object's key, in key order.
+    fn all_keys(&self) -> impl Iterator<Item = Key> + '_ {
+        (0..self.kinds.len()).flat_map(|kind| self.keys_of(kind))
     }
 
     /// The keys of objects of kind `kind` in `namespace`.
@@ -332,24 +429,7 @@ impl Store {
 
     /// The objects a rule reads when judging others (what [`Inventory`] records).
     fn referenced(&self) -> impl Iterator<Item = &Value> + '_ {
-        self.kinds
-            .iter()
-            .filter(|k| {
-                matches!(
-                    k.role,
-                    Some(
-                        Role::Namespace
-                            | Role::Data
-                            | Role::Claim
-                            | Role::BackupLocation
-                            | Role::SnapshotLocation
-                            | Role::ObjectStore
-                            | Role::ReplicationClass
-                    )
-                )
-            })
-            .flat_map(|k| k.objects.values())
-            .filter(|v| Inventory::is_referenced(v))
+        self.referenced.values()
     }
 
     /// The SovereignRegions in the store, typed (unreadable ones are judged as objects and
@@ -359,7 +439,7 @@ impl Store {
             .iter()
             .filter(|k| k.role == Some(Role::Region))
             .flat_map(|k| k.objects.values())
-            .filter_map(|v| serde_json::from_value(v.clone()).ok())
+            .filter_map(|v| serde_json::from_value(v.value()).ok())
             .collect()
     }
 }
@@ -537,25 +617,24 @@ impl Audit {
         let inventory = Inventory::of(self.store.referenced());
         if plan.all {
             self.judged.clear();
-            for (key, evaluation) in engine.evaluate_each(&inventory, self.store.all()) {
-                if !evaluation.findings.is_empty() || !evaluation.errors.is_empty() {
-                    self.judged.insert(key, evaluation);
-                }
-            }
+            judge(
+                engine,
+                &inventory,
+                &self.store,
+                self.store.all_keys(),
+                &mut self.judged,
+            );
         } else {
-            let objects = plan
-                .keys
-                .iter()
-                .filter_map(|k| self.store.get(k).map(|v| (k.clone(), v)));
-            let judged = engine.evaluate_each(&inventory, objects);
             for key in &plan.keys {
                 self.judged.remove(key);
             }
-            for (key, evaluation) in judged {
-                if !evaluation.findings.is_empty() || !evaluation.errors.is_empty() {
-                    self.judged.insert(key, evaluation);
-                }
-            }
+            judge(
+                engine,
+                &inventory,
+                &self.store,
+                plan.keys.iter().cloned(),
+                &mut self.judged,
+            );
         }
         self.outcomes(now)
     }
@@ -599,7 +678,7 @@ impl Audit {
                     continue;
                 }
                 if let Some(object) = self.store.get(key) {
-                    new_violations.push((violation.clone(), object_reference(object)));
+                    new_violations.push((violation.clone(), object_reference(&object)));
                 }
             }
             // Known from now on: what was known and still holds, and what was just announced;
@@ -699,6 +778,34 @@ impl Audit {
     }
 }
 
+/// Objects parsed at once by a pass: a full pass over a big store parses it a slice at a
+/// time, never all of it.
+const JUDGE_CHUNK: usize = 512;
+
+/// Judges the objects at `keys` and records those with findings or errors in `judged`.
+fn judge(
+    engine: &Engine,
+    inventory: &Inventory<'_>,
+    store: &Store,
+    keys: impl Iterator<Item = Key>,
+    judged: &mut BTreeMap<Key, Evaluation>,
+) {
+    let mut keys = keys.peekable();
+    while keys.peek().is_some() {
+        let chunk: Vec<(Key, Value)> = keys
+            .by_ref()
+            .take(JUDGE_CHUNK)
+            .filter_map(|k| store.get(&k).map(|v| (k, v)))
+            .collect();
+        let objects = chunk.iter().map(|(k, v)| (k.clone(), v));
+        for (key, evaluation) in engine.evaluate_each(inventory, objects) {
+            if !evaluation.findings.is_empty() || !evaluation.errors.is_empty() {
+                judged.insert(key, evaluation);
+            }
+        }
+    }
+}
+
 /// The policy an engine error belongs to; None for errors of objects (reported under every
 /// policy, as each policy's audit judged every object).
 fn error_policy(error: &ResidencyError) -> Option<&str> {
@@ -748,11 +855,14 @@ async fn served(ctx: &Context, watched: &Watched) -> Result<Option<ApiResource>,
     }
 }
 
-/// Watches one kind until the receiver goes, sending its events with apiVersion and kind set.
+/// Watches one kind until the receiver goes, sending its events with apiVersion and kind set,
+/// already cut down to what the store keeps (`whole`: [`KindStore::keep`]): a queue of whole
+/// Pods, each a tree of dozens of maps, would cost more than the store.
 fn spawn_watch(
     ctx: &Context,
     index: usize,
     watched: &Watched,
+    whole: bool,
     resource: ApiResource,
     tx: mpsc::Sender<Message>,
 ) -> tokio::task::JoinHandle<()> {
@@ -766,7 +876,7 @@ fn spawn_watch(
             map.insert("apiVersion".into(), Value::from(api_version.as_str()));
             map.insert("kind".into(), Value::from(kind.as_str()));
         }
-        value
+        kept(value, whole)
     };
     let name = watched.kind.clone();
     let forward = move |event: Result<watcher::Event<Value>, watcher::Error>| {
@@ -842,7 +952,8 @@ impl Watches {
         match served(ctx, &watched).await {
             Ok(Some(resource)) => {
                 self.missing.remove(&index);
-                let task = spawn_watch(ctx, index, &watched, resource, self.tx.clone());
+                let whole = audit.store.whole(index);
+                let task = spawn_watch(ctx, index, &watched, whole, resource, self.tx.clone());
                 self.running.insert(index, task);
                 Vec::new()
             }
@@ -869,6 +980,20 @@ impl Watches {
     ) -> Vec<Change> {
         let wanted = sink_kinds(audit.policies());
         let mut changes = Vec::new();
+        // Table kinds that became (or stopped being) sinks: stored whole (or projected) from
+        // a fresh list; the re-list's differences re-judge what changed.
+        let whole = table_sinks(audit.policies());
+        for index in 0..audit.store.kinds.len() {
+            let w = audit.store.watched(index);
+            let wants = whole.contains(&(w.group.clone(), w.kind.clone()));
+            if wants != audit.store.whole(index) {
+                audit.store.set_whole(index, wants);
+                if let Some(task) = self.running.remove(&index) {
+                    task.abort();
+                    changes.extend(self.start(ctx, audit, index).await);
+                }
+            }
+        }
         for watched in &wanted {
             if !sinks.contains_key(watched) {
                 let index = audit.store.add_kind(watched.clone());
@@ -896,7 +1021,8 @@ impl Watches {
 
 /// Runs the audit until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send) {
-    let (tx, mut rx) = mpsc::channel::<Message>(4096);
+    // Events are small once projected; the bound only paces the watches behind a slow pass.
+    let (tx, mut rx) = mpsc::channel::<Message>(1024);
     let mut audit = Audit::default();
     let mut watches = Watches {
         running: HashMap::new(),
@@ -1124,10 +1250,14 @@ mod tests {
     fn full(audit: &Audit) -> BTreeMap<Key, Evaluation> {
         let policies: Vec<ResidencyPolicy> = audit.policies.values().cloned().collect();
         let engine = Engine::new(&audit.store.regions(), &policies);
-        let objects: Vec<(Key, &Value)> = audit.store.all().collect();
-        let inventory = Inventory::of(objects.iter().map(|(_, v)| *v));
+        let objects: Vec<(Key, Value)> = audit
+            .store
+            .all_keys()
+            .filter_map(|k| audit.store.get(&k).map(|v| (k, v)))
+            .collect();
+        let inventory = Inventory::of(objects.iter().map(|(_, v)| v));
         engine
-            .evaluate_each(&inventory, objects)
+            .evaluate_each(&inventory, objects.iter().map(|(k, v)| (k.clone(), v)))
             .into_iter()
             .filter(|(_, e)| !e.findings.is_empty() || !e.errors.is_empty())
             .collect()
@@ -1327,8 +1457,14 @@ mod tests {
             ("example.com", "Mirror")
         );
         assert!(!sinks[0].metadata_only && sinks[0].version.is_empty());
+        // The table's Backup is watched already; declared a sink, it is stored whole.
+        assert_eq!(
+            table_sinks([&policy]).into_iter().collect::<Vec<_>>(),
+            vec![("velero.io".to_owned(), "Backup".to_owned())]
+        );
         policy.spec.sinks.clear();
         assert!(sink_kinds([&policy]).is_empty());
+        assert!(table_sinks([&policy]).is_empty());
     }
 
     #[test]
@@ -1354,5 +1490,176 @@ mod tests {
         let kept = store.get(&key).expect("stored");
         assert!(kept["metadata"].get("managedFields").is_none());
         assert_eq!(kept["metadata"]["annotations"], json!({"keep": "x"}));
+    }
+
+    /// A Pod is stored as what the rules read: its placement and the data it reads, not its
+    /// image, status or resource version; a status-only update is no change. Declared a sink,
+    /// the kind is stored whole.
+    #[test]
+    fn the_store_keeps_what_the_rules_read_and_sinks_whole() {
+        let mut store = Store::default();
+        let pods = table_kinds()
+            .into_iter()
+            .find(|k| k.kind == "Pod")
+            .expect("Pod");
+        let index = store.add_kind(pods);
+        let mut pod = typed(
+            json!({"metadata": {"name": "p", "namespace": "a", "resourceVersion": "1",
+                                "labels": {"app": "x"}, "annotations": {"big": "y"}},
+                   "spec": {"nodeName": "n1", "containers": [
+                       {"name": "c", "image": "registry.example/app:1",
+                        "env": [{"name": "A", "value": "1"},
+                                {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]},
+                       {"name": "plain", "image": "i"}],
+                       "volumes": [{"name": "tmp", "emptyDir": {}},
+                                   {"name": "cfg", "configMap": {"name": "c", "items": []}}]},
+                   "status": {"phase": "Pending"}}),
+            "Pod",
+        );
+        assert_eq!(
+            store.apply(index, watcher::Event::Apply(pod.clone())).len(),
+            1
+        );
+        let key = Key {
+            kind: index,
+            namespace: "a".into(),
+            name: "p".into(),
+        };
+        let kept = store.get(&key).expect("stored");
+        assert_eq!(
+            kept,
+            typed(
+                json!({"metadata": {"name": "p", "namespace": "a", "labels": {"app": "x"}},
+                       "spec": {"containers": [{"name": "c", "env": [
+                                    {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s"}}}]}],
+                                "volumes": [{"name": "cfg", "configMap": {"name": "c"}}]}}),
+                "Pod"
+            )
+        );
+        pod["status"]["phase"] = "Running".into();
+        pod["metadata"]["resourceVersion"] = "2".into();
+        assert!(
+            store
+                .apply(index, watcher::Event::Apply(pod.clone()))
+                .is_empty()
+        );
+        store.set_whole(index, true);
+        store.apply(index, watcher::Event::Apply(pod));
+        let whole = store.get(&key).expect("stored");
+        assert_eq!(whole["status"]["phase"], "Running");
+        assert_eq!(whole["spec"]["nodeName"], "n1");
+    }
+}
+
+/// A profile of the store, not a test (`cargo test --release --lib -- --ignored
+/// store_footprint --nocapture`): fills a store the way e2e/bench/audit-scale.sh fills the
+/// cluster (33,334 Pods with the API server's defaults, 33,333 ConfigMaps, 33,333 Secrets over
+/// 500 namespaces, 10,000 governed ConfigMaps) and prints the process's RSS before and after,
+/// and the bytes of stored text. Figures only.
+#[cfg(test)]
+mod footprint {
+    use super::*;
+    use serde_json::json;
+
+    fn rss_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    #[ignore = "a profile: prints figures"]
+    fn store_footprint() {
+        let mut store = Store::default();
+        let index = |store: &mut Store, kind: &str| {
+            let watched = table_kinds()
+                .into_iter()
+                .find(|k| k.kind == kind)
+                .expect("kind");
+            store.add_kind(watched)
+        };
+        let (pods, configmaps, secrets) = (
+            index(&mut store, "Pod"),
+            index(&mut store, "ConfigMap"),
+            index(&mut store, "Secret"),
+        );
+        let before = rss_kib();
+        let meta = |i: usize, ns: &str| {
+            json!({"name": format!("u-{i}"), "namespace": ns,
+                   "uid": format!("{i:08}-0000-4000-8000-000000000000"),
+                   "resourceVersion": "12345", "creationTimestamp": "2026-12-01T13:00:00Z",
+                   "labels": {"app": format!("app-{}", i % 50)},
+                   "managedFields": [{"manager": "python", "operation": "Update",
+                                      "fieldsV1": {"f:metadata": {"f:labels": {"f:app": {}}}}}]})
+        };
+        for i in 0..100_000usize {
+            let ns = format!("scale-{:03}", i % 500);
+            let (kind, object) = match i % 3 {
+                0 => (
+                    pods,
+                    json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta(i, &ns),
+                    "spec": {"schedulerName": "bench-none", "restartPolicy": "Always",
+                      "serviceAccountName": "default", "dnsPolicy": "ClusterFirst",
+                      "terminationGracePeriodSeconds": 30,
+                      "containers": [{"name": "c", "image": "registry.example/app:1",
+                        "env": [{"name": "MODE", "value": "x"}],
+                        "imagePullPolicy": "IfNotPresent", "resources": {},
+                        "terminationMessagePath": "/dev/termination-log",
+                        "volumeMounts": [{"name": "kube-api-access-abcde", "readOnly": true,
+                          "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]}],
+                      "volumes": [{"name": "kube-api-access-abcde", "projected": {
+                        "defaultMode": 420, "sources": [
+                          {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                          {"configMap": {"name": "kube-root-ca.crt",
+                            "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                          {"downwardAPI": {"items": [{"path": "namespace",
+                            "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}]}}],
+                      "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists",
+                        "effect": "NoExecute", "tolerationSeconds": 300}]},
+                    "status": {"phase": "Pending", "qosClass": "BestEffort"}}),
+                ),
+                1 => (
+                    configmaps,
+                    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(i, &ns)}),
+                ),
+                _ => (
+                    secrets,
+                    json!({"apiVersion": "v1", "kind": "Secret", "metadata": meta(i, &ns)}),
+                ),
+            };
+            store.apply(kind, watcher::Event::Apply(object));
+        }
+        for i in 0..10_000usize {
+            let mut m = meta(i, "sovereign-eu");
+            m["name"] = format!("g-{i}").into();
+            m["labels"] = json!({"sovereign.ai/data-class": "pii"});
+            store.apply(
+                configmaps,
+                watcher::Event::Apply(
+                    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": m}),
+                ),
+            );
+        }
+        let after = rss_kib();
+        let text: usize = store
+            .kinds
+            .iter()
+            .flat_map(|k| k.objects.values())
+            .map(|s| s.0.len())
+            .sum();
+        let objects: usize = store.kinds.iter().map(|k| k.objects.len()).sum();
+        eprintln!(
+            "store of {objects} objects: RSS {} MiB → {} MiB (+{} MiB); stored text {} MiB \
+             ({} B/object); {} parsed referenced objects",
+            before / 1024,
+            after / 1024,
+            (after.saturating_sub(before)) / 1024,
+            text / (1024 * 1024),
+            text / objects.max(1),
+            store.referenced.len()
+        );
     }
 }

@@ -553,6 +553,230 @@ fn pod_references<'v>(pod_spec: &'v Value) -> Vec<(&'static str, &'v str, Read<'
     out
 }
 
+/// What the rules read of `object`: judging the projection gives the verdicts, the
+/// inventory entries and the [`dependents`] judging the object gives (the residency corpus test
+/// holds it to that), at a fraction of the size — an audit that keeps the cluster in memory
+/// stores this. Kept: `apiVersion`, `kind`; `metadata` name, namespace, uid and labels, and
+/// annotations (without kubectl's last-applied copy of the object) except on workloads, whose
+/// annotations no rule reads; for kinds that run pods, the pod template's labels and of its spec
+/// only what places pods and names the data they read ([`project_pod_spec`]), plus a
+/// StatefulSet's claim templates' names and classes; for every other kind of the table the
+/// whole `spec`. Never `status` or managed fields. Kinds outside the table come back whole but
+/// for managed fields and the last-applied annotation: a policy's sink expression may read any
+/// field of them.
+pub fn project(object: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for field in ["apiVersion", "kind"] {
+        if let Some(v) = object.get(field) {
+            out.insert(field.into(), v.clone());
+        }
+    }
+    let Some(spec) = object_kind(object) else {
+        let mut whole = object.clone();
+        if let Some(metadata) = whole.get_mut("metadata").and_then(Value::as_object_mut) {
+            metadata.remove("managedFields");
+            if let Some(annotations) = metadata
+                .get_mut("annotations")
+                .and_then(Value::as_object_mut)
+            {
+                annotations.remove(LAST_APPLIED);
+            }
+        }
+        return whole;
+    };
+    let workload = spec.role == Role::Workload;
+    let metadata = &object["metadata"];
+    let mut meta = serde_json::Map::new();
+    for field in ["name", "namespace", "uid", "labels"] {
+        if let Some(v) = metadata.get(field) {
+            meta.insert(field.into(), v.clone());
+        }
+    }
+    if !workload && let Some(annotations) = metadata["annotations"].as_object() {
+        let kept: serde_json::Map<String, Value> = annotations
+            .iter()
+            .filter(|(k, _)| k.as_str() != LAST_APPLIED)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if !kept.is_empty() {
+            meta.insert("annotations".into(), Value::Object(kept));
+        }
+    }
+    out.insert("metadata".into(), Value::Object(meta));
+    let mut projected = Value::Object(out);
+    match spec.template {
+        Some(path) => {
+            let template = spec.pod_template(object).unwrap_or(&Value::Null);
+            let pod = project_pod_spec(&template["spec"]);
+            if path.is_empty() {
+                projected["spec"] = pod;
+            } else {
+                let mut slot = &mut projected;
+                for key in path {
+                    slot = &mut slot[*key];
+                }
+                if let Some(labels) = template["metadata"].get("labels") {
+                    slot["metadata"] = serde_json::json!({ "labels": labels });
+                }
+                slot["spec"] = pod;
+            }
+            if spec.kind == "StatefulSet"
+                && let Some(claims) = object["spec"]["volumeClaimTemplates"].as_array()
+            {
+                let claims: Vec<Value> = claims
+                    .iter()
+                    .map(|c| {
+                        let mut claim = serde_json::json!({
+                            "metadata": {"name": c["metadata"]["name"]},
+                            "spec": {}
+                        });
+                        if let Some(class) = c["spec"].get("storageClassName") {
+                            claim["spec"]["storageClassName"] = class.clone();
+                        }
+                        claim
+                    })
+                    .collect();
+                projected["spec"]["volumeClaimTemplates"] = Value::Array(claims);
+            }
+        }
+        None => {
+            if let Some(spec) = object.get("spec") {
+                projected["spec"] = spec.clone();
+            }
+        }
+    }
+    projected
+}
+
+/// kubectl's copy of the whole object in an annotation: never read, often the largest field.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// What the rules read of a pod spec: what [`pod_references`] reads (the data sources of
+/// volumes, containers' `env[].valueFrom` and `envFrom[]` references, with the names findings
+/// quote), what `pinWorkloads` reads (`nodeSelector`, node affinity) and what `pinStorage`
+/// reads (generic ephemeral volumes). Volumes and containers that read nothing are dropped.
+fn project_pod_spec(pod_spec: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    if let Some(selector) = pod_spec.get("nodeSelector") {
+        out.insert("nodeSelector".into(), selector.clone());
+    }
+    if let Some(node) = pod_spec["affinity"].get("nodeAffinity") {
+        out.insert(
+            "affinity".into(),
+            serde_json::json!({ "nodeAffinity": node }),
+        );
+    }
+    // A field `name` of a nested object, kept only when it is there.
+    let pick = |from: &Value, outer: &str, field: &str| -> Option<Value> {
+        let v = from[outer].get(field)?;
+        Some(serde_json::json!({ outer: { field: v } }))
+    };
+    let merge = |parts: Vec<Option<Value>>| -> serde_json::Map<String, Value> {
+        let mut m = serde_json::Map::new();
+        for part in parts.into_iter().flatten() {
+            if let Value::Object(o) = part {
+                m.extend(o);
+            }
+        }
+        m
+    };
+    let volumes: Vec<Value> = pod_spec["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|volume| {
+            let sources: Vec<Value> = volume["projected"]["sources"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| {
+                    merge(vec![
+                        pick(s, "secret", "name"),
+                        pick(s, "configMap", "name"),
+                    ])
+                })
+                .filter(|m| !m.is_empty())
+                .map(Value::Object)
+                .collect();
+            let mut kept = merge(vec![
+                pick(volume, "secret", "secretName"),
+                pick(volume, "configMap", "name"),
+                pick(volume, "persistentVolumeClaim", "claimName"),
+            ]);
+            if !sources.is_empty() {
+                kept.insert(
+                    "projected".into(),
+                    serde_json::json!({ "sources": sources }),
+                );
+            }
+            if let Some(ephemeral) = volume.get("ephemeral") {
+                kept.insert("ephemeral".into(), ephemeral.clone());
+            }
+            if kept.is_empty() {
+                return None;
+            }
+            if let Some(name) = volume.get("name") {
+                kept.insert("name".into(), name.clone());
+            }
+            Some(Value::Object(kept))
+        })
+        .collect();
+    if !volumes.is_empty() {
+        out.insert("volumes".into(), Value::Array(volumes));
+    }
+    for field in ["containers", "initContainers", "ephemeralContainers"] {
+        let containers: Vec<Value> = pod_spec[field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|container| {
+                let env: Vec<Value> = container["env"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| {
+                        let from = &e["valueFrom"];
+                        let refs = merge(vec![
+                            pick(from, "secretKeyRef", "name"),
+                            pick(from, "configMapKeyRef", "name"),
+                        ]);
+                        (!refs.is_empty())
+                            .then(|| serde_json::json!({"name": e["name"], "valueFrom": refs}))
+                    })
+                    .collect();
+                let env_from: Vec<Value> = container["envFrom"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|f| {
+                        merge(vec![
+                            pick(f, "secretRef", "name"),
+                            pick(f, "configMapRef", "name"),
+                        ])
+                    })
+                    .filter(|m| !m.is_empty())
+                    .map(Value::Object)
+                    .collect();
+                if env.is_empty() && env_from.is_empty() {
+                    return None;
+                }
+                let mut kept = serde_json::json!({ "name": container["name"] });
+                if !env.is_empty() {
+                    kept["env"] = Value::Array(env);
+                }
+                if !env_from.is_empty() {
+                    kept["envFrom"] = Value::Array(env_from);
+                }
+                Some(kept)
+            })
+            .collect();
+        if !containers.is_empty() {
+            out.insert(field.into(), Value::Array(containers));
+        }
+    }
+    Value::Object(out)
+}
+
 /// The object being judged.
 struct Subject<'a> {
     kind: &'a str,
