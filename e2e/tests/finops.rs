@@ -211,10 +211,45 @@ pub(crate) fn webhook() -> (u16, Arc<std::sync::Mutex<Vec<Value>>>) {
     (port, received)
 }
 
-async fn apply(client: &Client, document: Value) {
+pub(crate) async fn apply(client: &Client, document: Value) {
     crate::harness::apply(client, &document)
         .await
         .unwrap_or_else(|e| panic!("cannot apply {}: {e}", document["metadata"]["name"]));
+}
+
+/// The namespace, the gateway's master-key Secret and the SovereignRegion of a FinOps test: an
+/// EU region whose gateway metrics are the test's LiteLLM at `proxy_port`. The region vouches
+/// for the provider's host (`egress.hosts`): an external backend on an undeclared host is
+/// refused, whatever jurisdiction it claims.
+pub(crate) async fn priced_region(client: &Client, namespace: &str, region: &str, proxy_port: u16) {
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            namespace,
+            &PatchParams::apply(MANAGER),
+            &Patch::Apply(json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})),
+        )
+        .await
+        .expect("namespace");
+    apply(
+        client,
+        json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "gateway-master", "namespace": namespace},
+        "stringData": {"key": MASTER_KEY}}),
+    )
+    .await;
+    apply(
+        client,
+        json!({"apiVersion": "sovereign.ai/v1alpha1", "kind": "SovereignRegion",
+        "metadata": {"name": region},
+        "spec": {"jurisdiction": "EU", "locations": ["europe-west9"], "namespace": namespace,
+                 "egress": {"hosts": ["api.mistral.ai"]},
+                 "gateway": {"replicas": 1,
+                             "masterKeySecret": {"name": "gateway-master", "key": "key"},
+                             "metricsUrls": [format!("http://127.0.0.1:{proxy_port}/metrics/")]},
+                 "vectorStore": {"engine": "None"}}}),
+    )
+    .await;
 }
 
 /// Events of threshold `percent` on the budget with `uid` (Events outlive their object: a
@@ -257,36 +292,7 @@ async fn budgets_count_every_token_once_across_restarts_and_block_at_the_gateway
     let budgets = Api::<TokenBudget>::namespaced(client.clone(), NAMESPACE);
 
     // The region, its master key, two priced external backends and two budgets.
-    Api::<Namespace>::all(client.clone())
-        .patch(
-            NAMESPACE,
-            &PatchParams::apply(MANAGER),
-            &Patch::Apply(json!({
-            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})),
-        )
-        .await
-        .expect("namespace");
-    apply(
-        &client,
-        json!({"apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "gateway-master", "namespace": NAMESPACE},
-        "stringData": {"key": MASTER_KEY}}),
-    )
-    .await;
-    apply(
-        &client,
-        json!({"apiVersion": "sovereign.ai/v1alpha1", "kind": "SovereignRegion",
-        "metadata": {"name": REGION},
-        // The region vouches for the provider's host (`egress.hosts`): an external backend on
-        // an undeclared host is refused, whatever jurisdiction it claims.
-        "spec": {"jurisdiction": "EU", "locations": ["europe-west9"], "namespace": NAMESPACE,
-                 "egress": {"hosts": ["api.mistral.ai"]},
-                 "gateway": {"replicas": 1,
-                             "masterKeySecret": {"name": "gateway-master", "key": "key"},
-                             "metricsUrls": [format!("http://127.0.0.1:{proxy_port}/metrics/")]},
-                 "vectorStore": {"engine": "None"}}}),
-    )
-    .await;
+    priced_region(&client, NAMESPACE, REGION, proxy_port).await;
     for (model, price_in, price_out) in [LARGE, SMALL] {
         apply(
             &client,

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use kube::api::{ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::ListParams;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use rust_decimal::Decimal;
@@ -33,7 +33,8 @@ use rust_decimal::prelude::ToPrimitive;
 use serde_json::{Value, json};
 use sovereign_operator::api::budget::TokenBudget;
 
-use crate::harness::{MANAGER, Operator, PlaneId, eventually, exclusive};
+use crate::finops::apply;
+use crate::harness::{Operator, PlaneId, eventually, exclusive};
 use crate::litellm::{MASTER_KEY, Proxy, Stub, WorkDir, dummy_secret, free_port, http};
 
 const NAMESPACE: &str = "sovereign-over";
@@ -126,12 +127,6 @@ fn load(
             })
         })
         .collect()
-}
-
-async fn apply(client: &Client, document: Value) {
-    crate::harness::apply(client, &document)
-        .await
-        .unwrap_or_else(|e| panic!("cannot apply {}: {e}", document["metadata"]["name"]));
 }
 
 /// The plane's API server URL and CA (base64 of the PEM), from its admin kubeconfig.
@@ -379,34 +374,7 @@ async fn overshoot_a_steady_load_is_blocked_by_the_guards_own_api_watch() {
     let work = WorkDir::new("overshoot");
     let stub = Stub::start(&work);
 
-    Api::<Namespace>::all(client.clone())
-        .patch(
-            NAMESPACE,
-            &PatchParams::apply(MANAGER),
-            &Patch::Apply(json!({
-            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})),
-        )
-        .await
-        .expect("namespace");
-    apply(
-        &client,
-        json!({"apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "gateway-master", "namespace": NAMESPACE},
-        "stringData": {"key": MASTER_KEY}}),
-    )
-    .await;
-    apply(
-        &client,
-        json!({"apiVersion": "sovereign.ai/v1alpha1", "kind": "SovereignRegion",
-        "metadata": {"name": REGION},
-        "spec": {"jurisdiction": "EU", "locations": ["europe-west9"], "namespace": NAMESPACE,
-                 "egress": {"hosts": ["api.mistral.ai"]},
-                 "gateway": {"replicas": 1,
-                             "masterKeySecret": {"name": "gateway-master", "key": "key"},
-                             "metricsUrls": [format!("http://127.0.0.1:{proxy_port}/metrics/")]},
-                 "vectorStore": {"engine": "None"}}}),
-    )
-    .await;
+    crate::finops::priced_region(&client, NAMESPACE, REGION, proxy_port).await;
     apply(
         &client,
         json!({"apiVersion": "sovereign.ai/v1alpha1", "kind": "InferenceBackend",
