@@ -252,10 +252,7 @@ pub fn needs_prune(observed_generation: Option<i64>, generation: Option<i64>) ->
     }
 }
 
-/// Children applied at once by one reconcile.
-const APPLY_CONCURRENCY: usize = 8;
-
-/// Applies `children` as `manager` (several at once), then deletes the owner's children of `kinds` that are no
+/// Applies `children` as `manager`, then deletes the owner's children of `kinds` that are no
 /// longer wanted — only after a spec change and once per process (see
 /// [`Context::should_prune`]). The apply step of the region and backend controllers.
 pub async fn apply_children<K: Resource<DynamicType = ()>>(
@@ -267,21 +264,10 @@ pub async fn apply_children<K: Resource<DynamicType = ()>>(
     namespace: &str,
     children: &[crate::render::Child],
 ) -> Result<(), Error> {
-    use futures::{StreamExt, TryStreamExt};
     let applier = ctx.applier(manager);
-    // Each apply is a read and maybe a write, one round trip each: a region's dozen children
-    // one after another made every reconcile wait for a dozen of them (e2e/bench/scale.sh).
-    // The children are independent objects (the API server needs no order among them).
-    // The futures gathered by a loop, not a closure: a closure over `&Child` makes the
-    // reconcile future not `Send` for every lifetime (rustc's higher-ranked limitation).
-    let mut applies = Vec::with_capacity(children.len());
     for child in children {
-        applies.push(applier.apply(child));
+        applier.apply(child).await?;
     }
-    futures::stream::iter(applies)
-        .buffer_unordered(APPLY_CONCURRENCY)
-        .try_collect::<Vec<bool>>()
-        .await?;
     if let Some(uid) = owner.uid()
         && ctx.should_prune(&uid, observed_generation, owner.meta().generation)
     {
