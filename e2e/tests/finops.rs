@@ -346,10 +346,13 @@ async fn budgets_count_every_token_once_across_restarts_and_block_at_the_gateway
         }
     })
     .await;
-    let deployment = Api::<Deployment>::namespaced(client.clone(), NAMESPACE)
-        .get("gateway")
-        .await
-        .expect("gateway Deployment");
+    // The Deployment is applied in the same reconcile as the ConfigMap, not necessarily before
+    // this read: wait for it too.
+    let deployments = Api::<Deployment>::namespaced(client.clone(), NAMESPACE);
+    let deployment = eventually("the gateway Deployment exists", || async {
+        deployments.get("gateway").await.map_err(|e| e.to_string())
+    })
+    .await;
     let container_env = deployment
         .spec
         .and_then(|s| s.template.spec)

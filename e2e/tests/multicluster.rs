@@ -678,10 +678,13 @@ async fn two_clusters_enforce_a_global_budget_on_metadata_only() {
             },
         )
         .await;
-        let deployment = Api::<Deployment>::namespaced(region.client.clone(), &region.namespace())
-            .get("gateway")
-            .await
-            .expect("gateway Deployment");
+        // Applied in the same reconcile as the ConfigMap, not necessarily before this read.
+        let deployments = Api::<Deployment>::namespaced(region.client.clone(), &region.namespace());
+        let deployment = eventually(
+            &format!("{}: the gateway Deployment exists", region.name),
+            || async { deployments.get("gateway").await.map_err(|e| e.to_string()) },
+        )
+        .await;
         let stub_url = region.stub.url();
         region.env = deployment
             .spec

@@ -406,10 +406,12 @@ async fn overshoot_a_steady_load_is_blocked_by_the_guards_own_api_watch() {
         }
     })
     .await;
-    let deployment = Api::<Deployment>::namespaced(client.clone(), NAMESPACE)
-        .get("gateway")
-        .await
-        .expect("gateway Deployment");
+    // Applied in the same reconcile as the ConfigMap, not necessarily before this read.
+    let deployments = Api::<Deployment>::namespaced(client.clone(), NAMESPACE);
+    let deployment = eventually("the gateway Deployment exists", || async {
+        deployments.get("gateway").await.map_err(|e| e.to_string())
+    })
+    .await;
     let pod = deployment
         .spec
         .and_then(|s| s.template.spec)
