@@ -175,3 +175,58 @@ mod tests {
         assert!(!is_true(&conditions, COMPLIANT));
     }
 }
+
+/// The Argo CD health cases (`deploy/argocd/health/cases.json`, run in Argo CD's own Lua
+/// engine by `scripts/argocd-health.sh`) hold the conditions each kind's decide step writes:
+/// tests of those steps compare what they decide with the case of the same scenario, so a
+/// changed reason cannot leave the health checks judging conditions the operator never writes.
+#[cfg(test)]
+pub mod argocd_cases {
+    use std::collections::BTreeSet;
+
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+    /// (type, status, reason) of each condition.
+    pub type Triples = BTreeSet<(String, String, String)>;
+
+    /// The triples of `conditions`.
+    pub fn of(conditions: &[Condition]) -> Triples {
+        conditions
+            .iter()
+            .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone()))
+            .collect()
+    }
+
+    /// The triples of the case `name` of `kind`, and the health it expects.
+    pub fn case(kind: &str, name: &str) -> (Triples, String) {
+        let cases: serde_json::Value =
+            serde_json::from_str(include_str!("../../deploy/argocd/health/cases.json"))
+                .expect("cases.json parses");
+        let case = cases
+            .as_array()
+            .expect("a list of cases")
+            .iter()
+            .find(|c| c["kind"] == kind && c["name"] == name)
+            .unwrap_or_else(|| panic!("no Argo CD health case {kind} / {name:?}"));
+        let field =
+            |c: &serde_json::Value, key: &str| c[key].as_str().unwrap_or_default().to_owned();
+        let triples = case["object"]["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| (field(c, "type"), field(c, "status"), field(c, "reason")))
+            .collect();
+        (triples, field(case, "want"))
+    }
+
+    /// Asserts that the case `name` of `kind` holds exactly the conditions decided.
+    pub fn assert_matches(kind: &str, name: &str, decided: &[Condition]) {
+        let (expected, _) = case(kind, name);
+        assert_eq!(
+            expected,
+            of(decided),
+            "Argo CD health case {kind} / {name:?} differs from what decide writes; decided: {}",
+            serde_json::to_string(decided).unwrap_or_default()
+        );
+    }
+}

@@ -1,6 +1,10 @@
 -- Argo CD health of a TokenBudget (sovereign.ai/v1alpha1). Healthy: within budget (AtRisk is
 -- reported in the message: a forecast, not a fault), or ManagedElsewhere. Degraded: Exceeded
--- (threshold actions such as Block apply). Progressing: not evaluated yet.
+-- (threshold actions such as Block apply); a budget counted by several clusters whose peers'
+-- totals are not current (PeersCurrent=False: PeerStale, it enforces on the last known
+-- totals; FailClosed, it blocks its scope here until they are) — someone must restore the
+-- peer credential or network; or a budget that cannot be evaluated. Progressing: not
+-- evaluated yet.
 -- (common.lua, in front of this script, defines condition, common_health and ready_health.)
 local hs = common_health(obj)
 if hs ~= nil then return hs end
@@ -11,6 +15,13 @@ local exceeded = condition(status.conditions, "Exceeded")
 if exceeded ~= nil and exceeded.status == "True" then
   hs.status = "Degraded"
   hs.message = "Exceeded: " .. (exceeded.message or "")
+  return hs
+end
+-- Present only on a budget whose scope spans other clusters (spec.global).
+local peers = condition(status.conditions, "PeersCurrent")
+if peers ~= nil and peers.status == "False" then
+  hs.status = "Degraded"
+  hs.message = (peers.reason or "") .. ": " .. (peers.message or "")
   return hs
 end
 local at_risk = condition(status.conditions, "AtRisk")

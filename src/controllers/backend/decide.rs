@@ -674,4 +674,59 @@ status:
         assert_eq!(decision.requeue, Action::requeue(RESYNC));
         assert_eq!(decision.status.gpus, Some(0));
     }
+
+    #[test]
+    fn the_argocd_health_cases_hold_what_decide_writes() {
+        use crate::api::conditions::argocd_cases::assert_matches;
+        let kind = "InferenceBackend";
+        let vllm: InferenceBackend = fixture(VLLM);
+        let external: InferenceBackend = fixture(EXTERNAL);
+        let with = |deployment| Observed {
+            deployment,
+            ..provisionable()
+        };
+        let conditions = |decision: Decision| decision.status.conditions;
+        assert_matches(
+            kind,
+            "available",
+            &conditions(decided(&vllm, &with(Some(deployment(1, 1))))),
+        );
+        assert_matches(
+            kind,
+            "pods starting",
+            &conditions(decided(&vllm, &with(Some(deployment(1, 0))))),
+        );
+        let no_secret = Observed {
+            missing_secrets: vec!["provider-key".into()],
+            ..provisionable()
+        };
+        assert_matches(
+            kind,
+            "secret missing",
+            &conditions(decided(&external, &no_secret)),
+        );
+        let mut abroad = external.clone();
+        if let Some(api) = abroad.spec.external.as_mut() {
+            api.hosting_jurisdiction = "US".into();
+            api.endpoint = "https://llm.us.example.com/v1".into();
+        }
+        assert_matches(
+            kind,
+            "hosted abroad",
+            &conditions(decided(&abroad, &provisionable())),
+        );
+        let mut parked = vllm.clone();
+        if let Some(spec) = parked.spec.vllm.as_mut() {
+            spec.replicas.min = 0;
+        }
+        assert_matches(
+            kind,
+            "parked",
+            &conditions(decided(&parked, &with(Some(deployment(0, 0))))),
+        );
+        let scope = RegionScope::new(["in".to_owned()]);
+        let elsewhere = decide(&external, &provisionable(), &scope, Timestamp::UNIX_EPOCH)
+            .expect("nothing to render");
+        assert_matches(kind, "managed elsewhere", &conditions(elsewhere));
+    }
 }

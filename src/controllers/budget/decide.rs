@@ -788,4 +788,95 @@ spec:
         assert_eq!(within.status, "True");
         assert!(decision.announcements.is_empty());
     }
+
+    #[test]
+    fn the_argocd_health_cases_hold_what_decide_writes() {
+        use crate::api::budget::WhenStale;
+        use crate::api::conditions::argocd_cases::assert_matches;
+        let kind = "TokenBudget";
+        let conditions = |decision: Decision| decision.status.expect("written").conditions;
+        let budget = opened("2026-11-01T12:00:00Z");
+        let on = |eur: &str, now: &str| conditions(decided(&budget, &spent(eur), now));
+        assert_matches(kind, "within budget", &on("10", "2026-11-15T12:00:00Z"));
+        // 60 EUR in four days: 100 EUR long before the month ends.
+        assert_matches(kind, "at risk", &on("60", "2026-11-05T12:00:00Z"));
+        assert_matches(kind, "exceeded", &on("101", "2026-11-15T12:00:00Z"));
+        let mut dollars = spent("10");
+        for usage in dollars.lines.values_mut() {
+            let cost = usage.cost.remove("EUR").expect("EUR");
+            usage.cost.insert("USD".into(), cost);
+        }
+        assert_matches(
+            kind,
+            "currency mismatch",
+            &conditions(decided(&budget, &dollars, "2026-11-15T12:00:00Z")),
+        );
+        let mut martian: TokenBudget = fixture(BUDGET);
+        martian.spec.time_zone = Some("Mars/Olympus_Mons".into());
+        assert_matches(kind, "invalid time zone", &on_budget(&martian, "1"));
+        let mut abroad: TokenBudget = fixture(BUDGET);
+        abroad.spec.scope.regions = vec!["in".into()];
+        let elsewhere = decide(
+            &abroad,
+            &Observed::default(),
+            &RegionScope::new(["eu".to_owned()]),
+            INTERVAL,
+            at("2026-11-15T12:00:00Z"),
+        );
+        assert_matches(kind, "managed elsewhere", &conditions(elsewhere));
+
+        // A budget over eu and in, from eu's cluster.
+        let mut global: TokenBudget = fixture(BUDGET);
+        global.spec.scope.regions = vec!["eu".into(), "in".into()];
+        global.status = global_decision("eu", &global, "0", "0", "2026-11-01T12:00:00Z").status;
+        assert_matches(
+            kind,
+            "peers current",
+            &conditions(global_decision(
+                "eu",
+                &global,
+                "10",
+                "20",
+                "2026-11-15T12:00:00Z",
+            )),
+        );
+        let unreachable = |budget: &TokenBudget, eur: &str| {
+            let mut observed = spent(eur);
+            observed.peers = vec![crate::finops::global::PeerRead {
+                peer: "peer-in".into(),
+                regions: vec!["in".into()],
+                last: None,
+                error: Some("connection refused".into()),
+            }];
+            decide(
+                budget,
+                &observed,
+                &RegionScope::new(["eu".to_owned()]),
+                INTERVAL,
+                at("2026-11-15T12:05:00Z"),
+            )
+        };
+        assert_matches(kind, "peer stale", &conditions(unreachable(&global, "10")));
+        let mut closing = global.clone();
+        closing.spec.global = Some(crate::api::budget::GlobalBudgetSpec {
+            when_stale: WhenStale::FailClosed,
+            ..Default::default()
+        });
+        // 55 EUR here and in's assumed half of the limit: at the limit.
+        assert_matches(
+            kind,
+            "fail closed",
+            &conditions(unreachable(&closing, "55")),
+        );
+    }
+
+    fn on_budget(
+        budget: &TokenBudget,
+        eur: &str,
+    ) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+        decided(budget, &spent(eur), "2026-11-15T12:00:00Z")
+            .status
+            .expect("written")
+            .conditions
+    }
 }

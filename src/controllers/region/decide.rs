@@ -108,11 +108,7 @@ pub fn decide(
             condition(
                 conditions::GATEWAY_READY,
                 Status::from(available),
-                if available {
-                    "Available"
-                } else {
-                    "Progressing"
-                },
+                if available { "Available" } else { PROGRESSING },
                 format!("serving {}", plan.models.join(", ")),
             ),
             settled,
@@ -157,11 +153,7 @@ pub fn decide(
                 condition(
                     conditions::OBSERVABILITY_READY,
                     Status::from(available),
-                    if available {
-                        "Available"
-                    } else {
-                        "Progressing"
-                    },
+                    if available { "Available" } else { PROGRESSING },
                     "OpenTelemetry collector exporting to the region's endpoint".into(),
                 ),
                 settled,
@@ -194,31 +186,12 @@ pub fn decide(
             problems.join("; "),
         )
     };
-    let not_ready: Vec<&str> = [
+    let ready = ready_condition(&[
+        &compliant,
         &gateway_ready,
         &vector_ready,
         &observability_ready,
-        &compliant,
-    ]
-    .iter()
-    .filter(|c| c.status != Status::True)
-    .map(|c| c.type_)
-    .collect();
-    let ready = if not_ready.is_empty() {
-        condition(
-            conditions::READY,
-            Status::True,
-            "Ready",
-            "the region's stack is up".into(),
-        )
-    } else {
-        condition(
-            conditions::READY,
-            Status::False,
-            "NotReady",
-            format!("waiting for: {}", not_ready.join(", ")),
-        )
-    };
+    ]);
     let count = BackendCount {
         ready: i32::try_from(serving.len()).unwrap_or(i32::MAX),
         total: i32::try_from(observed.backends.len()).unwrap_or(i32::MAX),
@@ -253,6 +226,48 @@ pub fn decide(
         evidence_error,
     })
 }
+
+/// The region's `Ready` from its parts. True when every part is; else the reason of the first
+/// part that is not True for a cause other than rolling out (compliance first), or
+/// `Progressing` when every part that is not True is still rolling out. A reader (`kubectl
+/// get`, the Ready Event, Argo CD's health check, which reads only `Ready`) can then tell a
+/// stack that is coming up from one that needs someone.
+fn ready_condition(parts: &[&DesiredCondition<'static>]) -> DesiredCondition<'static> {
+    let pending: Vec<&&DesiredCondition<'static>> =
+        parts.iter().filter(|c| c.status != Status::True).collect();
+    if pending.is_empty() {
+        return condition(
+            conditions::READY,
+            Status::True,
+            "Ready",
+            "the region's stack is up".into(),
+        );
+    }
+    let waiting = |parts: &[&&DesiredCondition<'static>]| {
+        parts.iter().map(|c| c.type_).collect::<Vec<_>>().join(", ")
+    };
+    match pending.iter().position(|c| c.reason != PROGRESSING) {
+        Some(at) => {
+            let fault = pending[at];
+            let mut others = pending.clone();
+            others.remove(at);
+            let mut message = format!("{}: {}", fault.type_, fault.message);
+            if !others.is_empty() {
+                message.push_str(&format!("; also waiting for: {}", waiting(&others)));
+            }
+            condition(conditions::READY, Status::False, fault.reason, message)
+        }
+        None => condition(
+            conditions::READY,
+            Status::False,
+            PROGRESSING,
+            format!("waiting for: {}", waiting(&pending)),
+        ),
+    }
+}
+
+/// The reason of a part still rolling out (pods starting, replicas becoming available).
+const PROGRESSING: &str = "Progressing";
 
 fn condition(
     type_: &'static str,
@@ -317,7 +332,7 @@ fn vector_store_readiness(
         condition(
             conditions::VECTOR_STORE_READY,
             Status::from(all),
-            if all { "Available" } else { "Progressing" },
+            if all { "Available" } else { PROGRESSING },
             format!("{ready}/{wanted} {name} replicas ready"),
         ),
         all,
@@ -499,7 +514,7 @@ status: {{availableReplicas: {available}, updatedReplicas: {updated}}}
                 is("False", "Progressing")
             );
             let ready = find(&decision.status.conditions, conditions::READY).expect("set");
-            assert_eq!(ready.reason, "NotReady");
+            assert_eq!(ready.reason, "Progressing", "coming up, not a fault");
             assert_eq!(ready.message, "waiting for: GatewayReady");
             assert_eq!(decision.requeue, Action::requeue(PROGRESS_CHECK));
         }
@@ -517,9 +532,10 @@ status: {{availableReplicas: {available}, updatedReplicas: {updated}}}
             reason(&decision, conditions::GATEWAY_READY),
             is("False", "NoCompliantBackend")
         );
+        // The fault, not a generic "not ready": Argo CD's health check reads only Ready.
         assert_eq!(
             reason(&decision, conditions::READY),
-            is("False", "NotReady")
+            is("False", "NoCompliantBackend")
         );
         // Nothing to wait for: the backend watch brings the region back.
         assert_eq!(decision.requeue, Action::requeue(RESYNC));
@@ -606,7 +622,14 @@ status: {{replicas: 3, readyReplicas: {ready}}}
             is("False", "ObservabilityOutOfRegion")
         );
         let ready = find(&decision.status.conditions, conditions::READY).expect("set");
-        assert_eq!(ready.message, "waiting for: Compliant");
+        assert_eq!(ready.reason, "ObservabilityOutOfRegion");
+        assert!(
+            ready
+                .message
+                .starts_with("Compliant: observability.otlpEndpoint host"),
+            "{}",
+            ready.message
+        );
     }
 
     #[test]
@@ -638,6 +661,10 @@ status: {{replicas: 3, readyReplicas: {ready}}}
                 .message;
             assert!(message.contains(needle), "{message}");
             assert!(message.contains("spec.observability.caBundle"), "{message}");
+            assert_eq!(
+                reason(&decision, conditions::READY),
+                is("False", "CABundleNotFound")
+            );
             assert_eq!(decision.requeue, Action::requeue(PROGRESS_CHECK));
         }
         let present = decided(&region, &observed(Some(CaBundle::Present)));
@@ -722,5 +749,64 @@ status: {{replicas: 3, readyReplicas: {ready}}}
         )
         .expect("renders");
         assert_eq!(later.status, first.status);
+    }
+
+    #[test]
+    fn the_argocd_health_cases_hold_what_decide_writes() {
+        use crate::api::conditions::argocd_cases::assert_matches;
+        let kind = "SovereignRegion";
+        let serving = |gateway| Observed {
+            backends: vec![backend("a", true, true)],
+            gateway,
+            ..Observed::default()
+        };
+        let conditions = |decision: Decision| decision.status.conditions;
+        assert_matches(
+            kind,
+            "ready",
+            &conditions(decided(&region("{}"), &serving(Some(deployment(2, 2, 2))))),
+        );
+        assert_matches(
+            kind,
+            "rolling out",
+            &conditions(decided(&region("{}"), &serving(Some(deployment(2, 0, 0))))),
+        );
+        let unserved = Observed {
+            backends: vec![backend("a", true, false)],
+            ..Observed::default()
+        };
+        assert_matches(
+            kind,
+            "no compliant backend",
+            &conditions(decided(&region("{}"), &unserved)),
+        );
+        let collector = region(
+            "{spec: {inRegionHosts: [otel.eu.example.com], observability: {otlpEndpoint: 'https://otel.eu.example.com:4317', caBundle: {name: otel-ca, key: ca.crt}}}}",
+        );
+        let without_bundle = Observed {
+            collector: Some(deployment(1, 1, 1)),
+            ca_bundle: Some(CaBundle::NoConfigMap),
+            ..serving(Some(deployment(2, 2, 2)))
+        };
+        assert_matches(
+            kind,
+            "collector CA bundle missing",
+            &conditions(decided(&collector, &without_bundle)),
+        );
+        let abroad =
+            region("{spec: {observability: {otlpEndpoint: 'https://otel.us.example.com:4317'}}}");
+        let exporting = Observed {
+            collector: Some(deployment(1, 1, 1)),
+            ..serving(Some(deployment(2, 2, 2)))
+        };
+        assert_matches(
+            kind,
+            "observability abroad",
+            &conditions(decided(&abroad, &exporting)),
+        );
+        let scope = RegionScope::new(["in".to_owned()]);
+        let elsewhere =
+            decide(&region("{}"), None, &scope, Timestamp::UNIX_EPOCH).expect("nothing to render");
+        assert_matches(kind, "managed elsewhere", &elsewhere.status.conditions);
     }
 }
