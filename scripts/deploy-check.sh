@@ -29,11 +29,12 @@ fail() { echo "deploy-check: $*" >&2; exit 1; }
   --set serviceMonitor.enabled=true --set prometheusRule.enabled=true
 "${HELM}" template --kube-version "${KUBE_VERSION}" sovereign-operator "${chart}" --namespace sovereign-system --include-crds \
   --set 'regions={eu,in}' --set serviceMonitor.enabled=true --set prometheusRule.enabled=true \
-  >"${work}/all.yaml"
+  --set 'peerReaders={in}' >"${work}/all.yaml"
 grep -q -- '--region=eu' "${work}/all.yaml" || fail "regions do not become --region flags"
 grep -q -- '--leader-election$' "${work}/all.yaml" || fail "leader election is not on by default"
 grep -q 'alert: SovereignResidencyViolation' "${work}/all.yaml" || fail "PrometheusRule without the alerts"
 grep -q 'kind: CustomResourceDefinition' "${work}/all.yaml" || fail "no CRDs"
+grep -q 'name: sovereign-peer-in' "${work}/all.yaml" || fail "peerReaders do not become peer ServiceAccounts"
 # No wildcard anywhere in the RBAC.
 if grep -nE "^\s*-?\s*(verbs|resources|apiGroups):.*['\"]?\*" "${work}/all.yaml"; then
   fail "wildcard in the RBAC"
@@ -44,6 +45,9 @@ if "${HELM}" template --kube-version "${KUBE_VERSION}" x "${chart}" --set replic
 fi
 if "${HELM}" template --kube-version "${KUBE_VERSION}" x "${chart}" --set 'regions={EU!}' >/dev/null 2>&1; then
   fail "values.schema.json accepted an invalid region name"
+fi
+if "${HELM}" template --kube-version "${KUBE_VERSION}" x "${chart}" --set 'peerReaders={EU!}' >/dev/null 2>&1; then
+  fail "values.schema.json accepted an invalid peer name"
 fi
 
 # The kustomize base is the chart's output.

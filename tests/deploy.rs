@@ -119,3 +119,18 @@ fn the_operator_application_set_uses_an_overlay_per_region() {
         assert!(text.contains(&format!("--region={region}")), "{overlay}");
     }
 }
+
+#[test]
+fn a_peer_reader_may_get_the_published_totals_and_nothing_else() {
+    let template = read("charts/sovereign-operator/templates/peer-readers.yaml");
+    let name = sovereign_operator::finops::global::TOTALS_NAME;
+    assert!(
+        template.contains(&format!("resourceNames: [{name}]")),
+        "the peer Role must name the ConfigMap the operator publishes ({name})"
+    );
+    let rules: Vec<&str> = template
+        .lines()
+        .filter(|l| l.trim_start().starts_with("verbs:"))
+        .collect();
+    assert_eq!(rules, ["    verbs: [get]"], "one rule, get only");
+}

@@ -20,7 +20,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
@@ -29,7 +28,7 @@ use serde_json::{Value, json};
 use sovereign_operator::api::budget::TokenBudget;
 
 use crate::harness::{MANAGER, Operator, PlaneId, eventually, exclusive};
-use crate::litellm::{MASTER_KEY, Proxy, Stub, WorkDir, dummy_secret, free_port};
+use crate::litellm::{MASTER_KEY, Proxy, RenderedGateway, Stub, WorkDir, free_port};
 
 const NAMESPACE: &str = "sovereign-fin";
 const REGION: &str = "fin";
@@ -173,6 +172,21 @@ fn sync_actions(
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         }
     })
+}
+
+/// (budget, percent) of each webhook call received, in order.
+pub(crate) fn posted(hooks: &std::sync::Mutex<Vec<Value>>) -> Vec<(String, i64)> {
+    hooks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|m| {
+            (
+                m["budget"].as_str().unwrap_or("").to_owned(),
+                m["percent"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect()
 }
 
 /// A webhook receiver on 127.0.0.1: every POST body it gets, answered 200.
@@ -331,49 +345,10 @@ async fn budgets_count_every_token_once_across_restarts_and_block_at_the_gateway
     let mut operator = Operator::start(&plane, &["--region", REGION, "--usage-interval", "2"]);
 
     // The gateway config the operator rendered, as the pod would mount it.
-    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), NAMESPACE);
-    let files = eventually("the gateway config serves both models", || async {
-        let cm = config_maps
-            .get("gateway")
-            .await
-            .map_err(|e| e.to_string())?;
-        let data = cm.data.unwrap_or_default();
-        let yaml = data.get("config.yaml").cloned().unwrap_or_default();
-        if yaml.contains(LARGE.0) && yaml.contains(SMALL.0) {
-            Ok(data)
-        } else {
-            Err(yaml)
-        }
-    })
-    .await;
-    // The Deployment is applied in the same reconcile as the ConfigMap, not necessarily before
-    // this read: wait for it too.
-    let deployments = Api::<Deployment>::namespaced(client.clone(), NAMESPACE);
-    let deployment = eventually("the gateway Deployment exists", || async {
-        deployments.get("gateway").await.map_err(|e| e.to_string())
-    })
-    .await;
-    let container_env = deployment
-        .spec
-        .and_then(|s| s.template.spec)
-        .map(|p| p.containers[0].env.clone().unwrap_or_default())
-        .unwrap_or_default();
-    let env: Vec<(String, String)> = container_env
-        .iter()
-        .map(|var| {
-            let value = match (var.name.as_str(), &var.value) {
-                ("LITELLM_MASTER_KEY", _) => MASTER_KEY.to_owned(),
-                (_, Some(value)) => value.clone(),
-                (name, None) => dummy_secret(name),
-            };
-            (var.name.clone(), value)
-        })
-        .collect();
-    let yaml = files.get("config.yaml").cloned().unwrap_or_default();
-    let guard = files
-        .get("sovereign_guard.py")
-        .cloned()
-        .expect("the guard module is in the ConfigMap");
+    let rendered = RenderedGateway::wait(&client, NAMESPACE, &[LARGE.0, SMALL.0]).await;
+    let env = rendered.env(&[]);
+    let yaml = rendered.config();
+    let guard = rendered.guard();
     let gateway_files = [("sovereign_guard.py", guard.as_str())];
     let mut proxy = Proxy::launch(&work, &yaml, &gateway_files, &env, &stub, proxy_port);
     let stop_sync = Arc::new(AtomicBool::new(false));
@@ -499,17 +474,7 @@ async fn budgets_count_every_token_once_across_restarts_and_block_at_the_gateway
         1,
         "the 100% Event is published once"
     );
-    let posted: Vec<(String, i64)> = hooks
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .map(|m| {
-            (
-                m["budget"].as_str().unwrap_or("").to_owned(),
-                m["percent"].as_i64().unwrap_or(0),
-            )
-        })
-        .collect();
+    let posted = posted(&hooks);
     let expected = format!("{NAMESPACE}/fin-search");
     assert_eq!(
         posted,

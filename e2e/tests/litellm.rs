@@ -215,6 +215,93 @@ pub(crate) fn dummy_secret(name: &str) -> String {
     format!("dummy-{}", name.to_ascii_lowercase())
 }
 
+/// The gateway as the operator rendered it in a namespace: its ConfigMap's files and its
+/// Deployment, read as the pod would mount and run them.
+pub(crate) struct RenderedGateway {
+    /// The ConfigMap's files (`config.yaml`, `sovereign_guard.py`, ...).
+    pub(crate) files: std::collections::BTreeMap<String, String>,
+    /// The gateway Deployment.
+    pub(crate) deployment: k8s_openapi::api::apps::v1::Deployment,
+}
+
+impl RenderedGateway {
+    /// Waits until the gateway ConfigMap in `namespace` has a `config.yaml` containing every
+    /// one of `needles`, then for the Deployment: it is applied in the same reconcile as the
+    /// ConfigMap, not necessarily before this read.
+    pub(crate) async fn wait(client: &kube::Client, namespace: &str, needles: &[&str]) -> Self {
+        use k8s_openapi::api::apps::v1::Deployment;
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let config_maps = kube::Api::<ConfigMap>::namespaced(client.clone(), namespace);
+        let files = crate::harness::eventually(
+            &format!("{namespace}: the gateway config holds {needles:?}"),
+            || async {
+                let cm = config_maps
+                    .get("gateway")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let data = cm.data.unwrap_or_default();
+                let yaml = data.get("config.yaml").cloned().unwrap_or_default();
+                if needles.iter().all(|n| yaml.contains(n)) {
+                    Ok(data)
+                } else {
+                    Err(yaml)
+                }
+            },
+        )
+        .await;
+        let deployments = kube::Api::<Deployment>::namespaced(client.clone(), namespace);
+        let deployment = crate::harness::eventually(
+            &format!("{namespace}: the gateway Deployment exists"),
+            || async { deployments.get("gateway").await.map_err(|e| e.to_string()) },
+        )
+        .await;
+        Self { files, deployment }
+    }
+
+    /// `config.yaml`.
+    pub(crate) fn config(&self) -> String {
+        self.files.get("config.yaml").cloned().unwrap_or_default()
+    }
+
+    /// The guard module mounted next to it.
+    pub(crate) fn guard(&self) -> String {
+        self.files
+            .get("sovereign_guard.py")
+            .cloned()
+            .expect("the guard module is in the ConfigMap")
+    }
+
+    /// The pod template's spec.
+    pub(crate) fn pod(&self) -> k8s_openapi::api::core::v1::PodSpec {
+        self.deployment
+            .spec
+            .clone()
+            .and_then(|s| s.template.spec)
+            .expect("a pod template")
+    }
+
+    /// The gateway container's environment as the test runs it: the master key, the value of
+    /// `overrides` where named, literal values as rendered, and a dummy for each secret.
+    pub(crate) fn env(&self, overrides: &[(&str, String)]) -> Vec<(String, String)> {
+        self.pod().containers[0]
+            .env
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .map(|var| {
+                let overridden = overrides.iter().find(|(n, _)| *n == var.name);
+                let value = match (var.name.as_str(), overridden, &var.value) {
+                    ("LITELLM_MASTER_KEY", _, _) => MASTER_KEY.to_owned(),
+                    (_, Some((_, value)), _) => value.clone(),
+                    (_, None, Some(value)) => value.clone(),
+                    (name, None, None) => dummy_secret(name),
+                };
+                (var.name.clone(), value)
+            })
+            .collect()
+    }
+}
+
 /// Polls `check` until it yields, panicking after [`PATIENCE`].
 pub(crate) fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + PATIENCE;

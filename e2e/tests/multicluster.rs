@@ -37,7 +37,7 @@ use crate::harness::{
     self, Exclusive, MANAGER, Operator, PlaneId, RELEASE_NAMESPACE, eventually, exclusive,
     repo_path, yaml_documents,
 };
-use crate::litellm::{MASTER_KEY, Proxy, Stub, WorkDir, dummy_secret, free_port};
+use crate::litellm::{MASTER_KEY, Proxy, RenderedGateway, Stub, WorkDir, free_port};
 
 const FINANCE: &str = "finance";
 const BUDGET: &str = "global-search";
@@ -356,18 +356,26 @@ fn global_budget(tokens: i64) -> Value {
 }
 
 /// What the platform team does in `reader_of`'s cluster so that `reader`'s operator can read
-/// the published totals: a ServiceAccount whose Role can only get that one ConfigMap. Returns
+/// the published totals: the chart's `peerReaders` value, i.e. a ServiceAccount whose Role can
+/// only get that one ConfigMap (rendered by `helm template` from the chart under test). Returns
 /// the kubeconfig (server, CA, token) to store in the reader's cluster.
 fn grant_read(reader_of: &Exclusive, reader: &str) -> String {
     let account = format!("sovereign-peer-{reader}");
-    let rbac = format!(
-        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {account}, namespace: {RELEASE_NAMESPACE}}}\n---\n\
-apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: {account}, namespace: {RELEASE_NAMESPACE}}}\n\
-rules:\n- apiGroups: ['']\n  resources: [configmaps]\n  resourceNames: [sovereign-global-totals]\n  verbs: [get]\n---\n\
-apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: {account}, namespace: {RELEASE_NAMESPACE}}}\n\
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {account}}}\n\
-subjects: [{{kind: ServiceAccount, name: {account}, namespace: {RELEASE_NAMESPACE}}}]\n"
-    );
+    let chart = repo_path("charts/sovereign-operator");
+    let rbac = harness::helm(&[
+        "template",
+        harness::RELEASE,
+        &chart.to_string_lossy(),
+        // The chart requires Kubernetes >= 1.33; helm assumes an old version offline.
+        "--kube-version",
+        "1.33.0",
+        "--namespace",
+        RELEASE_NAMESPACE,
+        "--set",
+        &format!("peerReaders={{{reader}}}"),
+        "--show-only",
+        "templates/peer-readers.yaml",
+    ]);
     reader_of.kubectl_with_input(
         &[
             "apply",
@@ -660,53 +668,15 @@ async fn two_clusters_enforce_a_global_budget_on_metadata_only() {
         } else {
             IN_MODEL
         };
-        let config_maps = Api::<ConfigMap>::namespaced(region.client.clone(), &region.namespace());
-        let files = eventually(
-            &format!("{}: the gateway serves {model}", region.name),
-            || async {
-                let cm = config_maps
-                    .get("gateway")
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let data = cm.data.unwrap_or_default();
-                let yaml = data.get("config.yaml").cloned().unwrap_or_default();
-                if yaml.contains(&format!("model_name: {model}")) {
-                    Ok(data)
-                } else {
-                    Err(yaml)
-                }
-            },
+        let rendered = RenderedGateway::wait(
+            &region.client,
+            &region.namespace(),
+            &[&format!("model_name: {model}")],
         )
         .await;
-        // Applied in the same reconcile as the ConfigMap, not necessarily before this read.
-        let deployments = Api::<Deployment>::namespaced(region.client.clone(), &region.namespace());
-        let deployment = eventually(
-            &format!("{}: the gateway Deployment exists", region.name),
-            || async { deployments.get("gateway").await.map_err(|e| e.to_string()) },
-        )
-        .await;
-        let stub_url = region.stub.url();
-        region.env = deployment
-            .spec
-            .and_then(|s| s.template.spec)
-            .map(|p| p.containers[0].env.clone().unwrap_or_default())
-            .unwrap_or_default()
-            .iter()
-            .map(|var| {
-                let value = match (var.name.as_str(), &var.value) {
-                    ("LITELLM_MASTER_KEY", _) => MASTER_KEY.to_owned(),
-                    ("LANGFUSE_HOST", _) => stub_url.clone(),
-                    (_, Some(value)) => value.clone(),
-                    (name, None) => dummy_secret(name),
-                };
-                (var.name.clone(), value)
-            })
-            .collect();
-        region.yaml = files.get("config.yaml").cloned().unwrap_or_default();
-        region.guard = files
-            .get("sovereign_guard.py")
-            .cloned()
-            .expect("guard module");
+        region.env = rendered.env(&[("LANGFUSE_HOST", region.stub.url())]);
+        region.yaml = rendered.config();
+        region.guard = rendered.guard();
         region.launch_proxy();
         syncs.push(sync_actions(
             region.client.clone(),
@@ -922,17 +892,7 @@ async fn two_clusters_enforce_a_global_budget_on_metadata_only() {
             "{percent}%: one Event, from the announcer"
         );
     }
-    let posted: Vec<(String, i64)> = hooks
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .map(|m| {
-            (
-                m["budget"].as_str().unwrap_or("").to_owned(),
-                m["percent"].as_i64().unwrap_or(0),
-            )
-        })
-        .collect();
+    let posted = crate::finops::posted(&hooks);
     let key = format!("{FINANCE}/{BUDGET}");
     assert_eq!(
         posted,

@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::ListParams;
 use kube::runtime::watcher;
@@ -35,7 +34,7 @@ use sovereign_operator::api::budget::TokenBudget;
 
 use crate::finops::apply;
 use crate::harness::{Operator, PlaneId, eventually, exclusive};
-use crate::litellm::{MASTER_KEY, Proxy, Stub, WorkDir, dummy_secret, free_port, http};
+use crate::litellm::{MASTER_KEY, Proxy, RenderedGateway, Stub, WorkDir, free_port, http};
 
 const NAMESPACE: &str = "sovereign-over";
 const REGION: &str = "over";
@@ -391,31 +390,8 @@ async fn overshoot_a_steady_load_is_blocked_by_the_guards_own_api_watch() {
     let operator = Operator::start(&plane, &["--region", REGION, "--usage-interval", &interval]);
 
     // The gateway as rendered: config, guard module, environment, and its ServiceAccount.
-    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), NAMESPACE);
-    let files = eventually("the gateway config serves the model", || async {
-        let cm = config_maps
-            .get("gateway")
-            .await
-            .map_err(|e| e.to_string())?;
-        let data = cm.data.unwrap_or_default();
-        let yaml = data.get("config.yaml").cloned().unwrap_or_default();
-        if yaml.contains(MODEL) {
-            Ok(data)
-        } else {
-            Err(yaml)
-        }
-    })
-    .await;
-    // Applied in the same reconcile as the ConfigMap, not necessarily before this read.
-    let deployments = Api::<Deployment>::namespaced(client.clone(), NAMESPACE);
-    let deployment = eventually("the gateway Deployment exists", || async {
-        deployments.get("gateway").await.map_err(|e| e.to_string())
-    })
-    .await;
-    let pod = deployment
-        .spec
-        .and_then(|s| s.template.spec)
-        .expect("a pod template");
+    let rendered = RenderedGateway::wait(&client, NAMESPACE, &[MODEL]).await;
+    let pod = rendered.pod();
     let account = pod
         .service_account_name
         .clone()
@@ -478,21 +454,18 @@ async fn overshoot_a_steady_load_is_blocked_by_the_guards_own_api_watch() {
         "the same name in another namespace"
     );
 
-    let env: Vec<(String, String)> = pod.containers[0]
-        .env
-        .clone()
-        .unwrap_or_default()
-        .iter()
-        .map(|var| {
-            let value = match (var.name.as_str(), &var.value) {
-                ("LITELLM_MASTER_KEY", _) => MASTER_KEY.to_owned(),
-                ("SOVEREIGN_API_TOKEN_FILE", _) => work.path("token").display().to_string(),
-                ("SOVEREIGN_API_CA_FILE", _) => work.path("ca.crt").display().to_string(),
-                (_, Some(value)) => value.clone(),
-                (name, None) => dummy_secret(name),
-            };
-            (var.name.clone(), value)
-        })
+    let env: Vec<(String, String)> = rendered
+        .env(&[
+            (
+                "SOVEREIGN_API_TOKEN_FILE",
+                work.path("token").display().to_string(),
+            ),
+            (
+                "SOVEREIGN_API_CA_FILE",
+                work.path("ca.crt").display().to_string(),
+            ),
+        ])
+        .into_iter()
         .chain([("SOVEREIGN_API_SERVER".to_owned(), server.clone())])
         .collect();
     assert!(
@@ -500,11 +473,8 @@ async fn overshoot_a_steady_load_is_blocked_by_the_guards_own_api_watch() {
             && v == &format!("{NAMESPACE}/sovereign-budget-actions")),
         "the Deployment names the actions ConfigMap: {env:?}"
     );
-    let yaml = files.get("config.yaml").cloned().unwrap_or_default();
-    let guard = files
-        .get("sovereign_guard.py")
-        .cloned()
-        .expect("the guard module is in the ConfigMap");
+    let yaml = rendered.config();
+    let guard = rendered.guard();
     let proxy = Proxy::launch(
         &work,
         &yaml,

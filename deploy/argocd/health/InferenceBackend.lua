@@ -3,23 +3,18 @@
 -- Progressing: not reconciled yet, or pods starting. Degraded: not compliant with its
 -- jurisdiction or residency policies, or Ready=False for any other reason (RegionNotFound,
 -- SecretNotFound, Unschedulable, ...).
--- (common.lua, in front of this script, defines condition, common_health and ready_health.)
+-- (common.lua, in front of this script, defines condition, verdict, common_health and ready_health.)
 local hs = common_health(obj)
 if hs ~= nil then return hs end
-hs = {}
 local status = obj.status
 
 local compliant = condition(status.conditions, "Compliant")
 if compliant ~= nil and compliant.status == "False" then
-  hs.status = "Degraded"
-  hs.message = (compliant.reason or "") .. ": " .. (compliant.message or "")
-  return hs
+  return verdict("Degraded", compliant)
 end
 local parked = condition(status.conditions, "Ready")
 if parked ~= nil and parked.status == "False" and parked.reason == "Parked" then
-  hs.status = "Suspended"
   -- The reason leads, as for every other verdict: an empty message would tell nothing.
-  hs.message = "Parked: " .. (parked.message or "")
-  return hs
+  return verdict("Suspended", parked)
 end
 return ready_health(status)

@@ -5,44 +5,31 @@
 -- totals; FailClosed, it blocks its scope here until they are) — someone must restore the
 -- peer credential or network; or a budget that cannot be evaluated. Progressing: not
 -- evaluated yet.
--- (common.lua, in front of this script, defines condition, common_health and ready_health.)
+-- (common.lua, in front of this script, defines condition, verdict, common_health and ready_health.)
 local hs = common_health(obj)
 if hs ~= nil then return hs end
-hs = {}
-local status = obj.status
+local conditions = obj.status.conditions
 
-local exceeded = condition(status.conditions, "Exceeded")
+local exceeded = condition(conditions, "Exceeded")
 if exceeded ~= nil and exceeded.status == "True" then
-  hs.status = "Degraded"
-  hs.message = "Exceeded: " .. (exceeded.message or "")
-  return hs
+  return verdict("Degraded", exceeded, "Exceeded")
 end
 -- Present only on a budget whose scope spans other clusters (spec.global).
-local peers = condition(status.conditions, "PeersCurrent")
+local peers = condition(conditions, "PeersCurrent")
 if peers ~= nil and peers.status == "False" then
-  hs.status = "Degraded"
-  hs.message = (peers.reason or "") .. ": " .. (peers.message or "")
-  return hs
+  return verdict("Degraded", peers)
 end
-local at_risk = condition(status.conditions, "AtRisk")
-local within = condition(status.conditions, "WithinBudget")
+local at_risk = condition(conditions, "AtRisk")
+local within = condition(conditions, "WithinBudget")
 -- Unknown (not ManagedElsewhere): the budget cannot be evaluated — an unknown time zone
 -- (InvalidSpec) or usage in another currency (CurrencyMismatch). Someone must act.
 if within ~= nil and within.status == "Unknown" then
-  hs.status = "Degraded"
-  hs.message = (within.reason or "") .. ": " .. (within.message or "")
-  return hs
+  return verdict("Degraded", within)
 end
 if at_risk ~= nil and at_risk.status == "True" then
-  hs.status = "Healthy"
-  hs.message = "AtRisk: " .. (at_risk.message or "")
-  return hs
+  return verdict("Healthy", at_risk, "AtRisk")
 end
 if within ~= nil then
-  hs.status = "Healthy"
-  hs.message = (within.reason or "") .. ": " .. (within.message or "")
-  return hs
+  return verdict("Healthy", within)
 end
-hs.status = "Progressing"
-hs.message = "Not evaluated yet"
-return hs
+return { status = "Progressing", message = "Not evaluated yet" }

@@ -15,6 +15,12 @@ local function managed_elsewhere(conditions)
   return nil
 end
 
+-- The verdict `health`, said with condition `c`'s reason and message (or `label` for the
+-- reason, where the type says more than the reason).
+local function verdict(health, c, label)
+  return { status = health, message = (label or c.reason or "") .. ": " .. (c.message or "") }
+end
+
 -- The verdicts every kind shares, or nil when the kind's own rules decide.
 local function common_health(object)
   local status = object.status
@@ -41,14 +47,11 @@ local function ready_health(status)
   if ready == nil then
     return { status = "Progressing", message = "No Ready condition yet" }
   end
-  local hs = { message = (ready.reason or "") .. ": " .. (ready.message or "") }
   if ready.status == "True" then
-    hs.status = "Healthy"
+    return verdict("Healthy", ready)
   elseif ready.status == "Unknown" or ready.reason == "Progressing" then
-    hs.status = "Progressing"
-  else
-    hs.status = "Degraded"
+    return verdict("Progressing", ready)
   end
-  return hs
+  return verdict("Degraded", ready)
 end
 
