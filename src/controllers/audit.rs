@@ -362,13 +362,17 @@ impl Store {
                 let new = store.relist.take().unwrap_or_default();
                 let old = std::mem::replace(&mut store.objects, new);
                 let mut changes = Vec::new();
+                // Only the referenced objects' parsed copies outlive this loop: a re-list of
+                // 33,000 Pods kept parsed at once was most of the operator's peak heap
+                // (docs/performance.md, the audit at scale). `reference` of None drops the key.
                 let mut updated: Vec<(Key, Option<Value>)> = Vec::new();
+                let referenced = |v: Option<Value>| v.filter(Inventory::is_referenced);
                 for (key, before) in &old {
                     let after = store.objects.get(key);
                     if after != Some(before) {
                         let after = after.map(Stored::value);
                         let c = change(index, role, key, Some(&before.value()), after.as_ref());
-                        updated.push((c.key.clone(), after));
+                        updated.push((c.key.clone(), referenced(after)));
                         changes.push(c);
                     }
                 }
@@ -376,7 +380,7 @@ impl Store {
                     if !old.contains_key(key) {
                         let after = after.value();
                         let c = change(index, role, key, None, Some(&after));
-                        updated.push((c.key.clone(), Some(after)));
+                        updated.push((c.key.clone(), referenced(Some(after))));
                         changes.push(c);
                     }
                 }
@@ -866,9 +870,6 @@ fn spawn_watch(
     resource: ApiResource,
     tx: mpsc::Sender<Message>,
 ) -> tokio::task::JoinHandle<()> {
-    // From the API server's watch cache, not etcd: the first list of a big kind is the
-    // expensive request, and a list a moment old is caught up by the watch that follows.
-    let config = watcher::Config::default().any_semantic();
     let api_version = resource.api_version.clone();
     let kind = watched.kind.clone();
     let typed = move |mut value: Value| {
@@ -896,28 +897,89 @@ fn spawn_watch(
         // An `Api` of PartialObjectMeta asks for metadata only (`as=PartialObjectMetadata`):
         // a Secret's data never reaches the operator.
         let api = Api::<PartialObjectMeta<DynamicObject>>::all_with(ctx.client.clone(), &resource);
-        let stream = watcher(api, config).default_backoff().map(move |e| {
-            e.map(|e| map_event(e, |m| typed(serde_json::json!({"metadata": m.metadata}))))
-        });
-        tokio::spawn(run_forward(stream, forward))
+        let to_value = move |m: PartialObjectMeta<DynamicObject>| {
+            typed(serde_json::json!({"metadata": m.metadata}))
+        };
+        tokio::spawn(run_watch(api, watched.kind.clone(), to_value, forward))
     } else {
         let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &resource);
-        let stream = watcher(api, config).default_backoff().map(move |e| {
-            e.map(|e| map_event(e, |o| typed(serde_json::to_value(o).unwrap_or(Value::Null))))
-        });
-        tokio::spawn(run_forward(stream, forward))
+        let to_value =
+            move |o: DynamicObject| typed(serde_json::to_value(o).unwrap_or(Value::Null));
+        tokio::spawn(run_watch(api, watched.kind.clone(), to_value, forward))
     }
 }
 
-async fn run_forward<S, F, Fut>(stream: S, forward: F)
+/// How a watch gets the kind's objects at its start (and after its watch expired).
+///
+/// `Streamed` is a watch with `sendInitialEvents=true` (WatchList; the API server's `WatchList`
+/// feature gate is on by default in Kubernetes 1.32 and from 1.34, off in 1.33): the watch
+/// cache sends the objects one event at a time, so the operator holds one object, not one list,
+/// while it syncs. A LIST from the watch cache (`resourceVersion=0`) ignores `limit`: the first
+/// list of 33,000 Pods was one 69 MB response parsed at once (docs/performance.md, the audit at
+/// scale). `Paged` is a consistent list (no resourceVersion), which honours `limit`, 500
+/// objects a page, for an API server that refuses streamed lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitialList {
+    /// WatchList.
+    Streamed,
+    /// LIST in pages, then WATCH.
+    Paged,
+}
+
+impl InitialList {
+    /// The watcher's configuration.
+    pub fn config(self) -> watcher::Config {
+        match self {
+            Self::Streamed => watcher::Config::default().streaming_lists(),
+            Self::Paged => watcher::Config::default().page_size(500),
+        }
+    }
+
+    /// The strategy to use after `error`: a streamed list the API server refused (the
+    /// `WatchList` feature gate off answers the watch with 422 Invalid, an older server with
+    /// 400) falls back to pages; anything else is retried as it is.
+    pub fn after(self, error: &watcher::Error) -> Self {
+        match error {
+            watcher::Error::WatchStartFailed(kube::Error::Api(status))
+                if self == Self::Streamed && matches!(status.code, 400 | 422) =>
+            {
+                Self::Paged
+            }
+            _ => self,
+        }
+    }
+}
+
+/// Runs the watch of one kind, converting each object with `to_value`, until `forward` says
+/// the receiver went. Starts streamed ([`InitialList`]) and falls back to pages once if the
+/// API server refuses.
+async fn run_watch<K, C, F, Fut>(api: Api<K>, kind: String, to_value: C, forward: F)
 where
-    S: futures::Stream<Item = Result<watcher::Event<Value>, watcher::Error>>,
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    C: Fn(K) -> Value,
     F: Fn(Result<watcher::Event<Value>, watcher::Error>) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let mut stream = std::pin::pin!(stream);
-    while let Some(event) = stream.next().await {
-        if !forward(event).await {
+    let mut strategy = InitialList::Streamed;
+    loop {
+        let stream = watcher(api.clone(), strategy.config()).default_backoff();
+        let mut stream = std::pin::pin!(stream);
+        let mut fallback = false;
+        while let Some(event) = stream.next().await {
+            if let Err(error) = &event {
+                let next = strategy.after(error);
+                if next != strategy {
+                    tracing::info!(%kind, %error, "the API server does not stream lists; listing in pages");
+                    strategy = next;
+                    fallback = true;
+                    break;
+                }
+            }
+            if !forward(event.map(|e| map_event(e, &to_value))).await {
+                return;
+            }
+        }
+        if !fallback {
             return;
         }
     }
@@ -1109,7 +1171,15 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
 
 fn receive(audit: &mut Audit, message: Message, changes: &mut Vec<Change>) {
     match message {
-        Message::Object(index, event) => changes.extend(audit.store.apply(index, event)),
+        Message::Object(index, event) => {
+            let new = audit.store.apply(index, event);
+            // Before the first pass every object is judged anyway (no engine yet: the pass
+            // rebuilds it and judges all): the initial sync's changes, one per object, are
+            // not kept.
+            if audit.engine.is_some() {
+                changes.extend(new);
+            }
+        }
         Message::Policy(event) => audit.apply_policy(*event),
     }
 }
