@@ -913,11 +913,13 @@ fn spawn_watch(
 ///
 /// `Streamed` is a watch with `sendInitialEvents=true` (WatchList; the API server's `WatchList`
 /// feature gate is on by default in Kubernetes 1.32 and from 1.34, off in 1.33): the watch
-/// cache sends the objects one event at a time, so the operator holds one object, not one list,
-/// while it syncs. A LIST from the watch cache (`resourceVersion=0`) ignores `limit`: the first
-/// list of 33,000 Pods was one 69 MB response parsed at once (docs/performance.md, the audit at
-/// scale). `Paged` is a consistent list (no resourceVersion), which honours `limit`, 500
-/// objects a page, for an API server that refuses streamed lists.
+/// cache sends the objects one event at a time, so a watch holds one object while it syncs,
+/// not a page of 500 (a page of Pods is about 1 MB of JSON and several times that parsed, in every
+/// watch at once; freed at once, it still left the allocator's heap larger: 147 against 123 MiB
+/// of RSS in docs/performance.md, the audit at scale). `Paged` is a LIST of 500 objects a page,
+/// then a WATCH, for an API server that refuses streamed lists (kube sends no
+/// `resourceVersion=0` with a page size: the watch cache would ignore the page size and answer
+/// with the whole kind).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InitialList {
     /// WatchList.
@@ -1262,6 +1264,103 @@ mod tests {
         }
         audit.apply_policy(watcher::Event::InitDone);
         audit
+    }
+
+    #[test]
+    fn a_relist_keeps_parsed_only_the_referenced_objects() {
+        let mut audit = example_audit();
+        let secrets = kind_index(&audit, "Secret");
+        audit.store.apply(secrets, watcher::Event::Init);
+        for (name, class) in [("db", Some("pii")), ("plain", None)] {
+            let object = secret("team-a", name, class);
+            audit
+                .store
+                .apply(secrets, watcher::Event::InitApply(object));
+        }
+        let changes = audit.store.apply(secrets, watcher::Event::InitDone);
+        assert_eq!(changes.len(), 2, "both objects are new: {changes:?}");
+        let parsed: Vec<&Key> = audit
+            .store
+            .referenced
+            .keys()
+            .filter(|k| k.kind == secrets)
+            .collect();
+        assert_eq!(parsed.len(), 1, "{parsed:?}");
+        assert_eq!(parsed[0].name, "db");
+        // A re-list without the labelled Secret drops its parsed copy.
+        audit.store.apply(secrets, watcher::Event::Init);
+        let plain = secret("team-a", "plain", None);
+        audit.store.apply(secrets, watcher::Event::InitApply(plain));
+        let changes = audit.store.apply(secrets, watcher::Event::InitDone);
+        assert_eq!(changes.len(), 1, "only db went: {changes:?}");
+        assert!(audit.store.referenced.keys().all(|k| k.kind != secrets));
+    }
+
+    #[test]
+    fn the_initial_sync_keeps_no_changes_but_later_events_do() {
+        let mut audit = example_audit();
+        let secrets = kind_index(&audit, "Secret");
+        let event = |name: &str| {
+            Message::Object(
+                secrets,
+                watcher::Event::Apply(secret("team-a", name, Some("pii"))),
+            )
+        };
+        let mut changes = Vec::new();
+        receive(&mut audit, event("a"), &mut changes);
+        assert!(
+            changes.is_empty(),
+            "no engine yet: the first pass judges all"
+        );
+        assert!(
+            audit
+                .store
+                .get(&Key {
+                    kind: secrets,
+                    namespace: "team-a".into(),
+                    name: "a".into(),
+                })
+                .is_some()
+        );
+        audit.pass(&changes, Timestamp::UNIX_EPOCH);
+        receive(&mut audit, event("b"), &mut changes);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+    }
+
+    #[test]
+    fn a_refused_streamed_list_falls_back_to_pages_once() {
+        let refused = |code: u16| {
+            watcher::Error::WatchStartFailed(kube::Error::Api(Box::new(
+                kube::core::Status::failure("refused", "Invalid").with_code(code),
+            )))
+        };
+        assert_eq!(
+            InitialList::Streamed.after(&refused(422)),
+            InitialList::Paged
+        );
+        assert_eq!(
+            InitialList::Streamed.after(&refused(400)),
+            InitialList::Paged
+        );
+        // Forbidden or a server error is retried as it is: a LIST would fail the same way.
+        assert_eq!(
+            InitialList::Streamed.after(&refused(403)),
+            InitialList::Streamed
+        );
+        assert_eq!(
+            InitialList::Streamed.after(&refused(500)),
+            InitialList::Streamed
+        );
+        assert_eq!(InitialList::Paged.after(&refused(422)), InitialList::Paged);
+        assert_eq!(
+            InitialList::Streamed.config().initial_list_strategy,
+            watcher::InitialListStrategy::StreamingList
+        );
+        assert_eq!(
+            InitialList::Paged.config().list_semantic,
+            watcher::ListSemantic::MostRecent,
+            "a list from the watch cache would ignore the page size"
+        );
     }
 
     fn kind_index(audit: &Audit, kind: &str) -> usize {
