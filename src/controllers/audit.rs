@@ -1720,6 +1720,113 @@ mod tests {
     }
 }
 
+/// The paged fallback against an API server on loopback that refuses streamed lists the way
+/// one with the `WatchList` gate off does (422 Invalid), serving one Secret by LIST.
+#[cfg(test)]
+mod fallback {
+    use super::*;
+    use serde_json::json;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Answers each connection's one request; sends every request's target to `seen`.
+    async fn serve(listener: tokio::net::TcpListener, seen: mpsc::UnboundedSender<String>) {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16384];
+                let n = socket.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let target = request.split_whitespace().nth(1).unwrap_or("").to_owned();
+                let _ = seen.send(target.clone());
+                let (status, body) = if target.contains("sendInitialEvents=true") {
+                    let refused = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "message": "sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled",
+                        "reason": "Invalid", "code": 422});
+                    ("422 Unprocessable Entity", refused.to_string())
+                } else if target.contains("watch=true") {
+                    // The watch after the list: open, no events, until the test ends.
+                    let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    tokio::time::sleep(Duration::from_secs(600)).await;
+                    return;
+                } else {
+                    let list = json!({"kind": "SecretList", "apiVersion": "v1",
+                        "metadata": {"resourceVersion": "7"},
+                        "items": [{"metadata": {"name": "db", "namespace": "team-a",
+                            "resourceVersion": "7", "labels": {"sovereign.ai/data-class": "pii"}}}]});
+                    ("200 OK", list.to_string())
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_streamed_list_is_listed_in_pages() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let (seen_tx, mut seen) = mpsc::unbounded_channel();
+        let server = tokio::spawn(serve(listener, seen_tx));
+        let config = kube::Config::new(url.parse().expect("url"));
+        let client = kube::Client::try_from(config).expect("client");
+        let resource = ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&());
+        let api = Api::<DynamicObject>::all_with(client, &resource);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let forward = move |event: Result<watcher::Event<Value>, watcher::Error>| {
+            let tx = tx.clone();
+            async move { tx.send(event.map_err(|e| e.to_string())).is_ok() }
+        };
+        let to_value = |o: DynamicObject| serde_json::to_value(o).unwrap_or(Value::Null);
+        let watch = tokio::spawn(run_watch(api, "Secret".into(), to_value, forward));
+        let mut events = Vec::new();
+        while let Some(event) = rx.recv().await {
+            // An error forwarded means no fallback (the streamed list is retried forever).
+            let done = matches!(event, Ok(watcher::Event::InitDone) | Err(_));
+            events.push(event);
+            if done {
+                break;
+            }
+        }
+        watch.abort();
+        server.abort();
+        let mut targets = Vec::new();
+        while let Ok(target) = seen.try_recv() {
+            targets.push(target);
+        }
+        assert!(
+            targets[0].contains("watch=true") && targets[0].contains("sendInitialEvents=true"),
+            "a streamed list first: {targets:?}"
+        );
+        assert!(
+            targets
+                .iter()
+                .any(|t| t.contains("limit=500") && !t.contains("watch=true")),
+            "then a LIST in pages: {targets:?}"
+        );
+        // The refusal is not forwarded: the store sees one clean initial list.
+        let names: Vec<String> = events
+            .iter()
+            .map(|e| match e {
+                Ok(watcher::Event::Init) => "Init".to_owned(),
+                Ok(watcher::Event::InitApply(o)) => format!("InitApply {}", o["metadata"]["name"]),
+                Ok(watcher::Event::InitDone) => "InitDone".to_owned(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            names,
+            ["Init", "InitApply \"db\"", "InitDone"],
+            "{events:?}"
+        );
+    }
+}
+
 /// A profile of the store, not a test (`cargo test --release --lib -- --ignored
 /// store_footprint --nocapture`): fills a store the way e2e/bench/audit-scale.sh fills the
 /// cluster (33,334 Pods with the API server's defaults, 33,333 ConfigMaps, 33,333 Secrets over
