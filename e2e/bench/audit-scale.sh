@@ -22,6 +22,12 @@
 # Environment: OPERATOR (a sovereign-operator binary; default: build this checkout with
 # --release), WINDOW, SOVEREIGN_CACHE; the plane's ports AUDIT_SCALE_APISERVER_PORT (22490) and
 # AUDIT_SCALE_PORT_BASE (22480), its state $SOVEREIGN_CACHE/bench-audit-state.
+# AUDIT_SCALE_KEEP=1 leaves the loaded plane up at the end, and a later run with it set finds it
+# (same sizes: the state's `loaded` file) and skips the load, which takes minutes to tens of
+# minutes; RUNS=0 only loads. Point kubectl or a profiler at the kept plane with
+#   SOVEREIGN_E2E_STATE=$SOVEREIGN_CACHE/bench-audit-state SOVEREIGN_APISERVER_PORT=22490 \
+#     SOVEREIGN_PORT_BASE=22480 e2e/controlplane.sh env
+# and take it down the same way with `down`.
 set -euo pipefail
 
 unrelated="${1:-100000}"
@@ -40,9 +46,15 @@ work="$(mktemp -d)"
 say() { echo "[audit-scale $(date +%T)] $*" >&2; }
 calc() { python3 -c "print(round($1, 1))"; }
 operator_pid=""
+keep="${AUDIT_SCALE_KEEP:-0}"
+sizes="${unrelated} ${governed} ${namespaces}"
 cleanup() {
   [ -n "${operator_pid}" ] && kill "${operator_pid}" 2>/dev/null || true
-  bash "${repo}/e2e/controlplane.sh" down >/dev/null 2>&1 || true
+  if [[ "${keep}" == 1 ]]; then
+    say "plane kept (AUDIT_SCALE_KEEP=1): state ${SOVEREIGN_E2E_STATE}"
+  else
+    bash "${repo}/e2e/controlplane.sh" down >/dev/null 2>&1 || true
+  fi
   rm -rf "${work}"
 }
 trap cleanup EXIT
@@ -52,6 +64,15 @@ if [[ -z "${OPERATOR:-}" ]]; then
   OPERATOR="${CARGO_TARGET_DIR:-${repo}/target}/release/sovereign-operator"
 fi
 bash "${repo}/e2e/controlplane.sh" build >/dev/null
+# A kept plane with these sizes loaded (and still answering) is used as it is.
+reuse=0
+if [[ "${keep}" == 1 && "$(cat "${SOVEREIGN_E2E_STATE}/loaded" 2>/dev/null)" == "${sizes}" ]]; then
+  eval "$(bash "${repo}/e2e/controlplane.sh" env)"
+  kubectl get --raw /readyz >/dev/null 2>&1 && reuse=1
+fi
+if [[ "${reuse}" == 1 ]]; then
+  say "reusing the kept plane (${sizes} loaded)"
+else
 bash "${repo}/e2e/controlplane.sh" down >/dev/null 2>&1 || true
 bash "${repo}/e2e/controlplane.sh" up >/dev/null 2>&1
 eval "$(bash "${repo}/e2e/controlplane.sh" env)"
@@ -63,6 +84,9 @@ kubectl apply --server-side -f "${ex}/00-namespaces.yaml" -f "${ex}/10-region-eu
 
 say "loading ${unrelated} unrelated + ${governed} governed objects over ${namespaces} namespaces"
 python3 "${here}/audit-load.py" "${SOVEREIGN_E2E_STATE}" "${unrelated}" "${governed}" "${namespaces}"
+echo "${sizes}" > "${SOVEREIGN_E2E_STATE}/loaded"
+fi
+[[ "${runs}" == 0 ]] && exit 0
 
 # apiserver_request_total (every client) as "VERB group/resource count" lines.
 requests() {
@@ -115,8 +139,12 @@ results="${work}/results"
 base_lists=$(list_rate "${work}/base0" "${work}/base1" "${window}")
 
 one_run() {
-local run=$1 ns
-ns=$(printf 'scale-%03d' "$((run - 1))")
+local run=$1 ns prior
+# Each run's violation is in a namespace no earlier run touched, also across runs on a kept
+# plane (an earlier Event would end the wait at once).
+prior=$(cat "${SOVEREIGN_E2E_STATE}/runs-done" 2>/dev/null || echo 0)
+ns=$(printf 'scale-%03d' "$((prior % namespaces))")
+echo "$((prior + 1))" > "${SOVEREIGN_E2E_STATE}/runs-done"
 # The previous run's audit time would end the wait below at once: clear it, so that the first
 # pass of this run writes it again.
 kubectl patch residencypolicy pii-home-region --subresource=status --type=merge \

@@ -362,13 +362,17 @@ impl Store {
                 let new = store.relist.take().unwrap_or_default();
                 let old = std::mem::replace(&mut store.objects, new);
                 let mut changes = Vec::new();
+                // Only the referenced objects' parsed copies outlive this loop: a re-list of
+                // 33,000 Pods kept parsed at once was most of the operator's peak heap
+                // (docs/performance.md, the audit at scale). `reference` of None drops the key.
                 let mut updated: Vec<(Key, Option<Value>)> = Vec::new();
+                let referenced = |v: Option<Value>| v.filter(Inventory::is_referenced);
                 for (key, before) in &old {
                     let after = store.objects.get(key);
                     if after != Some(before) {
                         let after = after.map(Stored::value);
                         let c = change(index, role, key, Some(&before.value()), after.as_ref());
-                        updated.push((c.key.clone(), after));
+                        updated.push((c.key.clone(), referenced(after)));
                         changes.push(c);
                     }
                 }
@@ -376,7 +380,7 @@ impl Store {
                     if !old.contains_key(key) {
                         let after = after.value();
                         let c = change(index, role, key, None, Some(&after));
-                        updated.push((c.key.clone(), Some(after)));
+                        updated.push((c.key.clone(), referenced(Some(after))));
                         changes.push(c);
                     }
                 }
@@ -866,9 +870,6 @@ fn spawn_watch(
     resource: ApiResource,
     tx: mpsc::Sender<Message>,
 ) -> tokio::task::JoinHandle<()> {
-    // From the API server's watch cache, not etcd: the first list of a big kind is the
-    // expensive request, and a list a moment old is caught up by the watch that follows.
-    let config = watcher::Config::default().any_semantic();
     let api_version = resource.api_version.clone();
     let kind = watched.kind.clone();
     let typed = move |mut value: Value| {
@@ -896,28 +897,91 @@ fn spawn_watch(
         // An `Api` of PartialObjectMeta asks for metadata only (`as=PartialObjectMetadata`):
         // a Secret's data never reaches the operator.
         let api = Api::<PartialObjectMeta<DynamicObject>>::all_with(ctx.client.clone(), &resource);
-        let stream = watcher(api, config).default_backoff().map(move |e| {
-            e.map(|e| map_event(e, |m| typed(serde_json::json!({"metadata": m.metadata}))))
-        });
-        tokio::spawn(run_forward(stream, forward))
+        let to_value = move |m: PartialObjectMeta<DynamicObject>| {
+            typed(serde_json::json!({"metadata": m.metadata}))
+        };
+        tokio::spawn(run_watch(api, watched.kind.clone(), to_value, forward))
     } else {
         let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &resource);
-        let stream = watcher(api, config).default_backoff().map(move |e| {
-            e.map(|e| map_event(e, |o| typed(serde_json::to_value(o).unwrap_or(Value::Null))))
-        });
-        tokio::spawn(run_forward(stream, forward))
+        let to_value =
+            move |o: DynamicObject| typed(serde_json::to_value(o).unwrap_or(Value::Null));
+        tokio::spawn(run_watch(api, watched.kind.clone(), to_value, forward))
     }
 }
 
-async fn run_forward<S, F, Fut>(stream: S, forward: F)
+/// How a watch gets the kind's objects at its start (and after its watch expired).
+///
+/// `Streamed` is a watch with `sendInitialEvents=true` (WatchList; the API server's `WatchList`
+/// feature gate is on by default in Kubernetes 1.32 and from 1.34, off in 1.33): the watch
+/// cache sends the objects one event at a time, so a watch holds one object while it syncs,
+/// not a page of 500 (a page of Pods is about 1 MB of JSON and several times that parsed, in every
+/// watch at once; freed at once, it still left the allocator's heap larger: 147 against 123 MiB
+/// of RSS in docs/performance.md, the audit at scale). `Paged` is a LIST of 500 objects a page,
+/// then a WATCH, for an API server that refuses streamed lists (kube sends no
+/// `resourceVersion=0` with a page size: the watch cache would ignore the page size and answer
+/// with the whole kind).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitialList {
+    /// WatchList.
+    Streamed,
+    /// LIST in pages, then WATCH.
+    Paged,
+}
+
+impl InitialList {
+    /// The watcher's configuration.
+    pub fn config(self) -> watcher::Config {
+        match self {
+            Self::Streamed => watcher::Config::default().streaming_lists(),
+            Self::Paged => watcher::Config::default().page_size(500),
+        }
+    }
+
+    /// The strategy to use after `error`: a streamed list the API server refused (the
+    /// `WatchList` feature gate off answers the watch with 422 Invalid, an older server with
+    /// 400) falls back to pages; anything else is retried as it is.
+    pub fn after(self, error: &watcher::Error) -> Self {
+        match error {
+            watcher::Error::WatchStartFailed(kube::Error::Api(status))
+                if self == Self::Streamed && matches!(status.code, 400 | 422) =>
+            {
+                Self::Paged
+            }
+            _ => self,
+        }
+    }
+}
+
+/// Runs the watch of one kind, converting each object with `to_value`, until `forward` says
+/// the receiver went. Starts streamed ([`InitialList`]) and falls back to pages once if the
+/// API server refuses.
+async fn run_watch<K, C, F, Fut>(api: Api<K>, kind: String, to_value: C, forward: F)
 where
-    S: futures::Stream<Item = Result<watcher::Event<Value>, watcher::Error>>,
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    C: Fn(K) -> Value,
     F: Fn(Result<watcher::Event<Value>, watcher::Error>) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let mut stream = std::pin::pin!(stream);
-    while let Some(event) = stream.next().await {
-        if !forward(event).await {
+    let mut strategy = InitialList::Streamed;
+    loop {
+        let stream = watcher(api.clone(), strategy.config()).default_backoff();
+        let mut stream = std::pin::pin!(stream);
+        let mut fallback = false;
+        while let Some(event) = stream.next().await {
+            if let Err(error) = &event {
+                let next = strategy.after(error);
+                if next != strategy {
+                    tracing::info!(%kind, %error, "the API server does not stream lists; listing in pages");
+                    strategy = next;
+                    fallback = true;
+                    break;
+                }
+            }
+            if !forward(event.map(|e| map_event(e, &to_value))).await {
+                return;
+            }
+        }
+        if !fallback {
             return;
         }
     }
@@ -1109,7 +1173,15 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
 
 fn receive(audit: &mut Audit, message: Message, changes: &mut Vec<Change>) {
     match message {
-        Message::Object(index, event) => changes.extend(audit.store.apply(index, event)),
+        Message::Object(index, event) => {
+            let new = audit.store.apply(index, event);
+            // Before the first pass every object is judged anyway (no engine yet: the pass
+            // rebuilds it and judges all): the initial sync's changes, one per object, are
+            // not kept.
+            if audit.engine.is_some() {
+                changes.extend(new);
+            }
+        }
         Message::Policy(event) => audit.apply_policy(*event),
     }
 }
@@ -1192,6 +1264,103 @@ mod tests {
         }
         audit.apply_policy(watcher::Event::InitDone);
         audit
+    }
+
+    #[test]
+    fn a_relist_keeps_parsed_only_the_referenced_objects() {
+        let mut audit = example_audit();
+        let secrets = kind_index(&audit, "Secret");
+        audit.store.apply(secrets, watcher::Event::Init);
+        for (name, class) in [("db", Some("pii")), ("plain", None)] {
+            let object = secret("team-a", name, class);
+            audit
+                .store
+                .apply(secrets, watcher::Event::InitApply(object));
+        }
+        let changes = audit.store.apply(secrets, watcher::Event::InitDone);
+        assert_eq!(changes.len(), 2, "both objects are new: {changes:?}");
+        let parsed: Vec<&Key> = audit
+            .store
+            .referenced
+            .keys()
+            .filter(|k| k.kind == secrets)
+            .collect();
+        assert_eq!(parsed.len(), 1, "{parsed:?}");
+        assert_eq!(parsed[0].name, "db");
+        // A re-list without the labelled Secret drops its parsed copy.
+        audit.store.apply(secrets, watcher::Event::Init);
+        let plain = secret("team-a", "plain", None);
+        audit.store.apply(secrets, watcher::Event::InitApply(plain));
+        let changes = audit.store.apply(secrets, watcher::Event::InitDone);
+        assert_eq!(changes.len(), 1, "only db went: {changes:?}");
+        assert!(audit.store.referenced.keys().all(|k| k.kind != secrets));
+    }
+
+    #[test]
+    fn the_initial_sync_keeps_no_changes_but_later_events_do() {
+        let mut audit = example_audit();
+        let secrets = kind_index(&audit, "Secret");
+        let event = |name: &str| {
+            Message::Object(
+                secrets,
+                watcher::Event::Apply(secret("team-a", name, Some("pii"))),
+            )
+        };
+        let mut changes = Vec::new();
+        receive(&mut audit, event("a"), &mut changes);
+        assert!(
+            changes.is_empty(),
+            "no engine yet: the first pass judges all"
+        );
+        assert!(
+            audit
+                .store
+                .get(&Key {
+                    kind: secrets,
+                    namespace: "team-a".into(),
+                    name: "a".into(),
+                })
+                .is_some()
+        );
+        audit.pass(&changes, Timestamp::UNIX_EPOCH);
+        receive(&mut audit, event("b"), &mut changes);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+    }
+
+    #[test]
+    fn a_refused_streamed_list_falls_back_to_pages_once() {
+        let refused = |code: u16| {
+            watcher::Error::WatchStartFailed(kube::Error::Api(Box::new(
+                kube::core::Status::failure("refused", "Invalid").with_code(code),
+            )))
+        };
+        assert_eq!(
+            InitialList::Streamed.after(&refused(422)),
+            InitialList::Paged
+        );
+        assert_eq!(
+            InitialList::Streamed.after(&refused(400)),
+            InitialList::Paged
+        );
+        // Forbidden or a server error is retried as it is: a LIST would fail the same way.
+        assert_eq!(
+            InitialList::Streamed.after(&refused(403)),
+            InitialList::Streamed
+        );
+        assert_eq!(
+            InitialList::Streamed.after(&refused(500)),
+            InitialList::Streamed
+        );
+        assert_eq!(InitialList::Paged.after(&refused(422)), InitialList::Paged);
+        assert_eq!(
+            InitialList::Streamed.config().initial_list_strategy,
+            watcher::InitialListStrategy::StreamingList
+        );
+        assert_eq!(
+            InitialList::Paged.config().list_semantic,
+            watcher::ListSemantic::MostRecent,
+            "a list from the watch cache would ignore the page size"
+        );
     }
 
     fn kind_index(audit: &Audit, kind: &str) -> usize {
@@ -1548,6 +1717,113 @@ mod tests {
         let whole = store.get(&key).expect("stored");
         assert_eq!(whole["status"]["phase"], "Running");
         assert_eq!(whole["spec"]["nodeName"], "n1");
+    }
+}
+
+/// The paged fallback against an API server on loopback that refuses streamed lists the way
+/// one with the `WatchList` gate off does (422 Invalid), serving one Secret by LIST.
+#[cfg(test)]
+mod fallback {
+    use super::*;
+    use serde_json::json;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Answers each connection's one request; sends every request's target to `seen`.
+    async fn serve(listener: tokio::net::TcpListener, seen: mpsc::UnboundedSender<String>) {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16384];
+                let n = socket.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let target = request.split_whitespace().nth(1).unwrap_or("").to_owned();
+                let _ = seen.send(target.clone());
+                let (status, body) = if target.contains("sendInitialEvents=true") {
+                    let refused = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "message": "sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled",
+                        "reason": "Invalid", "code": 422});
+                    ("422 Unprocessable Entity", refused.to_string())
+                } else if target.contains("watch=true") {
+                    // The watch after the list: open, no events, until the test ends.
+                    let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    tokio::time::sleep(Duration::from_secs(600)).await;
+                    return;
+                } else {
+                    let list = json!({"kind": "SecretList", "apiVersion": "v1",
+                        "metadata": {"resourceVersion": "7"},
+                        "items": [{"metadata": {"name": "db", "namespace": "team-a",
+                            "resourceVersion": "7", "labels": {"sovereign.ai/data-class": "pii"}}}]});
+                    ("200 OK", list.to_string())
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_streamed_list_is_listed_in_pages() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let (seen_tx, mut seen) = mpsc::unbounded_channel();
+        let server = tokio::spawn(serve(listener, seen_tx));
+        let config = kube::Config::new(url.parse().expect("url"));
+        let client = kube::Client::try_from(config).expect("client");
+        let resource = ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&());
+        let api = Api::<DynamicObject>::all_with(client, &resource);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let forward = move |event: Result<watcher::Event<Value>, watcher::Error>| {
+            let tx = tx.clone();
+            async move { tx.send(event.map_err(|e| e.to_string())).is_ok() }
+        };
+        let to_value = |o: DynamicObject| serde_json::to_value(o).unwrap_or(Value::Null);
+        let watch = tokio::spawn(run_watch(api, "Secret".into(), to_value, forward));
+        let mut events = Vec::new();
+        while let Some(event) = rx.recv().await {
+            // An error forwarded means no fallback (the streamed list is retried forever).
+            let done = matches!(event, Ok(watcher::Event::InitDone) | Err(_));
+            events.push(event);
+            if done {
+                break;
+            }
+        }
+        watch.abort();
+        server.abort();
+        let mut targets = Vec::new();
+        while let Ok(target) = seen.try_recv() {
+            targets.push(target);
+        }
+        assert!(
+            targets[0].contains("watch=true") && targets[0].contains("sendInitialEvents=true"),
+            "a streamed list first: {targets:?}"
+        );
+        assert!(
+            targets
+                .iter()
+                .any(|t| t.contains("limit=500") && !t.contains("watch=true")),
+            "then a LIST in pages: {targets:?}"
+        );
+        // The refusal is not forwarded: the store sees one clean initial list.
+        let names: Vec<String> = events
+            .iter()
+            .map(|e| match e {
+                Ok(watcher::Event::Init) => "Init".to_owned(),
+                Ok(watcher::Event::InitApply(o)) => format!("InitApply {}", o["metadata"]["name"]),
+                Ok(watcher::Event::InitDone) => "InitDone".to_owned(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            names,
+            ["Init", "InitApply \"db\"", "InitDone"],
+            "{events:?}"
+        );
     }
 }
 
