@@ -5,6 +5,8 @@
 //! trigger on it only after its store or map has taken it in: a reconcile started by an event
 //! never reads a state older than that event.
 
+use std::collections::HashMap;
+
 use futures::channel::mpsc;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
@@ -16,14 +18,46 @@ use kube::{Api, Client, Resource, ResourceExt};
 use super::apply::{ChildKey, Versions, api_resource};
 use crate::api::labels;
 
-/// What a fan-out passes on: the object, and whether the event was its deletion.
-type Item<T> = (T, bool);
+/// What a subscriber of a fan-out wants.
+enum Wants {
+    /// Objects applied (the main stream of a controller, whose store tells it about
+    /// deletions).
+    Applied,
+    /// Objects applied or deleted.
+    Touched,
+    /// Objects whose spec changed (a new generation), new objects and deletions: the
+    /// generation passed on last, by UID. A region's status changes on nearly every reconcile
+    /// while it converges, and the backends read nothing of it.
+    SpecChanges(HashMap<String, i64>),
+}
+
+impl Wants {
+    /// Whether to pass `object` on (and remember that it was).
+    fn pass<T: Resource>(&mut self, object: &T, deleted: bool) -> bool {
+        match self {
+            Wants::Applied => !deleted,
+            Wants::Touched => true,
+            Wants::SpecChanges(passed) => {
+                let meta = object.meta();
+                let (Some(uid), Some(generation)) = (&meta.uid, meta.generation) else {
+                    return true;
+                };
+                if deleted {
+                    passed.remove(uid);
+                    true
+                } else {
+                    passed.insert(uid.clone(), generation) != Some(generation)
+                }
+            }
+        }
+    }
+}
 
 /// The subscribers of one watch. Unbounded: a controller at its concurrency limit stops
 /// polling its triggers for a while, and the watch (hence every store a reconcile waits
 /// for) must not wait for it.
 pub struct Fanout<T> {
-    subscribers: Vec<(mpsc::UnboundedSender<T>, bool)>,
+    subscribers: Vec<(mpsc::UnboundedSender<T>, Wants)>,
 }
 
 impl<T> Default for Fanout<T> {
@@ -37,29 +71,33 @@ impl<T> Default for Fanout<T> {
 /// A trigger stream of a controller.
 pub type Triggers<T> = BoxStream<'static, Result<T, watcher::Error>>;
 
-impl<T: Clone + Send + 'static> Fanout<T> {
+impl<T: Resource + Clone + Send + 'static> Fanout<T> {
     /// Every object the watch saw applied or deleted (the triggers of an owner or a related
     /// object: a deletion matters to them).
     pub fn touched(&mut self) -> Triggers<T> {
-        self.subscribe(true)
+        self.subscribe(Wants::Touched)
     }
 
-    /// Every object the watch saw applied (the main stream of a controller, whose store
-    /// tells it about deletions).
+    /// Every object the watch saw applied (the main stream of a controller).
     pub fn applied(&mut self) -> Triggers<T> {
-        self.subscribe(false)
+        self.subscribe(Wants::Applied)
     }
 
-    fn subscribe(&mut self, deletions: bool) -> Triggers<T> {
+    /// New objects, spec changes and deletions: not status or metadata changes.
+    pub fn spec_changes(&mut self) -> Triggers<T> {
+        self.subscribe(Wants::SpecChanges(HashMap::new()))
+    }
+
+    fn subscribe(&mut self, wants: Wants) -> Triggers<T> {
         let (sender, receiver) = mpsc::unbounded();
-        self.subscribers.push((sender, deletions));
+        self.subscribers.push((sender, wants));
         receiver.map(Ok).boxed()
     }
 
-    fn send(&mut self, (object, deleted): Item<&T>) {
+    fn send(&mut self, object: &T, deleted: bool) {
         // A subscriber that ended (its controller stopped) is dropped.
-        self.subscribers.retain(|(sender, deletions)| {
-            (deleted && !deletions) || sender.unbounded_send(object.clone()).is_ok()
+        self.subscribers.retain_mut(|(sender, wants)| {
+            !wants.pass(object, deleted) || sender.unbounded_send(object.clone()).is_ok()
         });
     }
 }
@@ -87,7 +125,7 @@ where
 }
 
 /// Passes the objects of watcher `events` on to `out`.
-async fn forward<K: Clone + Send + 'static>(
+async fn forward<K: Resource + Clone + Send + 'static>(
     events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
     out: &mut Fanout<K>,
     mut failed: impl FnMut(&watcher::Error),
@@ -96,9 +134,9 @@ async fn forward<K: Clone + Send + 'static>(
     while let Some(event) = events.next().await {
         match event {
             Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
-                out.send((&object, false));
+                out.send(&object, false);
             }
-            Ok(watcher::Event::Delete(object)) => out.send((&object, true)),
+            Ok(watcher::Event::Delete(object)) => out.send(&object, true),
             Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
             Err(error) => failed(&error),
         }
@@ -157,11 +195,11 @@ pub async fn watch_versions(
                 if let Some(version) = meta.metadata.resource_version.clone() {
                     versions.seen(child_key(kind, &meta), version);
                 }
-                out.send((&meta, false));
+                out.send(&meta, false);
             }
             Ok(watcher::Event::Delete(meta)) => {
                 versions.gone(&child_key(kind, &meta));
-                out.send((&meta, true));
+                out.send(&meta, true);
             }
             Err(error) if unwatchable(&error) => {
                 tracing::info!(kind, %error, "children of this kind are not watched; they are read before each apply");
@@ -177,32 +215,49 @@ pub async fn watch_versions(
 mod tests {
     use super::*;
     use futures::FutureExt;
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    fn object(uid: &str, generation: i64, version: &str) -> ConfigMap {
+        let mut object = ConfigMap::default();
+        object.metadata.uid = Some(uid.to_owned());
+        object.metadata.generation = Some(generation);
+        object.metadata.resource_version = Some(version.to_owned());
+        object
+    }
 
     #[test]
-    fn deletions_reach_only_the_subscribers_that_want_them() {
-        let mut out = Fanout::<u32>::default();
+    fn each_subscriber_gets_what_it_asked_for() {
+        let mut out = Fanout::<ConfigMap>::default();
         let mut touched = out.touched();
         let mut applied = out.applied();
+        let mut specs = out.spec_changes();
         let events = futures::stream::iter([
             Ok(watcher::Event::Init),
-            Ok(watcher::Event::InitApply(1)),
+            Ok(watcher::Event::InitApply(object("a", 1, "1"))),
             Ok(watcher::Event::InitDone),
-            Ok(watcher::Event::Apply(2)),
-            Ok(watcher::Event::Delete(1)),
+            // A status change of a: same generation.
+            Ok(watcher::Event::Apply(object("a", 1, "2"))),
+            Ok(watcher::Event::Apply(object("b", 1, "3"))),
+            // A spec change of a.
+            Ok(watcher::Event::Apply(object("a", 2, "4"))),
+            Ok(watcher::Event::Delete(object("b", 1, "5"))),
+            // b recreated under the same name: a new UID.
+            Ok(watcher::Event::Apply(object("c", 1, "6"))),
         ]);
         forward(events, &mut out, |_| {})
             .now_or_never()
             .expect("a finite stream");
         drop(out);
-        let collect = |s: &mut Triggers<u32>| {
+        let versions = |s: &mut Triggers<ConfigMap>| {
             s.by_ref()
-                .map(|r| r.expect("no error"))
+                .map(|r| r.expect("no error").metadata.resource_version.unwrap_or_default())
                 .collect::<Vec<_>>()
                 .now_or_never()
                 .expect("the senders are gone")
         };
-        assert_eq!(collect(&mut touched), [1, 2, 1]);
-        assert_eq!(collect(&mut applied), [1, 2]);
+        assert_eq!(versions(&mut touched), ["1", "2", "3", "4", "5", "6"]);
+        assert_eq!(versions(&mut applied), ["1", "2", "3", "4", "6"]);
+        assert_eq!(versions(&mut specs), ["1", "3", "4", "5", "6"]);
     }
 
     #[test]
