@@ -63,19 +63,35 @@ type ResourceOf = fn() -> ApiResource;
 /// apply as before.
 const CHILD_KINDS: [(&str, ResourceOf, bool); 14] = [
     ("Namespace", || ApiResource::erase::<Namespace>(&()), true),
-    ("NetworkPolicy", || ApiResource::erase::<NetworkPolicy>(&()), true),
+    (
+        "NetworkPolicy",
+        || ApiResource::erase::<NetworkPolicy>(&()),
+        true,
+    ),
     ("ConfigMap", || ApiResource::erase::<ConfigMap>(&()), true),
     ("Deployment", || ApiResource::erase::<Deployment>(&()), true),
-    ("StatefulSet", || ApiResource::erase::<StatefulSet>(&()), true),
+    (
+        "StatefulSet",
+        || ApiResource::erase::<StatefulSet>(&()),
+        true,
+    ),
     ("Service", || ApiResource::erase::<Service>(&()), true),
     (
         "PodDisruptionBudget",
         || ApiResource::erase::<PodDisruptionBudget>(&()),
         true,
     ),
-    ("ServiceAccount", || ApiResource::erase::<ServiceAccount>(&()), true),
+    (
+        "ServiceAccount",
+        || ApiResource::erase::<ServiceAccount>(&()),
+        true,
+    ),
     ("Role", || ApiResource::erase::<Role>(&()), true),
-    ("RoleBinding", || ApiResource::erase::<RoleBinding>(&()), true),
+    (
+        "RoleBinding",
+        || ApiResource::erase::<RoleBinding>(&()),
+        true,
+    ),
     (
         "HorizontalPodAutoscaler",
         || ApiResource::erase::<HorizontalPodAutoscaler>(&()),

@@ -20,31 +20,27 @@ use crate::api::labels;
 
 /// What a subscriber of a fan-out wants.
 enum Wants {
-    /// Objects applied (the main stream of a controller, whose store tells it about
-    /// deletions).
-    Applied,
     /// Objects applied or deleted.
     Touched,
-    /// Objects whose spec changed (a new generation), new objects and deletions: the
-    /// generation passed on last, by UID. A region's status changes on nearly every reconcile
-    /// while it converges, and the backends read nothing of it.
-    SpecChanges(HashMap<String, i64>),
+    /// Objects whose spec changed (a new generation), new objects, and deletions when the
+    /// flag says so: the generation passed on last, by UID. A region's status changes on
+    /// nearly every reconcile while it converges, and the backends read nothing of it.
+    SpecChanges(HashMap<String, i64>, bool),
 }
 
 impl Wants {
     /// Whether to pass `object` on (and remember that it was).
     fn pass<T: Resource>(&mut self, object: &T, deleted: bool) -> bool {
         match self {
-            Wants::Applied => !deleted,
             Wants::Touched => true,
-            Wants::SpecChanges(passed) => {
+            Wants::SpecChanges(passed, deletions) => {
                 let meta = object.meta();
                 let (Some(uid), Some(generation)) = (&meta.uid, meta.generation) else {
-                    return true;
+                    return !deleted || *deletions;
                 };
                 if deleted {
                     passed.remove(uid);
-                    true
+                    *deletions
                 } else {
                     passed.insert(uid.clone(), generation) != Some(generation)
                 }
@@ -78,14 +74,16 @@ impl<T: Resource + Clone + Send + 'static> Fanout<T> {
         self.subscribe(Wants::Touched)
     }
 
-    /// Every object the watch saw applied (the main stream of a controller).
-    pub fn applied(&mut self) -> Triggers<T> {
-        self.subscribe(Wants::Applied)
-    }
-
     /// New objects, spec changes and deletions: not status or metadata changes.
     pub fn spec_changes(&mut self) -> Triggers<T> {
-        self.subscribe(Wants::SpecChanges(HashMap::new()))
+        self.subscribe(Wants::SpecChanges(HashMap::new(), true))
+    }
+
+    /// New objects and spec changes: the main stream of a controller whose reconcile reads
+    /// nothing of the object's status, which it writes itself (a status write retriggered
+    /// every region and backend once more).
+    pub fn applied_specs(&mut self) -> Triggers<T> {
+        self.subscribe(Wants::SpecChanges(HashMap::new(), false))
     }
 
     fn subscribe(&mut self, wants: Wants) -> Triggers<T> {
@@ -229,8 +227,8 @@ mod tests {
     fn each_subscriber_gets_what_it_asked_for() {
         let mut out = Fanout::<ConfigMap>::default();
         let mut touched = out.touched();
-        let mut applied = out.applied();
         let mut specs = out.spec_changes();
+        let mut applied_specs = out.applied_specs();
         let events = futures::stream::iter([
             Ok(watcher::Event::Init),
             Ok(watcher::Event::InitApply(object("a", 1, "1"))),
@@ -250,14 +248,19 @@ mod tests {
         drop(out);
         let versions = |s: &mut Triggers<ConfigMap>| {
             s.by_ref()
-                .map(|r| r.expect("no error").metadata.resource_version.unwrap_or_default())
+                .map(|r| {
+                    r.expect("no error")
+                        .metadata
+                        .resource_version
+                        .unwrap_or_default()
+                })
                 .collect::<Vec<_>>()
                 .now_or_never()
                 .expect("the senders are gone")
         };
         assert_eq!(versions(&mut touched), ["1", "2", "3", "4", "5", "6"]);
-        assert_eq!(versions(&mut applied), ["1", "2", "3", "4", "6"]);
         assert_eq!(versions(&mut specs), ["1", "3", "4", "5", "6"]);
+        assert_eq!(versions(&mut applied_specs), ["1", "3", "4", "6"]);
     }
 
     #[test]
@@ -271,6 +274,8 @@ mod tests {
         };
         assert!(unwatchable(&watcher::Error::InitialListFailed(status(404))));
         assert!(unwatchable(&watcher::Error::WatchStartFailed(status(403))));
-        assert!(!unwatchable(&watcher::Error::InitialListFailed(status(500))));
+        assert!(!unwatchable(&watcher::Error::InitialListFailed(status(
+            500
+        ))));
     }
 }

@@ -344,12 +344,14 @@ pub async fn apply_children<K: Resource<DynamicType = ()>>(
     for child in children {
         applier.apply(child).await?;
     }
-    if let Some(uid) = owner.uid()
-        && ctx.should_prune(&uid, observed_generation, owner.meta().generation)
-    {
-        applier
-            .prune(kinds, namespace, &owner.name_any(), &uid, children)
-            .await?;
+    if let Some(uid) = owner.uid() {
+        if ctx.should_prune(&uid, observed_generation, owner.meta().generation) {
+            applier
+                .prune(kinds, namespace, &owner.name_any(), &uid, children)
+                .await?;
+        }
+        // Pruned, or nothing to prune (a new object's children are all its own): either way
+        // this process need not look again until the spec changes.
         ctx.mark_pruned(&uid);
     }
     Ok(())
@@ -447,14 +449,14 @@ pub async fn run_all(
             .map(|(_, out)| out.touched())
     };
     let region_feeds = region::Feeds {
-        regions: regions.applied(),
+        regions: regions.applied_specs(),
         backends: backends.touched(),
         deployments: owned("Deployment"),
         stateful_sets: owned("StatefulSet"),
         config_maps: owned("ConfigMap"),
     };
     let backend_feeds = backend::Feeds {
-        backends: backends.applied(),
+        backends: backends.applied_specs(),
         // Backends read the spec of regions and policies, not their status, which changes on
         // nearly every region reconcile while it converges (each re-evaluated all 20 backends
         // of a region: 9.5 backend reconciles per backend at 50 x 20).
@@ -464,10 +466,11 @@ pub async fn run_all(
     };
     let client = &ctx.client;
     use futures::FutureExt;
-    let watches = futures::future::join_all(children.into_iter().map(|(kind, out)| {
-        feeds::watch_versions(client.clone(), kind, ctx.versions.clone(), out)
-    }))
-    .map(|_| ());
+    let watches =
+        futures::future::join_all(children.into_iter().map(|(kind, out)| {
+            feeds::watch_versions(client.clone(), kind, ctx.versions.clone(), out)
+        }))
+        .map(|_| ());
     futures::join!(
         until(
             feeds::reflect(Api::all(client.clone()), writers.backends, backends),
@@ -493,7 +496,10 @@ pub async fn run_all(
 }
 
 /// Runs `work` until it ends or `shutdown` resolves.
-async fn until(work: impl std::future::Future<Output = ()>, shutdown: impl std::future::Future<Output = ()>) {
+async fn until(
+    work: impl std::future::Future<Output = ()>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     futures::future::select(std::pin::pin!(work), std::pin::pin!(shutdown)).await;
 }
 
@@ -523,8 +529,14 @@ mod tests {
 
     #[test]
     fn a_new_object_is_not_pruned_but_a_known_one_once_per_process() {
-        assert!(!prune_now(None, Some(1), false), "a new object: nothing to prune");
-        assert!(prune_now(None, Some(2), false), "edited before its first status");
+        assert!(
+            !prune_now(None, Some(1), false),
+            "a new object: nothing to prune"
+        );
+        assert!(
+            prune_now(None, Some(2), false),
+            "edited before its first status"
+        );
         assert!(
             prune_now(Some(3), Some(3), false),
             "reconciled before, maybe by an older version: once per process"

@@ -73,7 +73,9 @@ pub async fn run(
         });
     // Owner references name the backend, so the region's gateway Deployment triggers nothing
     // here.
-    if let (Some(owned), Some(resource)) = (feeds.deployments, super::apply::api_resource("Deployment")) {
+    if let (Some(owned), Some(resource)) =
+        (feeds.deployments, super::apply::api_resource("Deployment"))
+    {
         controller = controller.owns_stream_with(owned, resource);
     }
     super::drive("backend", controller, ctx, reconcile, shutdown).await;
