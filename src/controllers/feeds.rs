@@ -20,27 +20,31 @@ use crate::api::labels;
 
 /// What a subscriber of a fan-out wants.
 enum Wants {
+    /// Objects applied (the main stream of a controller, whose store tells it about
+    /// deletions).
+    Applied,
     /// Objects applied or deleted.
     Touched,
-    /// Objects whose spec changed (a new generation), new objects, and deletions when the
-    /// flag says so: the generation passed on last, by UID. A region's status changes on
+    /// Objects whose spec changed (a new generation), new objects and deletions: the
+    /// generation passed on last, by UID. A region's status changes on
     /// nearly every reconcile while it converges, and the backends read nothing of it.
-    SpecChanges(HashMap<String, i64>, bool),
+    SpecChanges(HashMap<String, i64>),
 }
 
 impl Wants {
     /// Whether to pass `object` on (and remember that it was).
     fn pass<T: Resource>(&mut self, object: &T, deleted: bool) -> bool {
         match self {
+            Wants::Applied => !deleted,
             Wants::Touched => true,
-            Wants::SpecChanges(passed, deletions) => {
+            Wants::SpecChanges(passed) => {
                 let meta = object.meta();
                 let (Some(uid), Some(generation)) = (&meta.uid, meta.generation) else {
-                    return !deleted || *deletions;
+                    return true;
                 };
                 if deleted {
                     passed.remove(uid);
-                    *deletions
+                    true
                 } else {
                     passed.insert(uid.clone(), generation) != Some(generation)
                 }
@@ -76,14 +80,15 @@ impl<T: Resource + Clone + Send + 'static> Fanout<T> {
 
     /// New objects, spec changes and deletions: not status or metadata changes.
     pub fn spec_changes(&mut self) -> Triggers<T> {
-        self.subscribe(Wants::SpecChanges(HashMap::new(), true))
+        self.subscribe(Wants::SpecChanges(HashMap::new()))
     }
 
-    /// New objects and spec changes: the main stream of a controller whose reconcile reads
-    /// nothing of the object's status, which it writes itself (a status write retriggered
-    /// every region and backend once more).
-    pub fn applied_specs(&mut self) -> Triggers<T> {
-        self.subscribe(Wants::SpecChanges(HashMap::new(), false))
+    /// Every object the watch saw applied (the main stream of a controller). Its own status
+    /// writes retrigger it, on purpose: the reconcile after a status write reads the
+    /// children's status again, from the watch cache, which may have been a moment behind
+    /// the event that triggered the first (a restarted instance found such regions stale).
+    pub fn applied(&mut self) -> Triggers<T> {
+        self.subscribe(Wants::Applied)
     }
 
     fn subscribe(&mut self, wants: Wants) -> Triggers<T> {
@@ -228,7 +233,7 @@ mod tests {
         let mut out = Fanout::<ConfigMap>::default();
         let mut touched = out.touched();
         let mut specs = out.spec_changes();
-        let mut applied_specs = out.applied_specs();
+        let mut applied = out.applied();
         let events = futures::stream::iter([
             Ok(watcher::Event::Init),
             Ok(watcher::Event::InitApply(object("a", 1, "1"))),
@@ -260,7 +265,7 @@ mod tests {
         };
         assert_eq!(versions(&mut touched), ["1", "2", "3", "4", "5", "6"]);
         assert_eq!(versions(&mut specs), ["1", "3", "4", "5", "6"]);
-        assert_eq!(versions(&mut applied_specs), ["1", "3", "4", "6"]);
+        assert_eq!(versions(&mut applied), ["1", "2", "3", "4", "6"]);
     }
 
     #[test]

@@ -449,14 +449,14 @@ pub async fn run_all(
             .map(|(_, out)| out.touched())
     };
     let region_feeds = region::Feeds {
-        regions: regions.applied_specs(),
+        regions: regions.applied(),
         backends: backends.touched(),
         deployments: owned("Deployment"),
         stateful_sets: owned("StatefulSet"),
         config_maps: owned("ConfigMap"),
     };
     let backend_feeds = backend::Feeds {
-        backends: backends.applied_specs(),
+        backends: backends.applied(),
         // Backends read the spec of regions and policies, not their status, which changes on
         // nearly every region reconcile while it converges (each re-evaluated all 20 backends
         // of a region: 9.5 backend reconciles per backend at 50 x 20).

