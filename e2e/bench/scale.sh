@@ -16,6 +16,11 @@
 #   writes     API write requests the operator sent (sovereign_api_writes_total)
 #   resync     writes by a restarted operator once it has reconciled everything (goal: 0)
 #   peak RSS   of the operator process (VmHWM)
+#   reconciles region and backend reconciles to converge, with their mean duration
+#              (sovereign_reconcile_duration_seconds)
+#   requests   API requests during converge by verb, from the API server's own
+#              apiserver_request_total (every client: the converge poll's LIST of regions
+#              every 0.5 s and the control plane's own controllers are in it too)
 # Backends: every 4th is a parked vLLM model (Deployment, Service, no pods, no GPU), the rest
 # external APIs; regions have no vector store and no collector, so the load is the operator's
 # own objects, not KWOK pods.
@@ -122,7 +127,17 @@ for r in $(seq 0 $((regions - 1))); do printf 'apiVersion: v1\nkind: Namespace\n
 kubectl apply --server-side -f "${work}/resources.yaml" >/dev/null
 
 metrics_port=18090
-say "run ${1}/${runs}: floor ${floor} s; operator"
+# apiserver_request_total as "VERB resource count" lines.
+requests() {
+  kubectl get --raw /metrics | awk '/^apiserver_request_total\{/ {
+      v = ""; r = ""
+      if (match($0, /verb="[A-Z]+"/)) v = substr($0, RSTART + 6, RLENGTH - 7)
+      if (match($0, /[{,]resource="[^"]*"/)) r = substr($0, RSTART + 11, RLENGTH - 12)
+      s[v " " r] += $NF }
+    END { for (k in s) print k, s[k] }' | sort
+}
+requests > "${work}/requests-before"
+say "run ${1}/${runs}: floor ${floor} s; operator (load: $(cut -d' ' -f1-3 /proc/loadavg))"
 start=$(date +%s.%N)
 "${operator}" run --metrics-address "127.0.0.1:${metrics_port}" > "${work}/operator.log" 2>&1 &
 operator_pid=$!
@@ -137,10 +152,44 @@ until converged; do
   if ! kill -0 "${operator_pid}" 2>/dev/null; then echo "operator died; log: ${work}/operator.log" >&2; cat "${work}/operator.log" >&2; exit 1; fi
 done
 converge=$(calc "$(date +%s.%N) - ${start}")
+requests > "${work}/requests-after"
 writes() { curl -s "127.0.0.1:${metrics_port}/metrics" | awk '/^sovereign_api_writes_total/ {s+=$2} END {print s+0}'; }
 reconciles() { curl -s "127.0.0.1:${metrics_port}/metrics" | awk '/^sovereign_reconciliations_total/ {s+=$2} END {print s+0}'; }
 sleep 5
 total_writes=$(writes)
+# Reconciles and their mean duration by controller, to converge.
+curl -s "127.0.0.1:${metrics_port}/metrics" > "${work}/operator-metrics"
+profile=$(python3 - "${work}/operator-metrics" <<'PY'
+import re, sys
+sums, counts = {}, {}
+for line in open(sys.argv[1]):
+    m = re.match(r'sovereign_reconcile_duration_seconds_(sum|count)\{controller="([a-z]+)"\} (\S+)', line)
+    if m:
+        (sums if m.group(1) == "sum" else counts)[m.group(2)] = float(m.group(3))
+print(" ".join(f"{c}={int(counts[c])}x{sums[c] / counts[c]:.2f}s" for c in ("region", "backend") if counts.get(c)))
+PY
+)
+by_verb=$(python3 - "${work}/requests-before" "${work}/requests-after" <<'PY'
+import collections, sys
+def read(p):
+    out = {}
+    for line in open(p):
+        f = line.split()
+        if len(f) == 3:
+            out[(f[0], f[1])] = float(f[2])
+    return out
+a, b = read(sys.argv[1]), read(sys.argv[2])
+verbs = collections.Counter()
+lists = collections.Counter()
+for k in set(a) | set(b):
+    d = b.get(k, 0) - a.get(k, 0)
+    verbs[k[0]] += d
+    if k[0] == "LIST":
+        lists[k[1]] += d
+print(" ".join(f"{v}={int(n)}" for v, n in sorted(verbs.items()) if n)
+      + " | LIST " + " ".join(f"{r}={int(n)}" for r, n in lists.most_common(6) if n))
+PY
+)
 peak_kib=$(awk '/VmHWM/ {print $2}' "/proc/${operator_pid}/status")
 
 # Resync: a restarted operator must find nothing to write.
@@ -163,6 +212,9 @@ printf '  operator converge: %.1f s (%.2fx the floor)\n' "${converge}" "$(calc "
 printf '  operator API writes to converge: %s\n' "${total_writes}"
 printf '  writes after a restart (resync): %s\n' "${resync_writes}"
 printf '  operator peak RSS: %.1f MiB (restarted instance: %.1f MiB)\n' "$(calc "${peak_kib} / 1024")" "$(calc "${peak2_kib} / 1024")"
+printf '  reconciles to converge (count x mean): %s\n' "${profile}"
+printf '  API requests during converge, every client: %s\n' "${by_verb}"
+printf '  load average at the end: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf 'floor=%s converge=%s ratio=%s writes=%s resync=%s rss=%s rss2=%s\n' "${floor}" "${converge}" \
   "$(calc "${converge} / ${floor}")" "${total_writes}" "${resync_writes}" \
   "$(calc "${peak_kib} / 1024")" "$(calc "${peak2_kib} / 1024")" >> "${results}"

@@ -286,6 +286,31 @@ async fn the_operator_provisions_the_example_and_follows_changes() {
     })
     .await;
 
+    // Someone else's change to a child is corrected: the applier skips a child only while
+    // its resourceVersion is the one it verified (docs/decisions.md, the applied-RV memo),
+    // and this write moves it.
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), "sovereign-eu");
+    let (routed, _) = gateway_routes(&client, "sovereign-eu")
+        .await
+        .expect("the EU gateway config");
+    config_maps
+        .patch(
+            "gateway",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"config.yaml": "model_list: []\n"}})),
+        )
+        .await
+        .expect("overwrite the EU gateway config");
+    eventually("the EU gateway config is restored", || async {
+        let (models, _) = gateway_routes(&client, "sovereign-eu").await?;
+        if models == routed {
+            Ok(())
+        } else {
+            Err(format!("{models:?}, want {routed:?}"))
+        }
+    })
+    .await;
+
     // Editing a backend rolls its Deployment (toggling, so a re-run changes it again).
     let deployments = Api::<Deployment>::namespaced(client.clone(), "sovereign-eu");
     let before = deployments

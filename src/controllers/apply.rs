@@ -1,7 +1,8 @@
 //! Server-side apply of desired children, skipping objects that already match, and deletion of
 //! children the owner no longer wants (by label and owner UID).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
@@ -50,35 +51,207 @@ pub struct Applier {
     client: Client,
     manager: &'static str,
     metrics: SharedMetrics,
+    versions: Arc<Versions>,
 }
 
-/// The kinds the operator creates, with their API resource; `prune` lists these.
-fn api_resource(kind: &str) -> Option<ApiResource> {
-    Some(match kind {
-        "Namespace" => ApiResource::erase::<Namespace>(&()),
-        "NetworkPolicy" => ApiResource::erase::<NetworkPolicy>(&()),
-        "ConfigMap" => ApiResource::erase::<ConfigMap>(&()),
-        "Deployment" => ApiResource::erase::<Deployment>(&()),
-        "StatefulSet" => ApiResource::erase::<StatefulSet>(&()),
-        "Service" => ApiResource::erase::<Service>(&()),
-        "PodDisruptionBudget" => ApiResource::erase::<PodDisruptionBudget>(&()),
-        "ServiceAccount" => ApiResource::erase::<ServiceAccount>(&()),
-        "Role" => ApiResource::erase::<Role>(&()),
-        "RoleBinding" => ApiResource::erase::<RoleBinding>(&()),
-        "HorizontalPodAutoscaler" => ApiResource::erase::<HorizontalPodAutoscaler>(&()),
-        "ValidatingAdmissionPolicy" => ApiResource::erase::<ValidatingAdmissionPolicy>(&()),
-        "ValidatingAdmissionPolicyBinding" => {
-            ApiResource::erase::<ValidatingAdmissionPolicyBinding>(&())
+/// How the API resource of a child kind is built.
+type ResourceOf = fn() -> ApiResource;
+
+/// The kinds the operator creates: their API resource (`prune` lists these), and whether the
+/// applier watches their resourceVersions ([`Versions`]). The admission policies are applied
+/// once per policy change and the operator may not list them, so they are read before each
+/// apply as before.
+const CHILD_KINDS: [(&str, ResourceOf, bool); 14] = [
+    ("Namespace", || ApiResource::erase::<Namespace>(&()), true),
+    (
+        "NetworkPolicy",
+        || ApiResource::erase::<NetworkPolicy>(&()),
+        true,
+    ),
+    ("ConfigMap", || ApiResource::erase::<ConfigMap>(&()), true),
+    ("Deployment", || ApiResource::erase::<Deployment>(&()), true),
+    (
+        "StatefulSet",
+        || ApiResource::erase::<StatefulSet>(&()),
+        true,
+    ),
+    ("Service", || ApiResource::erase::<Service>(&()), true),
+    (
+        "PodDisruptionBudget",
+        || ApiResource::erase::<PodDisruptionBudget>(&()),
+        true,
+    ),
+    (
+        "ServiceAccount",
+        || ApiResource::erase::<ServiceAccount>(&()),
+        true,
+    ),
+    ("Role", || ApiResource::erase::<Role>(&()), true),
+    (
+        "RoleBinding",
+        || ApiResource::erase::<RoleBinding>(&()),
+        true,
+    ),
+    (
+        "HorizontalPodAutoscaler",
+        || ApiResource::erase::<HorizontalPodAutoscaler>(&()),
+        true,
+    ),
+    (
+        "ValidatingAdmissionPolicy",
+        || ApiResource::erase::<ValidatingAdmissionPolicy>(&()),
+        false,
+    ),
+    (
+        "ValidatingAdmissionPolicyBinding",
+        || ApiResource::erase::<ValidatingAdmissionPolicyBinding>(&()),
+        false,
+    ),
+    // The Prometheus Operator's CRD (k8s-openapi has no type for it); rendered only when a
+    // region asks for it (`monitoring.podMonitor`). Its watch stops where it is not served.
+    (
+        "PodMonitor",
+        || {
+            ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+                "monitoring.coreos.com",
+                "v1",
+                "PodMonitor",
+            ))
+        },
+        true,
+    ),
+];
+
+/// The API resource of a child kind; None for a kind the operator does not create.
+pub fn api_resource(kind: &str) -> Option<ApiResource> {
+    CHILD_KINDS
+        .iter()
+        .find(|(k, _, _)| *k == kind)
+        .map(|(_, resource, _)| resource())
+}
+
+/// The child kinds whose resourceVersions are watched (see [`Versions`]).
+pub fn watched_kinds() -> impl Iterator<Item = &'static str> {
+    CHILD_KINDS
+        .iter()
+        .filter(|(_, _, watched)| *watched)
+        .map(|(kind, _, _)| *kind)
+}
+
+/// A child: kind, namespace (empty when cluster-scoped), name.
+pub type ChildKey = (String, String, String);
+
+/// What the applier last verified of a child: the live object carried everything the
+/// desired state of `hash` asks for, at `resource_version`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The content hash of the desired state ([`APPLIED_HASH_ANNOTATION`]).
+    pub hash: String,
+    /// The object's resourceVersion when it was verified.
+    pub resource_version: String,
+}
+
+/// Whether [`Applier::apply`] must read the live object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The desired state is the one verified, and the object has not changed since: no
+    /// request at all.
+    Unchanged,
+    /// Read the object and write it if it differs, as without a memo.
+    Check(Why),
+}
+
+/// Why a child is read before it is (maybe) written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// Never verified by this process (a new object, or the first reconcile after a start).
+    NotVerified,
+    /// The desired state changed.
+    DesiredChanged,
+    /// The object changed since it was verified (another writer, its status, a rollout).
+    Moved,
+    /// The watch does not know the object: deleted, not seen yet, or its kind not watched.
+    NotSeen,
+}
+
+/// The decision of [`Applier::apply`] before any request: skip only when the desired hash is
+/// the one last verified and the watched resourceVersion is the one it was verified at. Any
+/// write by anyone changes the resourceVersion, so a child changed by someone else is read
+/// and corrected as without the memo.
+pub fn verdict(verified: Option<&Verified>, desired_hash: &str, live: Option<&str>) -> Verdict {
+    let Some(verified) = verified else {
+        return Verdict::Check(Why::NotVerified);
+    };
+    if verified.hash != desired_hash {
+        return Verdict::Check(Why::DesiredChanged);
+    }
+    match live {
+        None => Verdict::Check(Why::NotSeen),
+        Some(live) if live != verified.resource_version => Verdict::Check(Why::Moved),
+        Some(_) => Verdict::Unchanged,
+    }
+}
+
+/// What a child's watch and the applier know of it.
+#[derive(Debug, Default)]
+struct Known {
+    /// The resourceVersion the watch last saw; None until it has seen the object (or while
+    /// its kind is being listed again).
+    live: Option<String>,
+    /// What the applier last verified.
+    verified: Option<Verified>,
+}
+
+/// The resourceVersions of the operator's children as one metadata watch per kind sees them
+/// (`controllers::feeds`), beside what the applier last verified of each: process memory,
+/// empty after a start, so the first apply of each child after a restart reads it.
+#[derive(Debug, Default)]
+pub struct Versions(Mutex<HashMap<ChildKey, Known>>);
+
+impl Versions {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<ChildKey, Known>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The watch saw `key` at `resource_version`.
+    pub fn seen(&self, key: ChildKey, resource_version: String) {
+        self.entries().entry(key).or_default().live = Some(resource_version);
+    }
+
+    /// The watch saw `key` deleted: nothing of it is known any more.
+    pub fn gone(&self, key: &ChildKey) {
+        self.entries().remove(key);
+    }
+
+    /// The watch of `kind` lists again (it lost track): until the list has seen an object,
+    /// its resourceVersion is unknown, so it is read before the next apply.
+    pub fn relisting(&self, kind: &str) {
+        for (key, known) in self.entries().iter_mut() {
+            if key.0 == kind {
+                known.live = None;
+            }
         }
-        // The Prometheus Operator's CRD (k8s-openapi has no type for it); rendered only when a
-        // region asks for it (`monitoring.podMonitor`).
-        "PodMonitor" => ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
-            "monitoring.coreos.com",
-            "v1",
-            "PodMonitor",
-        )),
-        _ => return None,
-    })
+    }
+
+    /// The applier verified that `key` carries the desired state of `hash` at
+    /// `resource_version`.
+    pub fn verified(&self, key: ChildKey, hash: String, resource_version: String) {
+        self.entries().entry(key).or_default().verified = Some(Verified {
+            hash,
+            resource_version,
+        });
+    }
+
+    /// [`verdict`] for `key` and the desired state of `hash`.
+    pub fn verdict(&self, key: &ChildKey, hash: &str) -> Verdict {
+        let entries = self.entries();
+        let known = entries.get(key);
+        verdict(
+            known.and_then(|k| k.verified.as_ref()),
+            hash,
+            known.and_then(|k| k.live.as_deref()),
+        )
+    }
 }
 
 /// Whether every field of `desired` has the same value in `live` (lists element by element).
@@ -110,12 +283,18 @@ fn is_empty(value: &Value) -> bool {
 }
 
 impl Applier {
-    /// An applier writing as `manager`.
-    pub fn new(client: Client, manager: &'static str, metrics: SharedMetrics) -> Self {
+    /// An applier writing as `manager`, skipping the children `versions` knows unchanged.
+    pub fn new(
+        client: Client,
+        manager: &'static str,
+        metrics: SharedMetrics,
+        versions: Arc<Versions>,
+    ) -> Self {
         Self {
             client,
             manager,
             metrics,
+            versions,
         }
     }
 
@@ -128,6 +307,8 @@ impl Applier {
     }
 
     /// Applies `child` unless the live object already carries it; returns whether it wrote.
+    /// Sends no request at all when the desired state is the one last verified and the
+    /// object's watched resourceVersion has not moved since ([`verdict`]).
     pub async fn apply(&self, child: &Child) -> Result<bool, ApplyError> {
         let (kind, meta) = child.kind_and_meta();
         let name = meta.name.clone().unwrap_or_default();
@@ -137,6 +318,14 @@ impl Applier {
         };
         let mut desired = child.to_json()?;
         let hash = content_hash(&desired.to_string());
+        let key: ChildKey = (
+            kind.to_owned(),
+            meta.namespace.clone().unwrap_or_default(),
+            name.clone(),
+        );
+        if self.versions.verdict(&key, &hash) == Verdict::Unchanged {
+            return Ok(false);
+        }
         desired["metadata"]["annotations"][APPLIED_HASH_ANNOTATION] = Value::from(hash.clone());
 
         let live = api
@@ -148,23 +337,39 @@ impl Applier {
                 source,
             })?;
         if let Some(live) = live {
+            let version = live.metadata.resource_version.clone();
             let live = serde_json::to_value(&live).unwrap_or(Value::Null);
             if is_subset(&desired, &live) {
+                if let Some(version) = version {
+                    self.versions.verified(key, hash, version);
+                }
                 return Ok(false);
             }
         }
-        api.patch(
-            &name,
-            &PatchParams::apply(self.manager).force(),
-            &Patch::Apply(&desired),
-        )
-        .await
-        .map_err(|source| ApplyError::Kube {
-            verb: "apply",
-            object,
-            source,
-        })?;
+        let applied = api
+            .patch(
+                &name,
+                &PatchParams::apply(self.manager).force(),
+                &Patch::Apply(&desired),
+            )
+            .await
+            .map_err(|source| ApplyError::Kube {
+                verb: "apply",
+                object,
+                source,
+            })?;
         self.metrics.wrote(self.manager, kind, "apply");
+        // Remembered only when the response carries the desired state: were a webhook to
+        // change a field back, the object is read and written again each time, as before.
+        let version = applied.metadata.resource_version.clone();
+        if let Some(version) = version
+            && is_subset(
+                &desired,
+                &serde_json::to_value(&applied).unwrap_or(Value::Null),
+            )
+        {
+            self.versions.verified(key, hash, version);
+        }
         Ok(true)
     }
 
@@ -252,6 +457,88 @@ fn controlled_by(item: &PartialObjectMeta<DynamicObject>, owner_uid: &str) -> bo
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn verified(hash: &str, version: &str) -> Verified {
+        Verified {
+            hash: hash.to_owned(),
+            resource_version: version.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_child_is_skipped_only_when_verified_at_the_version_the_watch_sees() {
+        let memo = verified("h1", "41");
+        // After a restart, or for a new child: read it.
+        assert_eq!(
+            verdict(None, "h1", Some("41")),
+            Verdict::Check(Why::NotVerified)
+        );
+        // The spec changed: read (and most likely write) it.
+        assert_eq!(
+            verdict(Some(&memo), "h2", Some("41")),
+            Verdict::Check(Why::DesiredChanged)
+        );
+        // Someone else (or the status) changed it: read and correct it.
+        assert_eq!(
+            verdict(Some(&memo), "h1", Some("57")),
+            Verdict::Check(Why::Moved)
+        );
+        // Deleted, or not seen by the watch yet: read (and recreate) it.
+        assert_eq!(
+            verdict(Some(&memo), "h1", None),
+            Verdict::Check(Why::NotSeen)
+        );
+        assert_eq!(verdict(Some(&memo), "h1", Some("41")), Verdict::Unchanged);
+    }
+
+    #[test]
+    fn the_watch_forgets_deleted_children_and_what_it_lists_again() {
+        let versions = Versions::default();
+        let key = |kind: &str| (kind.to_owned(), "ns".to_owned(), "gateway".to_owned());
+        versions.verified(key("Deployment"), "h".into(), "7".into());
+        assert_eq!(
+            versions.verdict(&key("Deployment"), "h"),
+            Verdict::Check(Why::NotSeen),
+            "the watch has not seen the write yet"
+        );
+        versions.seen(key("Deployment"), "7".into());
+        versions.seen(key("Service"), "9".into());
+        versions.verified(key("Service"), "s".into(), "9".into());
+        assert_eq!(
+            versions.verdict(&key("Deployment"), "h"),
+            Verdict::Unchanged
+        );
+        // A relist of Deployments: unknown until listed, other kinds untouched.
+        versions.relisting("Deployment");
+        assert_eq!(
+            versions.verdict(&key("Deployment"), "h"),
+            Verdict::Check(Why::NotSeen)
+        );
+        assert_eq!(versions.verdict(&key("Service"), "s"), Verdict::Unchanged);
+        versions.seen(key("Deployment"), "7".into());
+        assert_eq!(
+            versions.verdict(&key("Deployment"), "h"),
+            Verdict::Unchanged
+        );
+        // Deleted (and maybe recreated by someone else with the same content): read again.
+        versions.gone(&key("Deployment"));
+        versions.seen(key("Deployment"), "12".into());
+        assert_eq!(
+            versions.verdict(&key("Deployment"), "h"),
+            Verdict::Check(Why::NotVerified)
+        );
+    }
+
+    #[test]
+    fn every_child_kind_has_an_api_resource_of_its_name() {
+        for (kind, resource, _) in CHILD_KINDS {
+            assert_eq!(resource().kind, kind);
+            assert!(api_resource(kind).is_some());
+        }
+        assert!(api_resource("Pod").is_none());
+        assert!(watched_kinds().any(|k| k == "Deployment"));
+        assert!(!watched_kinds().any(|k| k == "ValidatingAdmissionPolicy"));
+    }
 
     #[test]
     fn subset_ignores_extra_live_fields_but_not_changed_values() {

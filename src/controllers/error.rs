@@ -117,6 +117,13 @@ pub enum Error {
         /// The client error.
         source: kube::Error,
     },
+    /// Observe: a shared store has not finished its first list in time, or its watch stopped
+    /// (transient, retried with back-off).
+    #[error("observe: the watch of {kind} has not listed them yet")]
+    Store {
+        /// The kind of the store.
+        kind: String,
+    },
     /// Observe: a region's usage ledger cannot be read (retried: the collector reports the
     /// cause).
     #[error("observe: the usage ledger of region {region}: {source}")]
@@ -146,7 +153,7 @@ impl Error {
     /// Short label for metrics (`sovereign_reconciliations_total{result}`), one per step.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Observe { .. } => "observe_error",
+            Error::Observe { .. } | Error::Store { .. } => "observe_error",
             Error::Ledger { .. } => "ledger_error",
             Error::Decide(_) => "invalid",
             Error::Apply(_) => "apply_error",

@@ -128,6 +128,27 @@ where
     .with_config(controller::Config::default().concurrency(concurrency))
 }
 
+/// The controller of `K` on a shared watch (`controllers::feeds`): `objects` are the objects
+/// its watch saw applied, `store` the store that watch fills; reconciles bounded to
+/// `concurrency` at once. It waits for the store's first list before it reconciles.
+pub fn controller_for<K>(
+    objects: impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    store: kube::runtime::reflector::Store<K>,
+    concurrency: u16,
+) -> Controller<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    Controller::for_stream(objects, store)
+        .with_config(controller::Config::default().concurrency(concurrency))
+}
+
 /// Runs `controller` until `shutdown` resolves: each reconcile counted under `name`
 /// ([`measured`]), failures retried by [`error_policy`], and the back-off of deleted objects
 /// forgotten.

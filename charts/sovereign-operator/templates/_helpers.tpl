@@ -51,7 +51,8 @@ under exactly these rules (e2e/tests/harness.rs), so a missing one fails the tes
   resources: [sovereignregions/status, inferencebackends/status, residencypolicies/status, tokenbudgets/status]
   verbs: [patch]
 # Children applied with server-side apply (controllers/apply.rs: get, then patch, which
-# needs create as well when the object is new), pruned by label (list + delete).
+# needs create as well when the object is new), pruned by label (list + delete), and their
+# metadata watched by label (list + watch) so an unchanged child is not read again.
 # Namespaces are applied but never deleted; the audit watches them.
 - apiGroups: [""]
   resources: [namespaces]
@@ -68,33 +69,33 @@ under exactly these rules (e2e/tests/harness.rs), so a missing one fails the tes
   verbs: [list]
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [apps]
   resources: [deployments, statefulsets]
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 # The gateway's ServiceAccount and the Role + RoleBinding that let it read exactly its budget
 # actions ConfigMap (render/gateway.rs `actions_reader`). The API server lets the operator
 # grant only what it holds itself (get/list/watch on configmaps, above): no bind or escalate.
 - apiGroups: [""]
   resources: [serviceaccounts]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 # PodMonitors for the vLLM servers when a region asks for them (monitoring.podMonitor);
 # listed by the orphan clean-up, which skips them where the Prometheus Operator is absent.
 - apiGroups: [monitoring.coreos.com]
   resources: [podmonitors]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 # The compiled residency admission policies (policy controller); owned by their
 # ResidencyPolicy, so the garbage collector deletes them, not the operator.
 - apiGroups: [admissionregistration.k8s.io]

@@ -8,20 +8,17 @@ mod observe;
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
-use kube::{Api, ResourceExt};
 use tracing::{Instrument, info_span};
 
+use super::feeds::{ChildMeta, Triggers};
 use super::{Context, Error};
 use crate::api::backend::InferenceBackend;
-use crate::api::labels;
 use crate::api::policy::ResidencyPolicy;
 use crate::api::region::SovereignRegion;
-use crate::render::vllm;
 pub use decide::{Decision, decide};
 pub use observe::{Observed, observe};
 
@@ -36,49 +33,51 @@ const OWNED_KINDS: [&str; 5] = [
     "PodMonitor",
 ];
 
+/// The shared watches the controller runs on (`controllers::feeds`).
+pub struct Feeds {
+    /// The backends (the store is `Context::stores.backends`).
+    pub backends: Triggers<InferenceBackend>,
+    /// A region that appears, changes or disappears re-evaluates its backends.
+    pub regions: Triggers<SovereignRegion>,
+    /// A policy change can make any backend (non-)compliant.
+    pub policies: Triggers<ResidencyPolicy>,
+    /// The operator's Deployments (metadata): a backend's vLLM Deployment re-triggers it.
+    /// None where Deployments are not watched.
+    pub deployments: Option<Triggers<ChildMeta>>,
+}
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
+    feeds: Feeds,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.client.clone();
-    let owned = watcher::Config::default().labels(&format!(
-        "{},{}={}",
-        labels::managed_selector(),
-        labels::COMPONENT,
-        vllm::COMPONENT
-    ));
-    let controller = super::controller::<InferenceBackend>(&client, super::CONCURRENCY);
-    let store = controller.store();
+    let store = ctx.stores.backends.clone();
     let policy_store = store.clone();
-    let controller = controller
-        .owns(Api::<Deployment>::all(client.clone()), owned)
-        // A region that appears, changes or disappears re-evaluates its backends.
-        .watches(
-            Api::<SovereignRegion>::all(client.clone()),
-            watcher::Config::default(),
-            move |region: SovereignRegion| {
-                let name = region.name_any();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|b| b.spec.region == name)
-                    .map(|b| ObjectRef::from_obj(&*b))
-                    .collect::<Vec<_>>()
-            },
-        )
-        // A policy change can make any backend (non-)compliant.
-        .watches(
-            Api::<ResidencyPolicy>::all(client),
-            watcher::Config::default(),
-            move |_policy: ResidencyPolicy| {
-                policy_store
-                    .state()
-                    .into_iter()
-                    .map(|b| ObjectRef::from_obj(&*b))
-                    .collect::<Vec<_>>()
-            },
-        );
+    let mut controller = super::controller_for(feeds.backends, store.clone(), super::CONCURRENCY)
+        .watches_stream(feeds.regions, move |region: SovereignRegion| {
+            let name = region.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|b| b.spec.region == name)
+                .map(|b| ObjectRef::from_obj(&*b))
+                .collect::<Vec<_>>()
+        })
+        .watches_stream(feeds.policies, move |_policy: ResidencyPolicy| {
+            policy_store
+                .state()
+                .into_iter()
+                .map(|b| ObjectRef::from_obj(&*b))
+                .collect::<Vec<_>>()
+        });
+    // Owner references name the backend, so the region's gateway Deployment triggers nothing
+    // here.
+    if let (Some(owned), Some(resource)) =
+        (feeds.deployments, super::apply::api_resource("Deployment"))
+    {
+        controller = controller.owns_stream_with(owned, resource);
+    }
     super::drive("backend", controller, ctx, reconcile, shutdown).await;
 }
 

@@ -5,9 +5,10 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::ListParams;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
-use super::super::{Context, Error, Read, get_cached};
+use super::super::{Context, Error, Read, all_policies, get_cached, ready};
 use super::decide::needs_pods;
 use crate::api::backend::InferenceBackend;
 use crate::api::labels;
@@ -35,10 +36,11 @@ pub struct Observed {
 /// Reads what [`super::decide`] needs.
 pub async fn observe(ctx: &Context, backend: &InferenceBackend) -> Result<Observed, Error> {
     let region_name = &backend.spec.region;
-    let region = Api::<SovereignRegion>::all(ctx.client.clone())
-        .get_opt(region_name)
-        .await
-        .map_err(|e| Read::get::<SovereignRegion>(None, region_name).failed(e))?;
+    // From the shared store the controller's region trigger fills before it fires.
+    let region = ready(&ctx.stores.regions)
+        .await?
+        .get(&ObjectRef::new(region_name))
+        .map(|r| (*r).clone());
     let namespace = backend.namespace().unwrap_or_default();
     let provisionable = region
         .as_ref()
@@ -49,12 +51,9 @@ pub async fn observe(ctx: &Context, backend: &InferenceBackend) -> Result<Observ
             ..Observed::default()
         });
     }
-    // From the watch cache: a policy change re-triggers every backend through the policy watch.
-    let policies = Api::<ResidencyPolicy>::all(ctx.client.clone())
-        .list(&ListParams::default().match_any())
-        .await
-        .map_err(|e| Read::list::<ResidencyPolicy>(None).failed(e))?
-        .items;
+    // From the shared store: a policy change re-triggers every backend through the policy
+    // watch, once the store has it.
+    let policies = all_policies(ctx).await?;
     let missing_secrets = missing_secrets(ctx, backend, &namespace).await?;
     let mut observed = Observed {
         region,

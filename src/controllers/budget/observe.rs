@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 
-use super::super::{Context, Error, Read};
+use super::super::{Context, Error, Read, all_regions};
 use crate::api::budget::TokenBudget;
 use crate::api::region::SovereignRegion;
 use crate::finops::budget::{BurnHistory, LineKey, LineUsage, ledger_lines};
@@ -46,11 +46,7 @@ pub async fn observe(
     cache: &LedgerCache,
     budget: &TokenBudget,
 ) -> Result<Observed, Error> {
-    let regions = Api::<SovereignRegion>::all(ctx.client.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| Read::list::<SovereignRegion>(None).failed(e))?
-        .items;
+    let regions = all_regions(ctx).await?;
     let scope = &budget.spec.scope;
     let covered: Vec<&SovereignRegion> = regions
         .iter()

@@ -9,18 +9,15 @@ mod observe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::runtime::controller::{self, Action};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
-use kube::{Api, ResourceExt};
 use tracing::{Instrument, info_span};
 
+use super::feeds::{ChildMeta, Triggers};
 use super::{Context, Error};
 use crate::api::backend::InferenceBackend;
-use crate::api::labels;
 use crate::api::region::SovereignRegion;
 pub use decide::{Decision, decide};
 pub use observe::{Observed, observe};
@@ -40,33 +37,54 @@ const OWNED_KINDS: [&str; 9] = [
     "RoleBinding",
 ];
 
+/// The shared watches the controller runs on (`controllers::feeds`).
+pub struct Feeds {
+    /// The regions (the store is `Context::stores.regions`).
+    pub regions: Triggers<SovereignRegion>,
+    /// The backends: a backend that changes (spec or readiness) re-renders its region.
+    pub backends: Triggers<InferenceBackend>,
+    /// The operator's Deployments, StatefulSets and ConfigMaps (metadata): a region's own
+    /// re-trigger it. None where the kind is not watched.
+    pub deployments: Option<Triggers<ChildMeta>>,
+    /// See `deployments`.
+    pub stateful_sets: Option<Triggers<ChildMeta>>,
+    /// See `deployments`.
+    pub config_maps: Option<Triggers<ChildMeta>>,
+}
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
+    feeds: Feeds,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.client.clone();
-    // Only objects the operator labelled: the operator stays small when the cluster is big.
-    let owned = || watcher::Config::default().labels(&labels::managed_selector());
-    let controller = super::controller::<SovereignRegion>(&client, super::CONCURRENCY)
-        // Backends of a region turn Ready one after another; gathering the triggers of one
-        // second renders the gateway once for all of them instead of once per backend.
-        .with_config(
-            controller::Config::default()
-                .debounce(Duration::from_secs(1))
-                .concurrency(super::CONCURRENCY),
-        )
-        .owns(Api::<Deployment>::all(client.clone()), owned())
-        .owns(Api::<StatefulSet>::all(client.clone()), owned())
-        .owns(Api::<ConfigMap>::all(client.clone()), owned())
-        // A backend that changes (spec or readiness) re-renders its region's gateway.
-        .watches(
-            Api::<InferenceBackend>::all(client),
-            watcher::Config::default(),
-            |backend: InferenceBackend| {
-                Some(ObjectRef::<SovereignRegion>::new(&backend.spec.region))
-            },
-        );
+    let mut controller = super::controller_for(
+        feeds.regions,
+        ctx.stores.regions.clone(),
+        super::CONCURRENCY,
+    )
+    // Backends of a region turn Ready one after another; gathering the triggers of one
+    // second renders the gateway once for all of them instead of once per backend.
+    .with_config(
+        controller::Config::default()
+            .debounce(Duration::from_secs(1))
+            .concurrency(super::CONCURRENCY),
+    )
+    // A backend that changes (spec or readiness) re-renders its region's gateway.
+    .watches_stream(feeds.backends, |backend: InferenceBackend| {
+        Some(ObjectRef::<SovereignRegion>::new(&backend.spec.region))
+    });
+    // Only objects the operator labelled (the feeds' selector): the operator stays small when
+    // the cluster is big.
+    for (kind, owned) in [
+        ("Deployment", feeds.deployments),
+        ("StatefulSet", feeds.stateful_sets),
+        ("ConfigMap", feeds.config_maps),
+    ] {
+        if let (Some(owned), Some(resource)) = (owned, super::apply::api_resource(kind)) {
+            controller = controller.owns_stream_with(owned, resource);
+        }
+    }
     super::drive("region", controller, ctx, reconcile, shutdown).await;
 }
 

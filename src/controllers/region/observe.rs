@@ -5,7 +5,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 
-use super::super::{Context, Error, Read, get_cached, region_backends};
+use super::super::{Context, Error, all_policies, get_cached, region_backends};
 use crate::api::backend::InferenceBackend;
 use crate::api::policy::ResidencyPolicy;
 use crate::api::region::{SovereignRegion, VectorStoreEngine};
@@ -43,8 +43,9 @@ pub enum CaBundle {
     NoKey,
 }
 
-/// Reads what [`super::decide`] needs. Children's status comes from the watch cache: a
-/// change there triggers another reconcile anyway.
+/// Reads what [`super::decide`] needs. The backends and policies come from the process's
+/// shared stores, children's status from the watch cache: a change there triggers another
+/// reconcile anyway.
 pub async fn observe(ctx: &Context, region: &SovereignRegion) -> Result<Observed, Error> {
     let namespace = region.stack_namespace();
     let backends = region_backends(ctx, region).await?;
@@ -108,11 +109,7 @@ pub async fn observe(ctx: &Context, region: &SovereignRegion) -> Result<Observed
             })
         }
     };
-    let policies = Api::<ResidencyPolicy>::all(ctx.client.clone())
-        .list(&Default::default())
-        .await
-        .map_err(|e| Read::list::<ResidencyPolicy>(None).failed(e))?
-        .items;
+    let policies = all_policies(ctx).await?;
     Ok(Observed {
         backends,
         gateway,

@@ -165,16 +165,15 @@ pub async fn run(
 
 /// Writes the actions of every managed region (after a threshold fired), without collecting.
 async fn write_all_actions(ctx: &Context) {
-    let regions = Api::<SovereignRegion>::all(ctx.client.clone())
-        .list(&ListParams::default())
-        .await;
+    let regions = super::all_regions(ctx).await;
+    // Listed, not read from a store: the threshold that woke this was written a moment ago,
+    // and a watch may not have delivered it yet.
     let budgets = Api::<TokenBudget>::all(ctx.client.clone())
         .list(&ListParams::default())
         .await;
     let (regions, budgets) = match (regions, budgets) {
-        (Ok(regions), Ok(budgets)) => (regions.items, budgets.items),
+        (Ok(regions), Ok(budgets)) => (regions, budgets.items),
         (Err(error), _) => {
-            let error = Read::list::<SovereignRegion>(None).failed(error);
             tracing::warn!(%error, "budget actions not refreshed");
             return;
         }
@@ -203,13 +202,9 @@ async fn write_all_actions(ctx: &Context) {
 /// One round over the managed regions; false when something failed and is worth retrying
 /// soon (typically: a new region's namespace did not exist yet).
 async fn tick(ctx: &Context, http: &reqwest::Client, cache: &mut ShardCache) -> bool {
-    let regions = match Api::<SovereignRegion>::all(ctx.client.clone())
-        .list(&ListParams::default())
-        .await
-    {
-        Ok(list) => list.items,
+    let regions = match super::all_regions(ctx).await {
+        Ok(regions) => regions,
         Err(error) => {
-            let error = Read::list::<SovereignRegion>(None).failed(error);
             tracing::warn!(%error, "usage collection skipped");
             return false;
         }
