@@ -41,6 +41,36 @@ results="${work}/results"
 say() { echo "[scale $(date +%T)] $*" >&2; }
 calc() { python3 -c "print($1)"; }
 operator_pid=""
+wrapper_pid=""
+# PROFILE=<dir>: run each instance under heaptrack (<dir>/first-runN, <dir>/restart-runN, and
+# heaptrack_print's peak report beside each as .txt): a heap profile of the first converge and
+# of the restart, for the RSS figures. Slower; not for the timings.
+start_operator() { # LOG PROFILE_NAME
+  if [[ -n "${PROFILE:-}" ]]; then
+    mkdir -p "${PROFILE}"
+    heaptrack -o "${PROFILE}/${2}" "${operator}" run --metrics-address "127.0.0.1:${metrics_port}" > "${1}" 2>&1 &
+    wrapper_pid=$!
+    operator_pid=""
+    until [[ -n "${operator_pid}" ]]; do
+      sleep 0.2
+      operator_pid=$(pgrep -P "${wrapper_pid}" -f "^${operator} run" | head -1 || true)
+    done
+  else
+    "${operator}" run --metrics-address "127.0.0.1:${metrics_port}" > "${1}" 2>&1 &
+    operator_pid=$!
+    wrapper_pid=""
+  fi
+}
+stop_operator() { # PROFILE_NAME
+  kill -TERM "${operator_pid}"
+  wait "${wrapper_pid:-${operator_pid}}" || true
+  if [[ -n "${PROFILE:-}" ]]; then
+    local file
+    file=$( (ls -t "${PROFILE}/${1}".*zst "${PROFILE}/${1}".*gz 2>/dev/null || true) | head -1)
+    [[ -n "${file}" ]] && heaptrack_print --print-peaks 1 --print-allocators 0 --print-temporary 0 \
+      --print-leaks 0 --peak-limit 25 --sub-peak-limit 8 "${file}" > "${PROFILE}/${1}.txt" || true
+  fi
+}
 cleanup() {
   [ -n "${operator_pid}" ] && kill "${operator_pid}" 2>/dev/null || true
   bash "${repo}/e2e/controlplane.sh" down >/dev/null 2>&1 || true
@@ -139,8 +169,7 @@ requests() {
 requests > "${work}/requests-before"
 say "run ${1}/${runs}: floor ${floor} s; operator (load: $(cut -d' ' -f1-3 /proc/loadavg))"
 start=$(date +%s.%N)
-"${operator}" run --metrics-address "127.0.0.1:${metrics_port}" > "${work}/operator.log" 2>&1 &
-operator_pid=$!
+start_operator "${work}/operator.log" "first-run${1}"
 # Parked models (every 4th) are never Ready: a region has M - ceil(M/4) ready backends.
 ready_backends=$((backends - (backends + 3) / 4))
 converged() {
@@ -193,16 +222,15 @@ PY
 peak_kib=$(awk '/VmHWM/ {print $2}' "/proc/${operator_pid}/status")
 
 # Resync: a restarted operator must find nothing to write.
-kill -TERM "${operator_pid}"; wait "${operator_pid}" || true
-"${operator}" run --metrics-address "127.0.0.1:${metrics_port}" > "${work}/operator2.log" 2>&1 &
-operator_pid=$!
+stop_operator "first-run${1}"
+start_operator "${work}/operator2.log" "restart-run${1}"
 objects=$((regions + regions * backends))
 until [ "$(reconciles)" -ge "${objects}" ] 2>/dev/null; do sleep 0.5; done
 sleep 5
 resync_writes=$(writes)
 peak2_kib=$(awk '/VmHWM/ {print $2}' "/proc/${operator_pid}/status")
 
-kill -TERM "${operator_pid}"; wait "${operator_pid}" || true
+stop_operator "restart-run${1}"
 operator_pid=""
 cp "${work}/operator.log" "${work}/operator-run${1}.log"
 
