@@ -99,6 +99,48 @@ where
     }
 }
 
+impl Stores {
+    /// Waits, in this one task, until every store has listed its kind, or `shutdown` resolves
+    /// (then false). Why a single waiter: a store's readiness (kube's `DelayedInit`, a oneshot
+    /// channel underneath) keeps only the last waker of several concurrent waiters, so when
+    /// the 32 first reconciles of the backend controller all waited for the regions store, 31
+    /// of them slept until their 30 s timeout (every start of the operator, measured at 20 ×
+    /// 10). Once one waiter has seen a store ready, every later wait returns at once.
+    pub async fn listed(&self, shutdown: impl std::future::Future<Output = ()>) -> bool {
+        use futures::FutureExt as _;
+        let all = async {
+            let mut waiting = 0u32;
+            for (kind, ready) in [
+                ("InferenceBackend", self.backends.wait_until_ready().boxed()),
+                ("SovereignRegion", self.regions.wait_until_ready().boxed()),
+                ("ResidencyPolicy", self.policies.wait_until_ready().boxed()),
+            ] {
+                let mut ready = ready;
+                loop {
+                    match tokio::time::timeout(STORE_WAIT, &mut ready).await {
+                        Ok(Ok(())) => break,
+                        // The watch stopped for good: the controllers would wait forever.
+                        Ok(Err(_)) => return false,
+                        Err(_) => {
+                            waiting += 1;
+                            tracing::warn!(
+                                kind,
+                                seconds = u64::from(waiting) * STORE_WAIT.as_secs(),
+                                "the controllers wait for the first list of this kind"
+                            );
+                        }
+                    }
+                }
+            }
+            true
+        };
+        match futures::future::select(std::pin::pin!(all), std::pin::pin!(shutdown)).await {
+            futures::future::Either::Left((listed, _)) => listed,
+            futures::future::Either::Right(_) => false,
+        }
+    }
+}
+
 /// What every reconcile gets.
 pub struct Context {
     /// The API client.
@@ -485,13 +527,21 @@ pub async fn run_all(
             shutdown.clone()
         ),
         until(watches, shutdown.clone()),
-        region::run(ctx.clone(), region_feeds, shutdown.clone()),
-        backend::run(ctx.clone(), backend_feeds, shutdown.clone()),
-        policy::run(ctx.clone(), shutdown.clone()),
-        audit::run(ctx.clone(), shutdown.clone()),
-        usage::run(ctx.clone(), interval, shutdown.clone()),
-        peer::run(ctx.clone(), interval, shutdown.clone()),
-        budget::run(ctx.clone(), interval, shutdown),
+        async {
+            // Nothing reads the stores before they are listed (see `Stores::listed`).
+            if !ctx.stores.listed(shutdown.clone()).await {
+                return;
+            }
+            futures::join!(
+                region::run(ctx.clone(), region_feeds, shutdown.clone()),
+                backend::run(ctx.clone(), backend_feeds, shutdown.clone()),
+                policy::run(ctx.clone(), shutdown.clone()),
+                audit::run(ctx.clone(), shutdown.clone()),
+                usage::run(ctx.clone(), interval, shutdown.clone()),
+                peer::run(ctx.clone(), interval, shutdown.clone()),
+                budget::run(ctx.clone(), interval, shutdown.clone()),
+            );
+        },
     );
 }
 
@@ -543,6 +593,55 @@ mod tests {
         );
         assert!(!prune_now(Some(3), Some(3), true), "already pruned here");
         assert!(prune_now(Some(2), Some(3), true), "the spec changed");
+    }
+
+    /// Stores and their writers, as `Context::new` makes them.
+    fn stores() -> (Stores, Writers) {
+        let (backends, backends_writer) = reflector::store();
+        let (regions, regions_writer) = reflector::store();
+        let (policies, policies_writer) = reflector::store();
+        (
+            Stores {
+                backends,
+                regions,
+                policies,
+            },
+            Writers {
+                backends: backends_writer,
+                regions: regions_writer,
+                policies: policies_writer,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn the_controllers_start_once_every_store_has_listed() {
+        let (stores, mut writers) = stores();
+        let listed = tokio::spawn(async move {
+            let ok = stores.listed(futures::future::pending()).await;
+            (ok, stores)
+        });
+        use kube::runtime::watcher::Event;
+        writers.backends.apply_watcher_event(&Event::Init);
+        writers.backends.apply_watcher_event(&Event::InitDone);
+        writers.policies.apply_watcher_event(&Event::Init);
+        writers.policies.apply_watcher_event(&Event::InitDone);
+        tokio::task::yield_now().await;
+        assert!(!listed.is_finished(), "the regions have not listed yet");
+        writers.regions.apply_watcher_event(&Event::Init);
+        writers.regions.apply_watcher_event(&Event::InitDone);
+        let (ok, stores) = listed.await.expect("the wait ends");
+        assert!(ok);
+        // Every later wait, however many at once, returns at once.
+        let waits = (0..32).map(|_| ready(&stores.regions));
+        let results = futures::future::join_all(waits).await;
+        assert!(results.iter().all(Result::is_ok));
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_ends_the_wait_for_the_stores() {
+        let (stores, _writers) = stores();
+        assert!(!stores.listed(futures::future::ready(())).await);
     }
 
     #[test]

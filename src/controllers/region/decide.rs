@@ -1,8 +1,10 @@
 //! What the region controller wants, from what it observed: pure, so every condition
 //! reason is unit-tested below.
 
+use std::time::Duration;
+
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
@@ -33,6 +35,8 @@ pub struct Decision {
     pub dropped_fallbacks: Vec<(String, String)>,
     /// Why the evidence summary could not be derived (the last one is kept in status).
     pub evidence_error: Option<String>,
+    /// New backends not judged yet: nothing is applied until they are (or their grace ends).
+    pub awaiting_judgement: Vec<String>,
 }
 
 /// The decision for `region`; `observed` is None when `scope` does not manage it.
@@ -67,6 +71,7 @@ pub fn decide(
             wake_usage: false,
             dropped_fallbacks: Vec::new(),
             evidence_error: None,
+            awaiting_judgement: Vec::new(),
         });
     };
 
@@ -92,7 +97,25 @@ pub fn decide(
         Err(error) => (current.evidence.clone(), Some(error.to_string())),
     };
 
-    let (gateway_ready, gateway_settled) = if plan.models.is_empty() {
+    // Backends created moments ago that their controller has not judged yet: rendering now
+    // would roll the gateway again as each of them turns Ready (a region declared with 20
+    // backends rolled it 8–9 times). Wait for them, never longer than JUDGEMENT_GRACE after
+    // their creation, so a stalled backend controller cannot hold a region back.
+    let unjudged = awaiting_judgement(&observed.backends, now);
+    let (gateway_ready, gateway_settled) = if unjudged.wait.is_some() {
+        (
+            condition(
+                conditions::GATEWAY_READY,
+                Status::False,
+                PROGRESSING,
+                format!(
+                    "new backends are being judged; the gateway is rendered once they are (at most {} s after their creation)",
+                    JUDGEMENT_GRACE.as_secs()
+                ),
+            ),
+            false,
+        )
+    } else if plan.models.is_empty() {
         (
             condition(
                 conditions::GATEWAY_READY,
@@ -213,18 +236,76 @@ pub fn decide(
         namespace: Some(namespace),
         evidence,
     };
-    Ok(Decision {
-        children: Some(plan.children),
-        status,
-        requeue: if gateway_settled && vector_settled && observability_settled {
+    let requeue = match unjudged.wait {
+        // Their statuses re-trigger this region; the deadline bounds the wait.
+        Some(wait) => Action::requeue(wait),
+        None if gateway_settled && vector_settled && observability_settled => {
             Action::requeue(RESYNC)
-        } else {
-            Action::requeue(PROGRESS_CHECK)
-        },
+        }
+        None => Action::requeue(PROGRESS_CHECK),
+    };
+    Ok(Decision {
+        // Nothing is applied (nor pruned) while the backends are judged: what runs stays.
+        children: unjudged.wait.is_none().then_some(plan.children),
+        status,
+        requeue,
+        awaiting_judgement: unjudged.names,
         wake_usage: current.observed_generation != generation,
         dropped_fallbacks: plan.dropped_fallbacks,
         evidence_error,
     })
+}
+
+/// How long a region waits, after a backend's creation, for the backend controller's first
+/// verdict on it before rendering without it. The verdict takes milliseconds when the
+/// operator keeps up; a new region's stack starting a few seconds later costs less than a
+/// gateway rolled once per backend.
+pub const JUDGEMENT_GRACE: Duration = Duration::from_secs(GRACE_SECONDS.unsigned_abs());
+const GRACE_SECONDS: i64 = 30;
+
+/// Backends with no verdict yet, and how long to wait for them.
+#[derive(Debug, Default, PartialEq)]
+struct Unjudged {
+    /// The backends still inside their grace (for the log), sorted.
+    names: Vec<String>,
+    /// Until the last of them is past its grace; None when there is nothing to wait for.
+    wait: Option<Duration>,
+}
+
+/// Backends no verdict has been written for (no conditions in status) and created less than
+/// [`JUDGEMENT_GRACE`] before `now`. One without a creation time (never so in a cluster) is
+/// not waited for.
+fn awaiting_judgement(backends: &[InferenceBackend], now: Timestamp) -> Unjudged {
+    let mut names = Vec::new();
+    let mut wait = None::<Duration>;
+    for backend in backends {
+        let judged = backend
+            .status
+            .as_ref()
+            .is_some_and(|s| !s.conditions.is_empty());
+        let Some(created) = backend.metadata.creation_timestamp.as_ref() else {
+            continue;
+        };
+        if judged {
+            continue;
+        }
+        let age = match Duration::try_from(now.duration_since(created.0)) {
+            Ok(age) => age,
+            // Created "after" now: the API server's clock is ahead of ours. Within a grace of
+            // skew, count the age as 0 (the wait is then at most twice the grace); beyond it
+            // the timestamp says nothing and the backend is not waited for.
+            Err(_) if created.0.duration_since(now) <= SignedDuration::from_secs(GRACE_SECONDS) => {
+                Duration::ZERO
+            }
+            Err(_) => continue,
+        };
+        if let Some(left) = JUDGEMENT_GRACE.checked_sub(age).filter(|l| !l.is_zero()) {
+            names.push(backend.name_any());
+            wait = Some(wait.map_or(left, |w| w.max(left)));
+        }
+    }
+    names.sort();
+    Unjudged { names, wait }
 }
 
 /// The region's `Ready` from its parts. True when every part is; else the reason of the first
@@ -483,6 +564,111 @@ status: {{availableReplicas: {available}, updatedReplicas: {updated}}}
                 .iter()
                 .any(|c| c.describe().starts_with("Deployment/"))
         );
+    }
+
+    /// A backend of region `eu` created at `created`, on which no verdict is written yet.
+    fn new_backend(name: &str, created: &str) -> InferenceBackend {
+        let mut backend = backend(name, false, false);
+        backend.status = None;
+        backend.metadata.creation_timestamp = Some(fixture(&format!("'{created}'")));
+        backend
+    }
+
+    fn at(time: &str) -> Timestamp {
+        time.parse().expect("a timestamp")
+    }
+
+    fn decided_at(observed: &Observed, now: &str) -> Decision {
+        decide(
+            &region("{}"),
+            Some(observed),
+            &RegionScope::default(),
+            at(now),
+        )
+        .expect("the region renders")
+    }
+
+    #[test]
+    fn a_region_waits_for_its_new_backends_to_be_judged_before_rendering() {
+        let observed = Observed {
+            backends: vec![
+                backend("a", true, true),
+                new_backend("c", "2026-12-01T10:00:00Z"),
+                new_backend("b", "2026-12-01T10:00:10Z"),
+            ],
+            gateway: Some(deployment(2, 2, 2)),
+            ..Observed::default()
+        };
+        let decision = decided_at(&observed, "2026-12-01T10:00:15Z");
+        assert!(
+            decision.children.is_none(),
+            "nothing is applied (nor pruned) while b and c are judged"
+        );
+        assert_eq!(decision.awaiting_judgement, ["b", "c"]);
+        assert_eq!(
+            reason(&decision, conditions::GATEWAY_READY),
+            is("False", PROGRESSING)
+        );
+        assert_eq!(
+            reason(&decision, conditions::READY),
+            is("False", PROGRESSING)
+        );
+        // Until the last grace ends: b was created at :10, so 25 s from :15.
+        assert_eq!(decision.requeue, Action::requeue(Duration::from_secs(25)));
+
+        // Past the grace of both, the region renders with what is judged.
+        let late = decided_at(&observed, "2026-12-01T10:00:41Z");
+        assert!(late.awaiting_judgement.is_empty());
+        let children = late.children.expect("rendered once the grace is over");
+        assert!(
+            children
+                .iter()
+                .any(|c| c.describe() == "Deployment/sovereign-eu/gateway")
+        );
+        let gateway = find(&late.status.conditions, conditions::GATEWAY_READY).expect("set");
+        assert_eq!(gateway.message, "serving a");
+
+        // One past its grace and one inside it: still waiting, for the one inside.
+        let partly = decided_at(&observed, "2026-12-01T10:00:35Z");
+        assert_eq!(partly.awaiting_judgement, ["b"]);
+        assert!(partly.children.is_none());
+        assert_eq!(partly.requeue, Action::requeue(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn judged_backends_are_not_waited_for_whatever_their_verdict_or_age() {
+        // A verdict of any kind (here not Ready, not Compliant) is a verdict.
+        let mut refused = backend("r", false, false);
+        refused.metadata.creation_timestamp = Some(fixture("'2026-12-01T10:00:14Z'"));
+        let observed = Observed {
+            backends: vec![backend("a", true, true), refused],
+            gateway: Some(deployment(2, 2, 2)),
+            ..Observed::default()
+        };
+        let decision = decided_at(&observed, "2026-12-01T10:00:15Z");
+        assert!(decision.awaiting_judgement.is_empty());
+        assert!(decision.children.is_some());
+        assert_eq!(reason(&decision, conditions::READY), is("True", "Ready"));
+    }
+
+    #[test]
+    fn a_backend_created_ahead_of_the_clock_is_waited_for_within_a_grace_of_skew_only() {
+        let observed = Observed {
+            backends: vec![new_backend("skewed", "2026-12-01T10:00:10Z")],
+            ..Observed::default()
+        };
+        // 10 s ahead: counted as just created.
+        let decision = decided_at(&observed, "2026-12-01T10:00:00Z");
+        assert_eq!(decision.awaiting_judgement, ["skewed"]);
+        assert_eq!(decision.requeue, Action::requeue(JUDGEMENT_GRACE));
+        // 5 minutes ahead: the timestamp says nothing; not waited for.
+        let far = Observed {
+            backends: vec![new_backend("skewed", "2026-12-01T10:05:00Z")],
+            ..Observed::default()
+        };
+        let decision = decided_at(&far, "2026-12-01T10:00:00Z");
+        assert!(decision.awaiting_judgement.is_empty());
+        assert!(decision.children.is_some());
     }
 
     #[test]

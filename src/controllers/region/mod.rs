@@ -115,6 +115,12 @@ async fn reconcile_inner(region: &SovereignRegion, ctx: &Context) -> Result<Acti
             "fallback dropped: no backend of this region serves it"
         );
     }
+    if !decision.awaiting_judgement.is_empty() {
+        tracing::debug!(
+            backends = ?decision.awaiting_judgement,
+            "not rendered yet: new backends are being judged"
+        );
+    }
     // apply
     let current = region.status.clone().unwrap_or_default();
     if let Some(children) = &decision.children {
