@@ -120,11 +120,20 @@ where
     let kind = K::kind(&()).into_owned();
     let events = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
+        .modify(drop_managed_fields)
         .reflect(writer);
     forward(events, &mut out, |error| {
         tracing::warn!(%kind, %error, "watch failed; retrying");
     })
     .await;
+}
+
+/// Drops an object's managedFields as its watch yields it: nothing here reads them, and they
+/// are most of an object's metadata (a server-side-applied Deployment's are several KB). A
+/// heap profile of a restart at 100 × 50 found 300 MiB of children's metadata, copies on their
+/// way to the controllers, most of it these fields.
+fn drop_managed_fields<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
 }
 
 /// Passes the objects of watcher `events` on to `out`.
@@ -189,7 +198,11 @@ pub async fn watch_versions(
     let config = watcher::Config::default()
         .labels(&labels::managed_selector())
         .any_semantic();
-    let mut events = std::pin::pin!(watcher(api, config).default_backoff());
+    let mut events = std::pin::pin!(
+        watcher(api, config)
+            .default_backoff()
+            .modify(drop_managed_fields)
+    );
     while let Some(event) = events.next().await {
         match event {
             Ok(watcher::Event::Init) => versions.relisting(kind),
@@ -226,6 +239,24 @@ mod tests {
         object.metadata.generation = Some(generation);
         object.metadata.resource_version = Some(version.to_owned());
         object
+    }
+
+    #[test]
+    fn watched_objects_keep_no_managed_fields() {
+        let mut with = object("a", 1, "1");
+        with.metadata.managed_fields = Some(vec![Default::default()]);
+        let events = futures::stream::iter([Ok::<_, watcher::Error>(watcher::Event::Apply(with))])
+            .modify(drop_managed_fields)
+            .collect::<Vec<_>>()
+            .now_or_never()
+            .expect("a ready stream");
+        match events.as_slice() {
+            [Ok(watcher::Event::Apply(kept))] => {
+                assert_eq!(kept.metadata.managed_fields, None);
+                assert_eq!(kept.metadata.resource_version.as_deref(), Some("1"));
+            }
+            other => panic!("unexpected events: {other:?}"),
+        }
     }
 
     #[test]
